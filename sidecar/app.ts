@@ -1,0 +1,142 @@
+import express, { type NextFunction, type Request, type Response } from 'express'
+import helmet from 'helmet'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import type { Server } from 'node:http'
+import { pino, type Logger } from 'pino'
+import { ResponseCache } from './cache/response-cache.js'
+import { openStore } from './cache/keyv-store.js'
+import type { CacheStore } from './cache/types.js'
+import { ConfigError, ImageError } from './errors.js'
+import { createImageHandler } from './handler.js'
+import { resolveNextConfig, type ResolvedNextConfig } from './images-config.js'
+import { DEFAULTS, type SidecarOptions } from './options.js'
+
+export interface Sidecar {
+  /** The Express app; mount it or serve it as it is. */
+  app: express.Express
+  config: ResolvedNextConfig
+  store: CacheStore
+  /** Starts an HTTP server; resolves once it listens. */
+  listen(port?: number, host?: string): Promise<Server & { url: string }>
+  /** Waits for background revalidations and closes the store. */
+  close(): Promise<void>
+}
+
+function positiveInt(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`${name}: expected an integer >= 1, received ${value}`)
+  return value
+}
+
+/**
+ * Builds the sidecar: validates options and the next.config once, opens the cache store and
+ * returns the Express app. The app serves `GET|HEAD {basePath}/_next/image`, `/healthz`, `/readyz`.
+ */
+export function createSidecar(options: SidecarOptions): Sidecar {
+  let frontend: URL
+  try {
+    frontend = new URL(options.frontend)
+  } catch {
+    throw new ConfigError(`frontend: expected an absolute http(s) URL, received "${String(options.frontend)}"`)
+  }
+  if (frontend.protocol !== 'http:' && frontend.protocol !== 'https:') {
+    throw new ConfigError(`frontend: expected an http or https URL, received "${frontend.href}"`)
+  }
+  const config = resolveNextConfig(options.nextConfig ?? {})
+  const log: Logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' })
+  const store = typeof options.cache === 'object' ? options.cache : openStore(options.cache ?? DEFAULTS.cache)
+  const cache = new ResponseCache(store, config.images.minimumCacheTTL, log)
+  if (config.images.domains.length > 0) log.warn('images.domains is deprecated; use images.remotePatterns')
+  if (config.images.unoptimized) log.warn('images.unoptimized is true: every image request answers 404, as in Next')
+
+  const handleImage = createImageHandler({
+    config,
+    frontend,
+    cache,
+    log,
+    maxAttempts: positiveInt('maxAttempts', options.maxAttempts ?? DEFAULTS.maxAttempts),
+    timeoutMs: positiveInt('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs),
+    upstreamTimeoutMs: positiveInt('upstreamTimeoutMs', options.upstreamTimeoutMs ?? DEFAULTS.upstreamTimeoutMs),
+    resolve: options.resolve,
+  })
+
+  const app = express()
+  app.disable('etag')
+  app.disable('x-powered-by')
+  app.set('query parser', false)
+  app.set('strict routing', true)
+  app.use(
+    helmet({
+      // Image responses carry Next's own CSP (images.contentSecurityPolicy); helmet's would replace it.
+      contentSecurityPolicy: false,
+      // Images are embedded by pages on the frontend's origin: same-origin CORP would block them.
+      crossOriginResourcePolicy: { policy: 'cross-origin' },
+      // HSTS is the domain owner's call (in gateway mode it would cover the whole site).
+      strictTransportSecurity: false,
+    }),
+  )
+
+  const imagePath = `${config.basePath}/_next/image`
+  app.get('/healthz', (_req, res) => {
+    res.status(200).type('text/plain').end('ok')
+  })
+  app.get('/readyz', async (_req, res) => {
+    try {
+      await store.ping()
+      res.status(200).type('text/plain').end('ready')
+    } catch (err) {
+      log.warn({ err, store: store.name }, 'readiness check: cache store unreachable')
+      res.status(503).type('text/plain').end('cache store unreachable')
+    }
+  })
+  // Next normalises the trailing slash before routing: /_next/image/?... → 308 /_next/image?...
+  app.get(`${imagePath}/`, (req, res) => {
+    const q = req.originalUrl.indexOf('?')
+    res.redirect(308, imagePath + (q >= 0 ? req.originalUrl.slice(q) : ''))
+  })
+  // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.
+  app.get(imagePath, handleImage)
+  app.post(imagePath, handleImage)
+
+  app.use((_req, res) => {
+    res.status(404).type('text/plain').end('Not Found')
+  })
+  // The one place an error becomes a response: ImageError → its status and Next's message.
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    if (res.headersSent) {
+      res.destroy()
+      return
+    }
+    if (err instanceof ImageError) {
+      if (err.statusCode >= 500) log.error({ err, url: req.originalUrl }, 'image request failed')
+      else log.debug({ err, url: req.originalUrl }, 'image request rejected')
+      res.status(err.statusCode).end(err.message)
+      return
+    }
+    // Body-parser style client errors (e.g. malformed URLs) carry their own 4xx status.
+    const status = (err as { status?: number } | undefined)?.status
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      res.status(status).end('Bad Request')
+      return
+    }
+    log.error({ err, url: req.originalUrl }, 'unexpected error')
+    res.status(500).end('Internal Server Error')
+  })
+
+  return {
+    app,
+    config,
+    store,
+    async listen(port = 3001, host = '0.0.0.0') {
+      const server = app.listen(port, host)
+      await once(server, 'listening')
+      const address = server.address() as AddressInfo
+      const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address
+      return Object.assign(server, { url: `http://${shownHost}:${address.port}` })
+    },
+    async close() {
+      await cache.settled()
+      await store.close()
+    },
+  }
+}

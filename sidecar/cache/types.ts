@@ -1,0 +1,26 @@
+/** One cached image variant: what Next keeps in a cache file name plus the bytes. */
+export interface CacheEntry {
+  buffer: Buffer
+  contentType: string
+  /** The max-age (seconds) the response advertises; Next calls it `revalidate`. */
+  maxAge: number
+  /** Epoch ms after which the entry is stale. */
+  expireAt: number
+  etag: string
+  upstreamEtag: string
+}
+
+/**
+ * The storage a cache backend provides. Keep it this small: the response cache owns all
+ * semantics (freshness, single-flight, stale-while-revalidate), a store only keeps bytes.
+ */
+export interface CacheStore {
+  /** A human-readable name for logs and /readyz, e.g. `sqlite:///path/cache.sqlite`. */
+  readonly name: string
+  get(key: string): Promise<CacheEntry | undefined>
+  /** `ttlMs` is a hint for how long the entry is worth keeping at all. */
+  set(key: string, entry: CacheEntry, ttlMs: number): Promise<void>
+  /** Resolves when the backend answers; rejects when it is unreachable. */
+  ping(): Promise<void>
+  close(): Promise<void>
+}

@@ -1,0 +1,116 @@
+import type { NextFunction, Request, Response } from 'express'
+import type { Logger } from 'pino'
+import { cacheKey } from './cache/key.js'
+import type { ResponseCache, Produced } from './cache/response-cache.js'
+import type { CacheEntry } from './cache/types.js'
+import { ImageError } from './errors.js'
+import { imageResponseHeaders, isNotModified } from './headers.js'
+import type { ResolvedNextConfig } from './images-config.js'
+import { negotiateMimeType } from './negotiate.js'
+import { withAttempts } from './retry.js'
+import { transformImage, type PreviousOutput } from './transform.js'
+import { fetchExternal, fetchInternal, type Resolver, type Upstream } from './upstream.js'
+import { parseQuery, validateParams, type ImageParams } from './validate.js'
+
+export interface HandlerContext {
+  config: ResolvedNextConfig
+  frontend: URL
+  cache: ResponseCache
+  log: Logger
+  maxAttempts: number
+  timeoutMs: number
+  upstreamTimeoutMs: number
+  resolve?: Resolver
+}
+
+/**
+ * Next's revalidation shortcut (`getPreviouslyCachedImageOrNull`): when the upstream is
+ * unchanged and the previous entry was really optimised, reuse its bytes without sharp.
+ */
+function reusableOutput(upstream: Upstream, previous: CacheEntry | undefined): PreviousOutput | undefined {
+  if (previous && previous.upstreamEtag !== previous.etag && upstream.etag === previous.upstreamEtag) {
+    return { buffer: previous.buffer, maxAge: previous.maxAge, etag: previous.etag, upstreamEtag: previous.upstreamEtag }
+  }
+  return undefined
+}
+
+/**
+ * `GET|HEAD {basePath}/_next/image?url=&w=&q=`, top to bottom:
+ * parse → validate → negotiate → cache lookup → (on a miss) fetch → transform → store → respond.
+ */
+export function createImageHandler(ctx: HandlerContext) {
+  const { config, log } = ctx
+  const { images } = config
+
+  function fetchUpstream(params: ImageParams, signal: AbortSignal): Promise<Upstream> {
+    const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal }
+    return params.isAbsolute
+      ? fetchExternal(params.href, {
+          ...common,
+          dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
+          maximumRedirects: images.maximumRedirects,
+          resolve: ctx.resolve,
+        })
+      : fetchInternal(ctx.frontend, params.href, common)
+  }
+
+  function producer(params: ImageParams, mimeType: string) {
+    return (previous: CacheEntry | undefined): Promise<Produced> =>
+      withAttempts(
+        async (signal) => {
+          const upstream = await fetchUpstream(params, signal)
+          const result = await transformImage(
+            upstream,
+            { href: params.href, width: params.width, quality: params.quality, mimeType },
+            { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
+            reusableOutput(upstream, previous),
+          )
+          if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; serving the original bytes')
+          const { buffer, contentType, maxAge, etag, upstreamEtag } = result
+          return { buffer, contentType, maxAge, etag, upstreamEtag }
+        },
+        { maxAttempts: ctx.maxAttempts, timeoutMs: ctx.timeoutMs },
+      )
+  }
+
+  return async function handleImage(req: Request, res: Response, next: NextFunction): Promise<void> {
+    try {
+      // Next 404s the whole route when images are unoptimized, before looking at the query.
+      if (images.unoptimized) throw new ImageError(404, 'Not Found')
+
+      const queryStart = req.originalUrl.indexOf('?')
+      const query = parseQuery(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '')
+      const params = validateParams(query, config)
+      const mimeType = negotiateMimeType(images.formats, req.headers.accept)
+
+      const key = cacheKey(params.href, params.width, params.quality, mimeType)
+      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType))
+
+      const notModified = isNotModified(req.headers, entry.etag)
+      const headers = imageResponseHeaders(
+        {
+          href: params.href,
+          isStatic: params.isStatic,
+          contentType: entry.contentType,
+          etag: entry.etag,
+          maxAge: entry.maxAge,
+          cacheResult: result,
+          contentSecurityPolicy: images.contentSecurityPolicy,
+          contentDispositionType: images.contentDispositionType,
+          byteLength: entry.buffer.byteLength,
+        },
+        notModified,
+      )
+      for (const [name, value] of headers) res.setHeader(name, value)
+      if (notModified) {
+        res.status(304).end()
+      } else if (req.method === 'HEAD') {
+        res.status(200).end()
+      } else {
+        res.status(200).end(entry.buffer)
+      }
+    } catch (err) {
+      next(err)
+    }
+  }
+}

@@ -1,0 +1,21 @@
+import { mediaType } from '@hapi/accept'
+import { ImageError } from './errors.js'
+
+/**
+ * The output type a client accepts, as Next picks it (`getSupportedMimeType`): @hapi/accept
+ * ranks the configured formats (q-value, then alphabetically, so AVIF wins a tie), and the
+ * winner only counts if the raw Accept header names it literally — `*\/*` or `image/*` yield ''.
+ *
+ * A malformed Accept header makes @hapi/accept throw; Next answers 500 there, we answer 400
+ * (a documented deviation: it is the client's mistake).
+ */
+export function negotiateMimeType(formats: readonly string[], accept: string | undefined): string {
+  const header = accept ?? ''
+  let type: string
+  try {
+    type = mediaType(header, [...formats])
+  } catch {
+    throw new ImageError(400, '"Accept" header is malformed')
+  }
+  return type && header.includes(type) ? type : ''
+}

@@ -1,0 +1,142 @@
+import sharp from 'sharp'
+import { ImageError, MESSAGES } from './errors.js'
+import { detectContentType, isAnimated } from './detect.js'
+import { ANIMATABLE_TYPES, AVIF, BYPASS_TYPES, JPEG, PNG, WEBP } from './image-types.js'
+import type { SharpConfig } from './images-config.js'
+import { getMaxAge } from './headers.js'
+import { hashBase64url, type Upstream } from './upstream.js'
+
+export interface TransformParams {
+  href: string
+  width: number
+  quality: number
+  /** The negotiated output type, or '' when the client named none of the configured formats. */
+  mimeType: string
+}
+
+export interface TransformConfig {
+  minimumCacheTTL: number
+  dangerouslyAllowSVG: boolean
+  sharp: SharpConfig
+}
+
+export interface TransformResult {
+  buffer: Buffer
+  contentType: string
+  /** Seconds the result stays fresh. */
+  maxAge: number
+  etag: string
+  upstreamEtag: string
+  /** Set when sharp failed and the original bytes are served instead. */
+  error?: unknown
+}
+
+/** A previous optimised output whose upstream has not changed (Next's revalidation shortcut). */
+export interface PreviousOutput {
+  buffer: Buffer
+  maxAge?: number
+  etag: string
+  upstreamEtag: string
+}
+
+let configured = false
+/**
+ * Applies Next's process-wide sharp settings once: only the loaders Next unblocks
+ * (so JP2, PDF, raw and friends are never decoded), the operation cache, concurrency.
+ */
+export function configureSharp(config: SharpConfig): void {
+  if (configured) return
+  configured = true
+  sharp.block({ operation: ['VipsForeignLoad'] })
+  sharp.unblock({
+    operation: [
+      'VipsForeignLoadHeif',
+      'VipsForeignLoadJpeg',
+      'VipsForeignLoadNsgif',
+      'VipsForeignLoadPng',
+      'VipsForeignLoadSvg',
+      'VipsForeignLoadTiff',
+      'VipsForeignLoadWebp',
+    ],
+  })
+  if (typeof config.operationCache === 'boolean') sharp.cache(config.operationCache)
+  if (sharp.concurrency() > 1) {
+    sharp.concurrency(config.concurrency ?? Math.floor(Math.max(sharp.concurrency() / 2, 1)))
+  }
+}
+
+/** Next's `optimizeImage`: auto-orient, resize without enlargement, Next's encoder settings. */
+export async function optimizeImage(
+  buffer: Buffer,
+  contentType: string,
+  width: number,
+  quality: number,
+  config: SharpConfig,
+): Promise<Buffer> {
+  configureSharp(config)
+  const pipeline = sharp(buffer, {
+    limitInputPixels: config.maxInputPixels,
+    sequentialRead: config.sequentialRead ?? undefined,
+  })
+    .timeout({ seconds: config.timeoutInSeconds })
+    .rotate()
+    .resize(width, undefined, { withoutEnlargement: true })
+
+  if (contentType === AVIF) {
+    // Next scales quality so AVIF matches WebP visually (sharp defaults 80 vs 50).
+    pipeline.avif({ quality: Math.max(Math.round(quality * (50 / 80)), 1), effort: 3 })
+  } else if (contentType === WEBP) {
+    pipeline.webp({ quality })
+  } else if (contentType === PNG) {
+    pipeline.png({ quality })
+  } else if (contentType === JPEG) {
+    pipeline.jpeg({ quality, mozjpeg: config.mozjpeg })
+  }
+  return pipeline.toBuffer()
+}
+
+/**
+ * Next's `imageOptimizerTransform`, step by step: max-age → detect the type from the bytes →
+ * refuse non-images and (unless allowed) SVG → pass animated and bypass types through →
+ * choose the output type → reuse an unchanged previous output → sharp → on any sharp error,
+ * the original bytes.
+ */
+export async function transformImage(
+  upstream: Upstream,
+  params: TransformParams,
+  config: TransformConfig,
+  previousOutput?: PreviousOutput,
+): Promise<TransformResult> {
+  const { buffer: original, etag: upstreamEtag } = upstream
+  const maxAge = Math.max(config.minimumCacheTTL, getMaxAge(upstream.cacheControl))
+  const upstreamType = detectContentType(original)
+
+  if (!upstreamType || !upstreamType.startsWith('image/') || upstreamType.includes(',')) {
+    throw new ImageError(400, MESSAGES.notAnImage, { cause: new Error(`${params.href} is ${upstreamType ?? 'of unknown type'}`) })
+  }
+  if (upstreamType.startsWith('image/svg') && !config.dangerouslyAllowSVG) {
+    throw new ImageError(400, MESSAGES.typeNotAllowed, { cause: new Error(`${params.href} is SVG and dangerouslyAllowSVG is off`) })
+  }
+  if ((ANIMATABLE_TYPES.includes(upstreamType) && isAnimated(original)) || BYPASS_TYPES.includes(upstreamType)) {
+    return { buffer: original, contentType: upstreamType, maxAge, etag: upstreamEtag, upstreamEtag }
+  }
+
+  const contentType = params.mimeType || (upstreamType === WEBP || upstreamType === AVIF ? JPEG : upstreamType)
+
+  if (previousOutput) {
+    return {
+      buffer: previousOutput.buffer,
+      contentType,
+      maxAge: previousOutput.maxAge || maxAge,
+      etag: previousOutput.etag,
+      upstreamEtag: previousOutput.upstreamEtag,
+    }
+  }
+
+  try {
+    const buffer = await optimizeImage(original, contentType, params.width, params.quality, config.sharp)
+    return { buffer, contentType, maxAge, etag: hashBase64url(buffer), upstreamEtag }
+  } catch (error) {
+    return { buffer: original, contentType: upstreamType, maxAge: config.minimumCacheTTL, etag: upstreamEtag, upstreamEtag, error }
+  }
+}

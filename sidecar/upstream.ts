@@ -1,0 +1,292 @@
+import { ADDRCONFIG, type LookupAddress } from 'node:dns'
+import { lookup as dnsLookup } from 'node:dns/promises'
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http'
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { isIP, type LookupFunction } from 'node:net'
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
+import { constants as zlib, createBrotliDecompress, createGunzip, createInflate, createInflateRaw } from 'node:zlib'
+import { createHash } from 'node:crypto'
+import { ImageError, MESSAGES } from './errors.js'
+import { isPrivateIp } from './private-ip.js'
+
+/** What the transform needs from an upstream response. */
+export interface Upstream {
+  buffer: Buffer
+  contentType: string | undefined
+  cacheControl: string | undefined
+  /** base64url of the upstream ETag header, else sha256 of the body (Next's `extractEtag`). */
+  etag: string
+}
+
+/** Resolves a hostname to every address a socket could connect to. Injectable for tests. */
+export type Resolver = (hostname: string) => Promise<LookupAddress[]>
+
+export interface UpstreamOptions {
+  /** Per-request timeout covering connect and body, ms (Next: 7000, not configurable there). */
+  timeoutMs: number
+  maximumResponseBody: number
+  /** Caller's deadline (the job timeout); aborting it ends the fetch as a timeout. */
+  signal?: AbortSignal
+}
+
+export interface ExternalOptions extends UpstreamOptions {
+  dangerouslyAllowLocalIP: boolean
+  maximumRedirects: number
+  resolve?: Resolver
+}
+
+/** Marks failures worth retrying: connection errors, timeouts, upstream 5xx. */
+export class TransientUpstreamError extends ImageError {
+  constructor(statusCode: number, message: string, options?: { cause?: unknown }) {
+    super(statusCode, message, options)
+    this.name = 'TransientUpstreamError'
+  }
+}
+
+export function hashBase64url(...items: Array<string | Buffer>): string {
+  const hash = createHash('sha256')
+  for (const item of items) hash.update(item)
+  return hash.digest('base64url')
+}
+
+export function extractEtag(etagHeader: string | undefined, body: Buffer): string {
+  // base64url because a weak ETag (W/"...") must survive as a cache file name in Next.
+  return etagHeader ? Buffer.from(etagHeader).toString('base64url') : hashBase64url(body)
+}
+
+// Agents are keyed by the pinned addresses (see getName) so a pooled socket is only reused
+// for a host that resolved to the same, already checked, addresses.
+type PinnedRequestOptions = RequestOptions & { pinKey?: string }
+const agentOptions = { keepAlive: true, timeout: 7000 }
+class PinnedHttpAgent extends HttpAgent {
+  override getName(options: PinnedRequestOptions = {}): string {
+    return `${super.getName(options)}:${options.pinKey ?? ''}`
+  }
+}
+class PinnedHttpsAgent extends HttpsAgent {
+  override getName(options: PinnedRequestOptions = {}): string {
+    return `${super.getName(options)}:${options.pinKey ?? ''}`
+  }
+}
+const agents = { http: new PinnedHttpAgent(agentOptions), https: new PinnedHttpsAgent(agentOptions) }
+
+const BASE_HEADERS = { accept: '*/*', 'accept-language': '*', 'sec-fetch-mode': 'cors', 'user-agent': 'node' }
+const HTTP_HEADERS = { ...BASE_HEADERS, 'accept-encoding': 'gzip, deflate' }
+const HTTPS_HEADERS = { ...BASE_HEADERS, 'accept-encoding': 'br, gzip, deflate' }
+
+const defaultResolver: Resolver = (hostname) =>
+  dnsLookup(hostname, { all: true, hints: process.platform === 'win32' ? 0 : ADDRCONFIG })
+
+/** A lookup that answers only with the addresses already checked: no second DNS query to rebind. */
+export function createPinnedLookup(hostname: string, addresses: LookupAddress[]): LookupFunction {
+  return (name, options, callback) => {
+    if (name !== hostname) {
+      callback(new Error(`lookup of "${name}" does not match pinned hostname "${hostname}"`), [])
+      return
+    }
+    const family = typeof options.family === 'number' ? options.family : 0
+    const matched = family ? addresses.filter((a) => a.family === family) : addresses
+    if (matched.length === 0) {
+      const err: NodeJS.ErrnoException = new Error(`No IPv${family} address available for ${hostname}`)
+      err.code = 'ENODATA'
+      callback(err, [])
+      return
+    }
+    if (options.all) callback(null, matched)
+    else callback(null, matched[0]!.address, matched[0]!.family)
+  }
+}
+
+function request(url: URL, options: PinnedRequestOptions): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, options, resolve)
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** zlib 'deflate' is ambiguous in the wild: zlib-wrapped or raw. Decide on the first byte. */
+class DeflateDecoder extends Transform {
+  private decoder: Transform | undefined
+  override _transform(chunk: Buffer, encoding: BufferEncoding, callback: TransformCallback) {
+    if (!this.decoder) {
+      if (chunk.length === 0) return callback()
+      const options = { flush: zlib.Z_SYNC_FLUSH, finishFlush: zlib.Z_SYNC_FLUSH }
+      this.decoder = (chunk[0]! & 0x0f) === 0x08 ? createInflate(options) : createInflateRaw(options)
+      this.decoder.on('data', (data: Buffer) => this.push(data))
+      this.decoder.on('end', () => this.push(null))
+      this.decoder.on('error', (err) => this.destroy(err))
+    }
+    this.decoder.write(chunk, encoding, callback)
+  }
+  override _final(callback: TransformCallback) {
+    this.decoder?.end()
+    this.decoder = undefined
+    callback()
+  }
+}
+
+const MAX_CONTENT_ENCODINGS = 5
+
+/** Decodes Content-Encoding as Next does; an unknown coding leaves the body as it is. */
+function decodeBody(res: IncomingMessage, invalidMessage: string): Readable {
+  const header = res.headers['content-encoding']
+  if (!header) return res
+  const codings = header.toLowerCase().split(',')
+  if (codings.length > MAX_CONTENT_ENCODINGS) throw new ImageError(400, invalidMessage)
+  const decoders: Transform[] = []
+  for (let i = codings.length - 1; i >= 0; i--) {
+    switch (codings[i]!.trim()) {
+      case 'x-gzip':
+      case 'gzip':
+        decoders.push(createGunzip({ flush: zlib.Z_SYNC_FLUSH, finishFlush: zlib.Z_SYNC_FLUSH }))
+        break
+      case 'deflate':
+        decoders.push(new DeflateDecoder())
+        break
+      case 'br':
+        decoders.push(createBrotliDecompress({ flush: zlib.BROTLI_OPERATION_FLUSH, finishFlush: zlib.BROTLI_OPERATION_FLUSH }))
+        break
+      default:
+        return res
+    }
+  }
+  pipeline([res, ...decoders], () => {})
+  return decoders[decoders.length - 1]!
+}
+
+/** Reads a body, stopping (not buffering on) once it passes the byte limit. */
+async function readBody(res: IncomingMessage, limit: number, invalidMessage: string): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let total = 0
+  try {
+    for await (const chunk of decodeBody(res, invalidMessage) as AsyncIterable<Buffer>) {
+      total += chunk.byteLength
+      if (total > limit) throw new ImageError(413, invalidMessage)
+      chunks.push(chunk)
+    }
+  } finally {
+    if (!res.complete) res.destroy()
+  }
+  return Buffer.concat(chunks, total)
+}
+
+function timeoutSignal(options: UpstreamOptions): AbortSignal {
+  const timeout = AbortSignal.timeout(options.timeoutMs)
+  return options.signal ? AbortSignal.any([timeout, options.signal]) : timeout
+}
+
+const timedOut = (cause?: unknown) => new TransientUpstreamError(504, MESSAGES.upstreamTimedOut, { cause })
+
+const isRedirect = (status: number) => [301, 302, 303, 307, 308].includes(status)
+
+/**
+ * Fetches an absolute image URL as Next's `fetchExternalImage`: Next's request headers,
+ * the private-IP guard on every hop with the connection pinned to the checked addresses,
+ * at most `maximumRedirects` redirects (whose targets are not re-checked against
+ * remotePatterns, as in Next), Content-Encoding decoding, the body limit and a timeout.
+ */
+export async function fetchExternal(href: string, options: ExternalOptions, redirectsLeft = options.maximumRedirects): Promise<Upstream> {
+  const url = new URL(href)
+  const hostname = url.hostname.replace(/^\[|\]$/g, '')
+  let lookup: LookupFunction | undefined
+  let pinKey: string | undefined
+
+  if (!options.dangerouslyAllowLocalIP) {
+    const family = isIP(hostname)
+    let addresses: LookupAddress[]
+    if (family > 0) {
+      addresses = [{ address: hostname, family }]
+    } else {
+      addresses = await (options.resolve ?? defaultResolver)(hostname)
+      lookup = createPinnedLookup(hostname, addresses)
+    }
+    pinKey = addresses.map((a) => `${a.family}:${a.address}`).join(',')
+    const privateIps = addresses.map((a) => a.address).filter(isPrivateIp)
+    if (privateIps.length > 0) {
+      throw new ImageError(400, MESSAGES.notAllowed, {
+        cause: new Error(`upstream image ${href} hostname resolved to private IP ${JSON.stringify(privateIps)}`),
+      })
+    }
+  }
+
+  const signal = timeoutSignal(options)
+  let res: IncomingMessage
+  try {
+    res = await request(url, {
+      agent: url.protocol === 'https:' ? agents.https : agents.http,
+      headers: url.protocol === 'https:' ? HTTPS_HEADERS : HTTP_HEADERS,
+      lookup,
+      pinKey,
+      signal,
+    })
+  } catch (err) {
+    if (signal.aborted) throw timedOut(err)
+    throw err
+  }
+
+  const status = res.statusCode ?? 500
+  const location = res.headers.location
+  if (isRedirect(status) && location && URL.canParse(location, href)) {
+    // A redirect body is never used; draining it would download unbounded bytes.
+    res.destroy()
+    if (redirectsLeft === 0) throw new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${href}`) })
+    return fetchExternal(new URL(location, href).href, options, redirectsLeft - 1)
+  }
+  if (status < 200 || status > 299) {
+    res.destroy()
+    const cause = new Error(`upstream ${href} answered ${status}`)
+    throw status >= 500 ? new TransientUpstreamError(status, MESSAGES.upstreamInvalid, { cause }) : new ImageError(status, MESSAGES.upstreamInvalid, { cause })
+  }
+
+  let buffer: Buffer
+  try {
+    buffer = await readBody(res, options.maximumResponseBody, MESSAGES.upstreamInvalid)
+  } catch (err) {
+    if (signal.aborted) throw timedOut(err)
+    throw err
+  }
+  if (buffer.byteLength === 0) throw new ImageError(400, MESSAGES.upstreamInvalid, { cause: new Error(`empty body from ${href}`) })
+  return {
+    buffer,
+    contentType: res.headers['content-type'],
+    cacheControl: res.headers['cache-control'],
+    etag: extractEtag(res.headers.etag, buffer),
+  }
+}
+
+/**
+ * Fetches a relative image URL from the frontend, as Next's `fetchInternalImage` routes it
+ * through itself: no client headers are forwarded, no redirect is followed, and failures
+ * carry Next's "internal response" messages. The frontend is trusted (no private-IP guard).
+ */
+export async function fetchInternal(frontend: URL, href: string, options: UpstreamOptions): Promise<Upstream> {
+  const url = new URL(href, frontend)
+  const signal = timeoutSignal(options)
+  try {
+    const res = await request(url, {
+      agent: url.protocol === 'https:' ? agents.https : agents.http,
+      headers: { accept: '*/*', 'user-agent': 'next-image-sidecar' },
+      signal,
+    })
+    const status = res.statusCode ?? 500
+    if (status < 200 || status > 299) {
+      res.destroy()
+      const cause = new Error(`frontend ${url.href} answered ${status}`)
+      throw status >= 500 ? new TransientUpstreamError(status, MESSAGES.internalInvalid, { cause }) : new ImageError(status, MESSAGES.internalInvalid, { cause })
+    }
+    const buffer = await readBody(res, options.maximumResponseBody, MESSAGES.internalInvalid)
+    if (buffer.byteLength === 0) throw new ImageError(400, MESSAGES.internalInvalid, { cause: new Error(`empty body from ${url.href}`) })
+    return {
+      buffer,
+      contentType: res.headers['content-type'],
+      cacheControl: res.headers['cache-control'],
+      etag: extractEtag(res.headers.etag, buffer),
+    }
+  } catch (err) {
+    if (signal.aborted) throw timedOut(err)
+    if (err instanceof ImageError) throw err
+    // Next answers any other failure of the internal fetch with a 500 and this message.
+    throw new TransientUpstreamError(500, MESSAGES.upstreamInvalid, { cause: err })
+  }
+}
