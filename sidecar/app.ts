@@ -19,6 +19,8 @@ export interface Sidecar {
   store: CacheStore
   /** Starts an HTTP server; resolves once it listens. */
   listen(port?: number, host?: string): Promise<Server & { url: string }>
+  /** Resolves when the background revalidations started so far have finished. */
+  idle(): Promise<void>
   /** Waits for background revalidations and closes the store. */
   close(): Promise<void>
 }
@@ -134,6 +136,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address
       return Object.assign(server, { url: `http://${shownHost}:${address.port}` })
     },
+    idle: () => cache.settled(),
     async close() {
       await cache.settled()
       await store.close()

@@ -1,0 +1,128 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { readFileSync } from 'node:fs'
+import { once } from 'node:events'
+import { join, resolve } from 'node:path'
+import { gzipSync, brotliCompressSync, deflateSync, deflateRawSync } from 'node:zlib'
+import type { AddressInfo } from 'node:net'
+
+/** ../shared/corpus, next to this repository. */
+export const CORPUS = resolve(import.meta.dirname, '../../../shared/corpus')
+export const corpusFile = (path: string) => readFileSync(join(CORPUS, path))
+
+export interface UpstreamServer {
+  url: string
+  port: number
+  /** Every request the server saw: method, url and headers. */
+  requests: Array<{ method: string; url: string; headers: IncomingMessage['headers'] }>
+  /** Responses of /mutable/<key>, changeable while the server runs. */
+  mutable: Map<string, { status: number; body: Buffer; headers?: Record<string, string> }>
+  close(): Promise<void>
+}
+
+/**
+ * A real HTTP upstream for tests. Routes:
+ *   /corpus/<path>                 the corpus file (Content-Type deliberately generic)
+ *   /status/<code>                 answers that status with a short body
+ *   /redirect/<n>?to=<url>         n redirects then `to` (Location relative to this server)
+ *   /loop                          redirects to itself forever
+ *   /empty                         200 with no body
+ *   /encoded/<coding>/<path>       the corpus file with Content-Encoding gzip|br|deflate|deflate-raw|x-gzip
+ *   /headers/<path>?cc=&etag=      the corpus file with the given Cache-Control / ETag
+ *   /hang                          never answers
+ *   /flaky/<n>/<path>              answers 503 n times, then the file
+ *   /_next/static/media/<name>     a PNG, as Next serves statically imported images
+ *   /mutable/<key>                 whatever the test put in `mutable` (404 otherwise)
+ */
+export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer> {
+  const requests: UpstreamServer['requests'] = []
+  const flakyCounts = new Map<string, number>()
+  const mutable: UpstreamServer['mutable'] = new Map()
+  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
+    const url = new URL(req.url ?? '/', 'http://x')
+    const parts = url.pathname.split('/').filter(Boolean)
+    const send = (status: number, body: Buffer | string, headers: Record<string, string> = {}) => {
+      res.writeHead(status, headers)
+      res.end(body)
+    }
+    const file = (path: string) => {
+      try {
+        return corpusFile(decodeURIComponent(path))
+      } catch {
+        return undefined
+      }
+    }
+    try {
+      switch (parts[0]) {
+        case 'corpus': {
+          const body = file(parts.slice(1).join('/'))
+          return body ? send(200, body, { 'content-type': 'application/octet-stream' }) : send(404, 'not found')
+        }
+        case 'status':
+          return send(Number(parts[1]), 'status body')
+        case 'redirect': {
+          const n = Number(parts[1])
+          const to = url.searchParams.get('to') ?? '/corpus/png/chelsea.png'
+          return send(302, '', { location: n > 1 ? `/redirect/${n - 1}?to=${encodeURIComponent(to)}` : to })
+        }
+        case 'loop':
+          return send(302, '', { location: '/loop' })
+        case 'empty':
+          return send(200, '')
+        case 'encoded': {
+          const coding = parts[1]!
+          const body = file(parts.slice(2).join('/'))!
+          const encoded = {
+            gzip: gzipSync,
+            'x-gzip': gzipSync,
+            br: brotliCompressSync,
+            deflate: deflateSync,
+            'deflate-raw': deflateRawSync,
+          }[coding]!(body)
+          return send(200, encoded, { 'content-encoding': coding === 'deflate-raw' ? 'deflate' : coding })
+        }
+        case 'headers': {
+          const body = file(parts.slice(1).join('/'))!
+          const headers: Record<string, string> = {}
+          const cc = url.searchParams.get('cc')
+          const etag = url.searchParams.get('etag')
+          if (cc) headers['cache-control'] = cc
+          if (etag) headers.etag = etag
+          return send(200, body, headers)
+        }
+        case 'hang':
+          return // never answer
+        case 'flaky': {
+          const key = url.pathname
+          const seen = flakyCounts.get(key) ?? 0
+          flakyCounts.set(key, seen + 1)
+          if (seen < Number(parts[1])) return send(503, 'try later')
+          return send(200, file(parts.slice(2).join('/'))!)
+        }
+        case '_next':
+          return send(200, corpusFile('png/chelsea.png'), { 'content-type': 'image/png' })
+        case 'mutable': {
+          const entry = mutable.get(parts[1] ?? '')
+          return entry ? send(entry.status, entry.body, entry.headers) : send(404, 'not found')
+        }
+        default:
+          return send(404, 'not found')
+      }
+    } catch (err) {
+      send(500, String(err))
+    }
+  })
+  server.listen(0, host)
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    requests,
+    mutable,
+    close: async () => {
+      server.closeAllConnections()
+      server.close()
+    },
+  }
+}

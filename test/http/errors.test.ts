@@ -1,0 +1,153 @@
+/** Every row of the spec's error table (next-image-spec.md §7b), over real HTTP. */
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { createServer } from 'node:net'
+import request from 'supertest'
+import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
+import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
+import type { Sidecar } from '../../sidecar/app.js'
+
+const UPSTREAM_INVALID = '"url" parameter is valid but upstream response is invalid'
+const INTERNAL_INVALID = '"url" parameter is valid but internal response is invalid'
+
+let upstream: UpstreamServer
+let sidecar: Sidecar
+const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
+
+/** A TCP port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  const { port } = server.address() as { port: number }
+  await new Promise((r) => server.close(r))
+  return port
+}
+
+before(async () => {
+  upstream = await startUpstream()
+  sidecar = testSidecar({
+    frontend: upstream.url,
+    nextConfig: localRemoteConfig(upstream.port, { maximumResponseBody: 200_000 }),
+    upstreamTimeoutMs: 500,
+  })
+})
+after(async () => {
+  await sidecar.close()
+  await upstream.close()
+})
+
+async function expectError(path: string, status: number, body: string) {
+  const res = await request(sidecar.app).get(path).buffer(true).parse((r, cb) => {
+    let data = ''
+    r.on('data', (c: Buffer) => (data += c.toString()))
+    r.on('end', () => cb(null, data))
+  })
+  assert.equal(res.status, status)
+  assert.equal(res.body, body)
+  // Next sends ImageError bodies bare: no Content-Type, no Cache-Control, no Vary.
+  assert.equal(res.headers['content-type'], undefined)
+  assert.equal(res.headers['cache-control'], undefined)
+  assert.equal(res.headers.vary, undefined)
+}
+
+describe('validation and policy failures', () => {
+  test('validation failure → 400 with Next’s message', () => expectError('/_next/image?url=%2Fa.png&w=385&q=75', 400, '"w" parameter (width) of 385 is not allowed'))
+  test('private IP without dangerouslyAllowLocalIP → 400 not allowed, before any connection', async () => {
+    const strict = testSidecar({ frontend: upstream.url, nextConfig: { images: { remotePatterns: [{ hostname: '127.0.0.2' }] } } })
+    const before = upstream.requests.length
+    const res = await request(strict.app).get(image('http://127.0.0.2:1/x.png'))
+    assert.equal(res.status, 400)
+    assert.equal(res.text, '"url" parameter is not allowed')
+    assert.equal(upstream.requests.length, before)
+    await strict.close()
+  })
+  test('a hostname resolving to a private address → 400 not allowed', async () => {
+    const strict = testSidecar({
+      frontend: upstream.url,
+      nextConfig: { images: { remotePatterns: [{ hostname: 'images.test' }] } },
+      resolve: async () => [{ address: '127.0.0.2', family: 4 }],
+    })
+    const res = await request(strict.app).get(image('http://images.test/x.png'))
+    assert.equal(res.status, 400)
+    assert.equal(res.text, '"url" parameter is not allowed')
+    await strict.close()
+  })
+  test('not an image → 400', () => expectError(image('/corpus/bad/text.txt'), 400, "The requested resource isn't a valid image."))
+  test('SVG without dangerouslyAllowSVG → 400', () => expectError(image('/corpus/svg/debian-logo.svg'), 400, '"url" parameter is valid but image type is not allowed'))
+  test('images.unoptimized → 404 for every image request', async () => {
+    const off = testSidecar({ frontend: upstream.url, nextConfig: { images: { unoptimized: true } } })
+    assert.equal((await request(off.app).get('/_next/image')).status, 404)
+    await off.close()
+  })
+  test('malformed Accept header → 400 (Next: 500)', async () => {
+    const res = await request(sidecar.app).get(image('/corpus/png/chelsea.png')).set('Accept', 'image/webp;x')
+    assert.equal(res.status, 400)
+  })
+})
+
+describe('external upstream failures', () => {
+  const ext = (path: string) => image(`${upstream.url}${path}`)
+  test('empty body → 400', () => expectError(ext('/empty'), 400, UPSTREAM_INVALID))
+  test('404 → 404', () => expectError(ext('/status/404'), 404, UPSTREAM_INVALID))
+  test('503 → 503 with one attempt', () => expectError(ext('/status/503'), 503, UPSTREAM_INVALID))
+  test('3xx without Location → 500', () => expectError(ext('/status/304'), 500, UPSTREAM_INVALID))
+  test('more redirects than maximumRedirects → 508', () => expectError(ext('/loop'), 508, UPSTREAM_INVALID))
+  test('body over maximumResponseBody → 413', () => expectError(ext('/corpus/photo-jpeg/garden.jpg'), 413, UPSTREAM_INVALID))
+  test('decoded body over maximumResponseBody → 413', () => expectError(ext('/encoded/gzip/photo-jpeg/garden.jpg'), 413, UPSTREAM_INVALID))
+  test('no answer within the timeout → 504', () => expectError(ext('/hang'), 504, '"url" parameter is valid but upstream response timed out'))
+  test('connection refused → 500 Internal Server Error', async () => {
+    const port = await closedPort()
+    const s = testSidecar({ frontend: upstream.url, nextConfig: localRemoteConfig(port) })
+    const res = await request(s.app).get(image(`http://127.0.0.1:${port}/x.png`))
+    assert.equal(res.status, 500)
+    assert.equal(res.text, 'Internal Server Error')
+    await s.close()
+  })
+})
+
+describe('internal (frontend) failures', () => {
+  test('missing file → 404', () => expectError(image('/corpus/none.png'), 404, INTERNAL_INVALID))
+  test('3xx → 500', () => expectError(image('/redirect/1'), 500, INTERNAL_INVALID))
+  test('empty body → 400', () => expectError(image('/empty'), 400, INTERNAL_INVALID))
+  test('body over maximumResponseBody → 413', () => expectError(image('/corpus/photo-jpeg/garden.jpg'), 413, INTERNAL_INVALID))
+  test('frontend unreachable → 500 upstream invalid', async () => {
+    const port = await closedPort()
+    const s = testSidecar({ frontend: `http://127.0.0.1:${port}` })
+    const res = await request(s.app).get(image('/x.png'))
+    assert.equal(res.status, 500)
+    assert.equal(res.text, UPSTREAM_INVALID)
+    await s.close()
+  })
+})
+
+describe('retries (beyond Next)', () => {
+  test('transient 503s are retried until the upstream answers', async () => {
+    const s = testSidecar({ frontend: upstream.url, nextConfig: localRemoteConfig(upstream.port), maxAttempts: 3 })
+    const res = await request(s.app).get(image(`${upstream.url}/flaky/2/png/chelsea.png`))
+    assert.equal(res.status, 200)
+    await s.close()
+  })
+  test('exhausted retries → 502', async () => {
+    const s = testSidecar({ frontend: upstream.url, nextConfig: localRemoteConfig(upstream.port), maxAttempts: 2 })
+    const res = await request(s.app).get(image(`${upstream.url}/status/503`))
+    assert.equal(res.status, 502)
+    assert.match(res.text, /after 2 attempts/)
+    await s.close()
+  })
+  test('a 404 is not retried', async () => {
+    const s = testSidecar({ frontend: upstream.url, nextConfig: localRemoteConfig(upstream.port), maxAttempts: 3 })
+    const before = upstream.requests.filter((r) => r.url === '/status/404?r').length
+    const res = await request(s.app).get(image(`${upstream.url}/status/404?r`))
+    assert.equal(res.status, 404)
+    assert.equal(upstream.requests.filter((r) => r.url === '/status/404?r').length, before + 1)
+    await s.close()
+  })
+  test('the job deadline ends a hung upstream with 504', async () => {
+    const s = testSidecar({ frontend: upstream.url, nextConfig: localRemoteConfig(upstream.port), maxAttempts: 3, timeoutMs: 300, upstreamTimeoutMs: 10_000 })
+    const started = Date.now()
+    const res = await request(s.app).get(image(`${upstream.url}/hang`))
+    assert.equal(res.status, 504)
+    assert.ok(Date.now() - started < 5000)
+    await s.close()
+  })
+})

@@ -1,0 +1,245 @@
+/**
+ * Differential tests: each pure rule of the sidecar against the same rule in the installed
+ * `next` (16.4.6), which is the reference. Next's own modules are the oracle here; nothing
+ * is hard-coded from observation.
+ */
+import { test, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, readdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createRequire } from 'node:module'
+import { parseQuery, validateParams } from '../../sidecar/validate.js'
+import { resolveNextConfig } from '../../sidecar/images-config.js'
+import { negotiateMimeType } from '../../sidecar/negotiate.js'
+import { detectContentType, isAnimated } from '../../sidecar/detect.js'
+import { isPrivateIp } from '../../sidecar/private-ip.js'
+import { cacheKey } from '../../sidecar/cache/key.js'
+import { contentDispositionHeader, getMaxAge, isNotModified } from '../../sidecar/headers.js'
+import { extractEtag } from '../../sidecar/upstream.js'
+import { ImageError } from '../../sidecar/errors.js'
+import { CORPUS, corpusFile } from '../helpers/upstream-server.js'
+
+const require = createRequire(import.meta.url)
+const next = {
+  loadConfig: require('next/dist/server/config.js').default as (phase: string, dir: string, opts: object) => Promise<any>,
+  optimizer: require('next/dist/server/image-optimizer.js'),
+  detect: require('next/dist/server/image-optimizer/detect-content-type.js').detectContentType as (b: Buffer) => Promise<string | null>,
+  isAnimated: require('next/dist/compiled/is-animated/index.js') as (b: Buffer) => boolean,
+  isPrivateIp: require('next/dist/server/is-private-ip.js').isPrivateIp as (ip: string) => boolean,
+  getMaxAge: require('next/dist/server/image-optimizer/get-max-age.js').getMaxAge as (s: string) => number,
+  extractEtag: require('next/dist/server/image-optimizer/extract-etag.js').extractEtag as (e: string | undefined, b: Buffer) => string,
+  contentDisposition: require('next/dist/compiled/content-disposition/index.js') as (name: string, o: object) => string,
+  fresh: require('next/dist/compiled/fresh/index.js') as (h: object, r: object) => boolean,
+  getExtension: require('next/dist/server/serve-static.js').getExtension as (t: string) => string,
+}
+
+// Functions, because a config holds URL objects that structuredClone would flatten.
+const userConfigs: Record<string, () => Record<string, unknown>> = {
+  default: () => ({}),
+  custom: () => ({
+    basePath: '/shop',
+    assetPrefix: 'https://cdn.example.com',
+    images: {
+      deviceSizes: [399, 1080],
+      imageSizes: [64, 256],
+      qualities: [50, 75, 100],
+      formats: ['image/avif', 'image/webp'],
+      localPatterns: [{ pathname: '/shop/img/**', search: '' }, { pathname: '/api/**' }],
+      remotePatterns: [
+        { protocol: 'https', hostname: '*.example.com', pathname: '/photos/**' },
+        { hostname: '**.cdn.test', port: '8443' },
+        new URL('http://exact.test/only/this.png?v=1'),
+      ],
+      domains: ['legacy.test'],
+      minimumCacheTTL: 60,
+    },
+  }),
+}
+
+/** Next's loadConfig caches per directory, so every oracle config gets its own. */
+function loadNextOracle(customConfig: Record<string, unknown>): Promise<any> {
+  const dir = mkdtempSync(join(tmpdir(), 'nis-oracle-'))
+  return next.loadConfig('phase-production-server', dir, { customConfig, silent: true })
+}
+
+const nextConfigs = new Map<string, any>()
+async function nextConfig(name: string) {
+  if (!nextConfigs.has(name)) {
+    nextConfigs.set(name, await loadNextOracle(userConfigs[name]!()))
+  }
+  return nextConfigs.get(name)
+}
+
+describe('config normalisation matches next loadConfig', () => {
+  for (const name of Object.keys(userConfigs)) {
+    test(`${name} config`, async () => {
+      const theirs = await nextConfig(name)
+      const ours = resolveNextConfig(userConfigs[name]!())
+      assert.equal(ours.basePath, theirs.basePath)
+      for (const key of ['deviceSizes', 'imageSizes', 'qualities', 'formats', 'minimumCacheTTL', 'dangerouslyAllowSVG', 'dangerouslyAllowLocalIP', 'contentSecurityPolicy', 'contentDispositionType', 'maximumRedirects', 'maximumResponseBody', 'localPatterns', 'domains', 'unoptimized', 'loader'] as const) {
+        assert.deepEqual(ours.images[key], theirs.images[key], key)
+      }
+      // Next keeps explicit `undefined` keys on normalised patterns; compare what is set.
+      const defined = (p: object) => Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined))
+      assert.deepEqual(ours.images.remotePatterns.map(defined), theirs.images.remotePatterns.map(defined))
+      assert.equal(ours.sharp.maxInputPixels, theirs.experimental.imgOptMaxInputPixels)
+      assert.equal(ours.sharp.timeoutInSeconds, theirs.experimental.imgOptTimeoutInSeconds)
+      assert.equal(ours.sharp.mozjpeg, theirs.experimental.imgOptMozjpeg)
+    })
+  }
+})
+
+const urls = [
+  '', '/test.png', '/test.png?v=1', '/test.png?', '/shop/img/a.jpg', '/shop/img/a.jpg?x=1', '/api/img', '/api/img?id=3',
+  '/_next/image', '/_next/image/', '/_next/imagex', '/%5Fnext/image', '/%255Fnext%252Fimage', '//evil.com/x.png', '/a b.png',
+  '/.hidden/x.png', '/shop/_next/static/media/x.123.png', '/_next/static/media/x.png', '/shop/_next/static/immutable/media/x.png',
+  'test.png', 'ftp://a.example.com/photos/x.png', 'https://a.example.com/photos/x.png', 'https://a.b.example.com/photos/x.png',
+  'http://a.example.com/photos/x.png', 'https://a.example.com/other/x.png', 'https://x.cdn.test:8443/a.png', 'https://a.b.cdn.test:8443/a',
+  'https://x.cdn.test/a.png', 'http://exact.test/only/this.png?v=1', 'http://exact.test/only/this.png', 'http://legacy.test/x',
+  'https://cdn.example.com/_next/static/media/a.png', 'https://LEGACY.test/x', 'data:image/png;base64,AAAA', 'http://[::1]/x.png',
+  `/${'x'.repeat(3071)}`, `/${'x'.repeat(3072)}`,
+]
+const widths = ['', '384', '399', '1080', '64', '0', '000', '-1', '1.5', '0399', '1000', 'x']
+const qualities = ['', '75', '50', '100', '80', '0', '101', '075', 'q', '1']
+
+function ourOutcome(search: string, config: ReturnType<typeof resolveNextConfig>, accept: string) {
+  try {
+    const p = validateParams(parseQuery(search), config)
+    return { ...p, mimeType: negotiateMimeType(config.images.formats, accept) }
+  } catch (err) {
+    if (err instanceof ImageError) return { errorMessage: err.message }
+    throw err
+  }
+}
+
+describe('validateParams matches ImageOptimizerCache.validateParams', () => {
+  for (const name of Object.keys(userConfigs)) {
+    test(`${name} config: ${urls.length * widths.length * qualities.length} queries`, async () => {
+      const theirsConfig = await nextConfig(name)
+      const ours = resolveNextConfig(userConfigs[name]!())
+      let compared = 0
+      for (const url of urls) {
+        for (const w of widths) {
+          for (const q of qualities) {
+            const search = `url=${encodeURIComponent(url)}&w=${w}&q=${q}`
+            const accept = 'image/avif,image/webp,*/*'
+            const theirs = next.optimizer.ImageOptimizerCache.validateParams({ headers: { accept } }, parseQuery(search), theirsConfig, false)
+            const mine = ourOutcome(search, ours, accept)
+            if ('errorMessage' in theirs) {
+              assert.deepEqual(mine, { errorMessage: theirs.errorMessage }, search)
+            } else {
+              const { href, isAbsolute, isStatic, width, quality, mimeType } = theirs
+              assert.deepEqual(mine, { href, isAbsolute, isStatic, width, quality, mimeType }, search)
+            }
+            compared++
+          }
+        }
+      }
+      assert.equal(compared, urls.length * widths.length * qualities.length)
+    })
+  }
+})
+
+describe('Accept negotiation matches getSupportedMimeType', () => {
+  const accepts = [
+    undefined, '', '*/*', 'image/*', 'image/webp', 'image/avif', 'image/avif,image/webp', 'image/webp,image/avif',
+    'image/webp,*/*', 'image/avif,image/webp,image/apng,image/*,*/*;q=0.8', 'IMAGE/WEBP', 'image/webp;q=0', 'image/webp;q=0.5,image/avif;q=0.4',
+    'image/png', 'image/invalid', 'text/html,application/xhtml+xml', 'image/jxl,image/avif;q=0.9,image/webp;q=0.9',
+  ]
+  for (const formats of [['image/webp'], ['image/avif', 'image/webp'], ['image/webp', 'image/avif'], ['image/avif']]) {
+    for (const accept of accepts) {
+      test(`formats ${formats.join('+')} / Accept ${JSON.stringify(accept)}`, async () => {
+        const config = await loadNextOracle({ images: { formats } })
+        const theirs = next.optimizer.ImageOptimizerCache.validateParams({ headers: { accept } }, { url: '/a.png', w: '384', q: '75' }, config, false)
+        assert.equal(negotiateMimeType(formats, accept), theirs.mimeType)
+      })
+    }
+  }
+})
+
+describe('cache key matches ImageOptimizerCache.getCacheKey', () => {
+  const cases = [
+    { href: '/test.png', width: 384, quality: 75, mimeType: 'image/webp' },
+    { href: 'https://a.example.com/x.png?y=1', width: 1080, quality: 50, mimeType: '' },
+    { href: '/ünïcode.png', width: 64, quality: 100, mimeType: 'image/avif' },
+  ]
+  for (const c of cases) {
+    test(`${c.href} ${c.width} ${c.quality} ${c.mimeType || '(none)'}`, () => {
+      assert.equal(cacheKey(c.href, c.width, c.quality, c.mimeType), next.optimizer.ImageOptimizerCache.getCacheKey(c))
+    })
+  }
+})
+
+describe('type detection matches detectContentType and is-animated on every corpus file', () => {
+  const files = readdirSync(CORPUS, { recursive: true, withFileTypes: true })
+    .filter((d) => d.isFile() && !d.name.endsWith('.md'))
+    .map((d) => join(d.parentPath, d.name).slice(CORPUS.length + 1))
+  for (const file of files) {
+    test(file, async () => {
+      const buffer = corpusFile(file)
+      const type = detectContentType(buffer)
+      assert.equal(type, await next.detect(buffer))
+      if (type === 'image/gif' || type === 'image/png' || type === 'image/webp') assert.equal(isAnimated(buffer), next.isAnimated(buffer))
+    })
+  }
+  const crafted: Record<string, Buffer> = {
+    'svg after whitespace': Buffer.from('  \n<svg xmlns="http://www.w3.org/2000/svg"></svg>'),
+    'svg after a comment': Buffer.from('<!-- hi --><svg xmlns="http://www.w3.org/2000/svg" width="1"></svg>'),
+    'big-endian tiff': Buffer.from([0x4d, 0x4d, 0x00, 0x2a, 0, 0, 0, 8, 0, 0]),
+    'ftyp text trick': Buffer.from('<!--ftypavif--><svg></svg>'),
+    'pdf': Buffer.from('%PDF-1.7\n'),
+    'html': Buffer.from('<!doctype html><html></html>'),
+    'jxl codestream': Buffer.from([0xff, 0x0a, 0, 0]),
+    'empty': Buffer.alloc(0),
+  }
+  for (const [name, buffer] of Object.entries(crafted)) {
+    test(name, async () => assert.equal(detectContentType(buffer), await next.detect(buffer)))
+  }
+})
+
+describe('private IP classification matches isPrivateIp', () => {
+  const ips = [
+    '127.0.0.1', '127.0.0.2', '10.1.2.3', '172.16.0.1', '172.32.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0',
+    '255.255.255.255', '224.0.0.1', '192.0.2.1', '198.18.0.1', '8.8.8.8', '1.1.1.1', '::1', '::', 'fc00::1', 'fe80::1',
+    '::ffff:127.0.0.1', '::ffff:8.8.8.8', '2001:db8::1', '2002::1', '2001::1', '64:ff9b::1', '2606:4700::1111', '[::1]', 'not-an-ip',
+  ]
+  for (const ip of ips) test(ip, () => assert.equal(isPrivateIp(ip), next.isPrivateIp(ip)))
+})
+
+describe('header rules match Next', () => {
+  const cacheControls = ['', 'max-age=60', 's-maxage=100000, max-age=5', 'public, max-age="120"', 'MAX-AGE=30', 'no-store', 'max-age=abc', 'max-age=10, s-maxage=']
+  for (const cc of cacheControls) test(`getMaxAge(${JSON.stringify(cc)})`, () => assert.equal(getMaxAge(cc), next.getMaxAge(cc)))
+
+  test('extractEtag from a header and from the body', () => {
+    const body = Buffer.from('abc')
+    assert.equal(extractEtag('W/"aa-1a20deddb55"', body), next.extractEtag('W/"aa-1a20deddb55"', body))
+    assert.equal(extractEtag(undefined, body), next.extractEtag(undefined, body))
+  })
+
+  const names: Array<[string, string]> = [
+    ['/test.png', 'image/webp'], ['/test.jpg', 'image/jpeg'], ['/photo.final.png', 'image/webp'], ['/api/octet', 'image/webp'],
+    ['/dir/', 'image/png'], ['/naïve café.png', 'image/avif'], ['/100%25.png', 'image/webp'], ['https://a.example.com/x%20y.gif?z=1', 'image/gif'],
+    ['/icon.ico', 'image/x-icon'], ['/x.svg', 'image/svg+xml'], ['/"quoted".png', 'image/png'],
+  ]
+  for (const [href, type] of names) {
+    for (const disposition of ['attachment', 'inline'] as const) {
+      test(`Content-Disposition for ${href} as ${type} (${disposition})`, () => {
+        // Next's getFileNameWithExtension, then its bundled content-disposition.
+        const [path = ''] = href.split('?', 1)
+        const segment = path.split('/').pop()
+        const fileName = segment ? `${segment.split('.', 1)[0]}.${next.getExtension(type)}` : 'image.bin'
+        assert.equal(contentDispositionHeader(href, type, disposition), next.contentDisposition(fileName, { type: disposition }))
+      })
+    }
+  }
+
+  const conditionals: Array<Record<string, string>> = [
+    {}, { 'if-none-match': 'abc' }, { 'if-none-match': 'W/abc' }, { 'if-none-match': '"abc"' }, { 'if-none-match': 'x, abc' },
+    { 'if-none-match': '*' }, { 'if-none-match': 'abc', 'cache-control': 'no-cache' }, { 'if-none-match': 'abd' },
+    { 'if-modified-since': 'Wed, 21 Oct 2015 07:28:00 GMT' },
+  ]
+  for (const headers of conditionals) {
+    test(`304 decision for ${JSON.stringify(headers)}`, () => assert.equal(isNotModified(headers, 'abc'), next.fresh(headers, { etag: 'abc' })))
+  }
+})
