@@ -13,7 +13,8 @@ import type { Sidecar } from '../../sidecar/app.js'
 let upstream: UpstreamServer
 let sidecar: Sidecar
 const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
-const binary = (res: NodeJS.ReadableStream, cb: (err: Error | null, body: Buffer) => void) => {
+// supertest's parser hook: collect the raw bytes (its Response type hides the stream API).
+const binary = (res: any, cb: (err: Error | null, body: Buffer) => void) => {
   const chunks: Buffer[] = []
   res.on('data', (c: Buffer) => chunks.push(c))
   res.on('end', () => cb(null, Buffer.concat(chunks)))
