@@ -1,3 +1,4 @@
+import compression from 'compression'
 import express, { type NextFunction, type Request, type Response } from 'express'
 import helmet from 'helmet'
 import { once } from 'node:events'
@@ -97,8 +98,11 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     res.redirect(308, imagePath + (q >= 0 ? req.originalUrl.slice(q) : ''))
   })
   // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.
-  app.get(imagePath, handleImage)
-  app.post(imagePath, handleImage)
+  // As `next start` (compress: true): compressible types (SVG, ICO, BMP) are gzipped for clients
+  // that accept it and get `Vary: Accept, Accept-Encoding`; encoded formats pass untouched.
+  const compress = compression()
+  app.get(imagePath, compress, handleImage)
+  app.post(imagePath, compress, handleImage)
 
   app.use((_req, res) => {
     res.status(404).type('text/plain').end('Not Found')

@@ -1,0 +1,95 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync, statSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { createServer } from 'node:net'
+import { join, resolve } from 'node:path'
+import { CORPUS } from './upstream-server.js'
+
+export const REPO = resolve(import.meta.dirname, '../..')
+const NEXT_BIN = join(REPO, 'node_modules/next/dist/bin/next')
+const env = { ...process.env, NEXT_TELEMETRY_DISABLED: '1' }
+
+export async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  const { port } = server.address() as { port: number }
+  await new Promise((r) => server.close(r))
+  return port
+}
+
+function hashTree(dir: string): string {
+  const hash = createHash('sha256')
+  const walk = (d: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const path = join(d, name)
+      if (statSync(path).isDirectory()) walk(path)
+      else hash.update(path.slice(dir.length)).update(readFileSync(path))
+    }
+  }
+  walk(dir)
+  return hash.digest('hex')
+}
+
+/**
+ * Copies a fixture app to `target` (inside the repository, so it resolves `next` and
+ * `react` from the root node_modules), puts the given corpus folders into public/ and
+ * builds it with the real `next build`, unless an identical build is already there.
+ */
+export function buildFixtureApp(fixture: string, target: string, corpusDirs: string[], staticImports: Record<string, string> = {}): void {
+  const stamp = join(target, '.fixture-hash')
+  const wanted = hashTree(fixture) + corpusDirs.join(',') + JSON.stringify(staticImports)
+  if (existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted && existsSync(join(target, '.next/BUILD_ID'))) return
+  rmSync(target, { recursive: true, force: true })
+  cpSync(fixture, target, { recursive: true })
+  for (const dir of corpusDirs) cpSync(join(CORPUS, dir), join(target, 'public', dir), { recursive: true })
+  for (const [to, from] of Object.entries(staticImports)) cpSync(join(CORPUS, from), join(target, to))
+  execFileSync(process.execPath, [NEXT_BIN, 'build'], { cwd: target, env, stdio: ['ignore', 'ignore', 'inherit'] })
+  writeFileSync(stamp, wanted)
+}
+
+export interface RunningNext {
+  url: string
+  port: number
+  stop(): Promise<void>
+}
+
+/** `next start` on a free port; resolves once it answers HTTP. */
+export async function startNext(dir: string, extraEnv: Record<string, string> = {}): Promise<RunningNext> {
+  rmSync(join(dir, '.next/cache/images'), { recursive: true, force: true })
+  mkdirSync(join(dir, '.next/cache'), { recursive: true })
+  const port = await freePort()
+  const child: ChildProcess = spawn(process.execPath, [NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'], {
+    cwd: dir,
+    env: { ...env, ...extraEnv },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()))
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()))
+  const url = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`next start exited with ${child.exitCode}:\n${output}`)
+    try {
+      await fetch(`${url}/`, { signal: AbortSignal.timeout(2000) })
+      break
+    } catch {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL')
+        throw new Error(`next start did not answer within 60 s:\n${output}`)
+      }
+      await new Promise((r) => setTimeout(r, 250))
+    }
+  }
+  return {
+    url,
+    port,
+    stop: async () => {
+      if (child.exitCode !== null) return
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))])
+      if (child.exitCode === null) child.kill('SIGKILL')
+    },
+  }
+}
