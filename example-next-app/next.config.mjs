@@ -1,0 +1,21 @@
+// The two lines a Next.js app needs: import the helper, wrap the config.
+// With IMAGE_SIDECAR_URL set at `next build`, every <Image> is served by the sidecar;
+// without it, this config is returned untouched and Next optimizes images itself.
+import { withImageSidecar } from 'next-image-sidecar/config'
+
+const remote = process.env.EXAMPLE_REMOTE_ORIGIN ? new URL(process.env.EXAMPLE_REMOTE_ORIGIN) : undefined
+
+/** @type {import('next').NextConfig} */
+const nextConfig = {
+  basePath: process.env.EXAMPLE_BASE_PATH || undefined,
+  distDir: process.env.EXAMPLE_DIST_DIR || '.next',
+  images: {
+    qualities: [50, 75, 90],
+    formats: process.env.EXAMPLE_AVIF ? ['image/avif', 'image/webp'] : ['image/webp'],
+    remotePatterns: remote ? [{ protocol: remote.protocol.slice(0, -1), hostname: remote.hostname, port: remote.port, pathname: '/**' }] : [],
+    // Only for a remote image server on this machine (the end-to-end tests); never in production.
+    dangerouslyAllowLocalIP: remote ? ['127.0.0.1', 'localhost', '[::1]'].includes(remote.hostname) : false,
+  },
+}
+
+export default withImageSidecar(nextConfig)

@@ -1,0 +1,113 @@
+import { test, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { buildImageUrl, findClosestQuality } from '../../loader/loader.js'
+import { withImageSidecar, resolveSidecarUrl, ImageSidecarConfigError } from '../../dist/loader/config.js'
+
+const require = createRequire(import.meta.url)
+const nextDefaultLoader = require('next/dist/shared/lib/image-loader.js').default as (p: object) => string
+const nextFindClosestQuality = require('next/dist/shared/lib/find-closest-quality.js').findClosestQuality as (q: number | undefined, c: object) => number
+
+describe('with no sidecar origin the loader emits exactly Next’s default loader URL', () => {
+  const srcs = ['/photos/dawn.jpg', '/shop/_next/static/media/hero.abc.jpg', '/a b/ü.png', '/api/img?id=3&dpl=dep1', 'https://images.example.com/x.png?w=1', '/x.png?dpl=only']
+  const settingsList = [
+    { path: '/_next/image', qualities: [75] },
+    { path: '/shop/_next/image', qualities: [50, 75, 90] },
+    { path: '/_next/image/', qualities: [30, 60] },
+  ]
+  for (const s of settingsList) {
+    for (const src of srcs) {
+      for (const [width, quality] of [[64, undefined], [640, 90], [1080, 1], [3840, 62]] as const) {
+        test(`${s.path} ${s.qualities.join(',')} ${src} w=${width} q=${quality}`, () => {
+          const ours = buildImageUrl({ src, width, quality }, { origin: '', path: s.path, qualities: s.qualities, deploymentId: undefined })
+          const theirs = nextDefaultLoader({ config: { path: s.path, qualities: s.qualities }, src, width, quality })
+          assert.equal(ours, theirs)
+        })
+      }
+    }
+  }
+})
+
+describe('with a sidecar origin', () => {
+  test('relative src goes to the sidecar origin with basePath and a snapped quality', () => {
+    assert.equal(
+      buildImageUrl({ src: '/shop/photos/a.jpg', width: 640, quality: 80 }, { origin: 'https://img.example.com', path: '/shop/_next/image', qualities: [50, 75, 90], deploymentId: undefined }),
+      'https://img.example.com/shop/_next/image?url=%2Fshop%2Fphotos%2Fa.jpg&w=640&q=75',
+    )
+  })
+  test('absolute src goes to the sidecar too', () => {
+    assert.equal(
+      buildImageUrl({ src: 'https://cdn.example.com/a.png', width: 64 }, { origin: 'http://127.0.0.1:3001', path: '/_next/image', qualities: [75], deploymentId: 'd1' }),
+      'http://127.0.0.1:3001/_next/image?url=https%3A%2F%2Fcdn.example.com%2Fa.png&w=64&q=75',
+    )
+  })
+  test('a deployment id is appended for relative src', () => {
+    assert.equal(
+      buildImageUrl({ src: '/a.png', width: 64 }, { origin: 'http://s', path: '/_next/image', qualities: [75], deploymentId: 'd1' }),
+      'http://s/_next/image?url=%2Fa.png&w=64&q=75&dpl=d1',
+    )
+  })
+  for (const [q, list] of [[undefined, [75]], [80, [50, 75, 90]], [63, [50, 75]], [62, [50, 75]], [100, [10, 20]], [1, [60, 40]]] as const) {
+    test(`quality ${q} snaps to ${JSON.stringify(list)} as Next does`, () => {
+      assert.equal(findClosestQuality(q, [...list]), nextFindClosestQuality(q, { qualities: [...list] }))
+    })
+  }
+})
+
+describe('withImageSidecar', () => {
+  const projectDir = mkdtempSync(join(tmpdir(), 'nis-app-'))
+  test('without a sidecar URL the config is returned untouched', () => {
+    const config = { images: { qualities: [60] } }
+    const saved = { a: process.env.IMAGE_SIDECAR_URL, b: process.env.NEXT_PUBLIC_IMAGE_SIDECAR_URL }
+    delete process.env.IMAGE_SIDECAR_URL
+    delete process.env.NEXT_PUBLIC_IMAGE_SIDECAR_URL
+    try {
+      assert.equal(withImageSidecar(config), config)
+    } finally {
+      if (saved.a !== undefined) process.env.IMAGE_SIDECAR_URL = saved.a
+      if (saved.b !== undefined) process.env.NEXT_PUBLIC_IMAGE_SIDECAR_URL = saved.b
+    }
+  })
+  test('with a URL it sets the loader file, keeps the default loader and bakes the settings into env', () => {
+    const config = withImageSidecar({ basePath: '/shop', images: { qualities: [50, 90] }, env: { OTHER: '1' } }, { url: 'https://img.example.com/', projectDir })
+    assert.equal(config.images.loader, 'default')
+    assert.match(config.images.loaderFile, /^\.{1,2}\/.*dist\/loader\/loader\.js$/)
+    assert.deepEqual(config.images.qualities, [50, 90])
+    assert.deepEqual(config.env, {
+      OTHER: '1',
+      NEXT_IMAGE_SIDECAR_URL: 'https://img.example.com',
+      NEXT_IMAGE_SIDECAR_PATH: '/shop/_next/image',
+      NEXT_IMAGE_SIDECAR_QUALITIES: '50,90',
+    })
+  })
+  test('the loader file path resolves from the project directory', () => {
+    const config = withImageSidecar({}, { url: 'http://127.0.0.1:3001', projectDir })
+    assert.ok(require('node:fs').existsSync(join(projectDir, config.images.loaderFile)))
+  })
+  test('IMAGE_SIDECAR_URL wins over NEXT_PUBLIC_IMAGE_SIDECAR_URL', () => {
+    assert.equal(resolveSidecarUrl(undefined, { IMAGE_SIDECAR_URL: 'http://a:1', NEXT_PUBLIC_IMAGE_SIDECAR_URL: 'http://b:2' }), 'http://a:1')
+    assert.equal(resolveSidecarUrl(undefined, { NEXT_PUBLIC_IMAGE_SIDECAR_URL: 'http://b:2/img/' }), 'http://b:2/img')
+  })
+  test('a function config is wrapped and still receives the phase', async () => {
+    const wrapped = withImageSidecar((phase: string) => ({ env: { PHASE: phase } }), { url: 'http://s:1', projectDir })
+    const config = await wrapped('phase-production-build', { defaultConfig: {} })
+    assert.equal(config.env.PHASE, 'phase-production-build')
+    assert.equal(config.env.NEXT_IMAGE_SIDECAR_URL, 'http://s:1')
+  })
+  for (const [name, config, options, pattern] of [
+    ['a relative URL', {}, { url: 'img.example.com' }, /absolute http\(s\) URL/],
+    ['a non-http URL', {}, { url: 'ftp://img.example.com' }, /http or https/],
+    ['a URL with a query', {}, { url: 'https://img.example.com/?x=1' }, /query/],
+    ['a custom loader', { images: { loader: 'custom' } }, { url: 'http://s:1' }, /images\.loader/],
+    ['an existing loaderFile', { images: { loaderFile: './my-loader.js' } }, { url: 'http://s:1' }, /loaderFile/],
+    ['unoptimized images', { images: { unoptimized: true } }, { url: 'http://s:1' }, /unoptimized/],
+    ['an invalid qualities list', { images: { qualities: [0] } }, { url: 'http://s:1' }, /qualities/],
+  ] as const) {
+    test(`rejects ${name} with a clear message`, () => {
+      assert.throws(() => withImageSidecar(config as Record<string, any>, { ...options, projectDir }), (err: unknown) => err instanceof ImageSidecarConfigError && pattern.test(err.message))
+    })
+  }
+})
