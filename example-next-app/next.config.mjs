@@ -3,7 +3,8 @@
 // without it, this config is returned untouched and Next optimizes images itself.
 import { withImageSidecar } from 'next-image-sidecar/config'
 
-const remote = process.env.EXAMPLE_REMOTE_ORIGIN ? new URL(process.env.EXAMPLE_REMOTE_ORIGIN) : undefined
+// EXAMPLE_REMOTE_IMAGE: an absolute image URL the home page shows, allowed by remotePatterns.
+const remote = process.env.EXAMPLE_REMOTE_IMAGE ? new URL(process.env.EXAMPLE_REMOTE_IMAGE) : undefined
 
 /** @type {import('next').NextConfig} */
 const nextConfig = {
@@ -12,7 +13,7 @@ const nextConfig = {
   images: {
     qualities: [50, 75, 90],
     formats: process.env.EXAMPLE_AVIF ? ['image/avif', 'image/webp'] : ['image/webp'],
-    remotePatterns: remote ? [{ protocol: remote.protocol.slice(0, -1), hostname: remote.hostname, port: remote.port, pathname: '/**' }] : [],
+    remotePatterns: remote ? [{ protocol: remote.protocol.slice(0, -1), hostname: remote.hostname, port: remote.port, pathname: remote.pathname }] : [],
     // Only for a remote image server on this machine (the end-to-end tests); never in production.
     dangerouslyAllowLocalIP: remote ? ['127.0.0.1', 'localhost', '[::1]'].includes(remote.hostname) : false,
   },

@@ -6,7 +6,7 @@ import hero from './hero.jpg'
 export const dynamic = 'force-dynamic'
 
 const basePath = process.env.EXAMPLE_BASE_PATH || ''
-const remote = process.env.EXAMPLE_REMOTE_ORIGIN
+const remote = process.env.EXAMPLE_REMOTE_IMAGE
 
 export default function Home() {
   return (
@@ -37,7 +37,7 @@ export default function Home() {
       {remote ? (
         <>
           <h2>Remote image (allowed by remotePatterns)</h2>
-          <Image id="remote" src={`${remote}/remote/photo.jpg`} alt="Remote" width={320} height={213} />
+          <Image id="remote" src={remote} alt="Remote" width={320} height={213} />
         </>
       ) : null}
     </main>

@@ -93,3 +93,8 @@ export async function startNext(dir: string, extraEnv: Record<string, string> = 
     },
   }
 }
+
+/** `next build` of a project directory with extra environment (e.g. IMAGE_SIDECAR_URL). */
+export function nextBuild(dir: string, extraEnv: Record<string, string>): void {
+  execFileSync('npm', ['run', 'build'], { cwd: dir, env: { ...env, ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] })
+}

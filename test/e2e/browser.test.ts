@@ -1,0 +1,117 @@
+/**
+ * End to end, in a real browser: the example app built with the sidecar URL serves every
+ * <Image> from the sidecar; built without it, Next's own /_next/image serves them.
+ */
+import { test, before, after, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Browser, Page } from 'playwright-core'
+import { freePort, nextBuild, startNext, REPO, type RunningNext } from '../helpers/next-app.js'
+import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
+import { launchBrowser, loadImages, type LoadedImage } from '../helpers/browser.js'
+import { silentLogger } from '../helpers/sidecar.js'
+import { createSidecar } from '../../sidecar/app.js'
+import { loadNextConfig } from '../../sidecar/next-config.js'
+
+const APP = join(REPO, 'example-next-app')
+const PAGES = ['/', '/gallery']
+
+let upstream: UpstreamServer
+let browser: Browser
+let withSidecar: RunningNext
+let fallback: RunningNext
+let sidecarOrigin: string
+let stopSidecar: () => Promise<void>
+const contentTypes = new Map<string, string>()
+const results: Record<'sidecar' | 'fallback', Record<string, LoadedImage[]>> = { sidecar: {}, fallback: {} }
+
+async function visit(page: Page, origin: string, path: string): Promise<LoadedImage[]> {
+  page.on('response', (res) => {
+    if (res.url().includes('/_next/image')) contentTypes.set(res.url(), res.headers()['content-type'] ?? '')
+  })
+  return loadImages(page, `${origin}${path}`)
+}
+
+before(async () => {
+  upstream = await startUpstream()
+  const sidecarPort = await freePort()
+  sidecarOrigin = `http://127.0.0.1:${sidecarPort}`
+  const common = { EXAMPLE_REMOTE_IMAGE: `${upstream.url}/corpus/photo-jpeg/rocket.jpg` }
+  const sidecarEnv = { ...common, IMAGE_SIDECAR_URL: sidecarOrigin, EXAMPLE_DIST_DIR: '.next-e2e-sidecar' }
+  const fallbackEnv = { ...common, EXAMPLE_DIST_DIR: '.next-e2e-fallback' }
+  nextBuild(APP, sidecarEnv)
+  nextBuild(APP, fallbackEnv)
+  ;[withSidecar, fallback, browser] = await Promise.all([startNext(APP, sidecarEnv), startNext(APP, fallbackEnv), launchBrowser()])
+
+  // The sidecar reads the app's own next.config, as the CLI does with --config.
+  Object.assign(process.env, common)
+  const sidecar = createSidecar({
+    frontend: withSidecar.url,
+    nextConfig: await loadNextConfig(join(APP, 'next.config.mjs')),
+    cache: `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-e2e-')), 'cache.sqlite')}`,
+    logger: silentLogger,
+  })
+  const server = await sidecar.listen(sidecarPort, '127.0.0.1')
+  stopSidecar = async () => {
+    server.close()
+    server.closeAllConnections()
+    await sidecar.close()
+  }
+
+  for (const [name, origin] of [['sidecar', withSidecar.url], ['fallback', fallback.url]] as const) {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+    for (const path of PAGES) results[name][path] = await visit(page, origin, path)
+    await page.close()
+  }
+})
+
+after(async () => {
+  await browser?.close()
+  await stopSidecar?.()
+  await Promise.all([withSidecar?.stop(), fallback?.stop(), upstream?.close()])
+})
+
+describe('built with IMAGE_SIDECAR_URL', () => {
+  for (const path of PAGES) {
+    test(`${path}: every image loads from the sidecar origin as WebP`, () => {
+      const images = results.sidecar[path]!
+      assert.ok(images.length >= (path === '/' ? 6 : 12), `only ${images.length} images on ${path}`)
+      for (const img of images) {
+        assert.ok(img.naturalWidth > 0, `${img.id} did not load`)
+        assert.ok(img.currentSrc.startsWith(`${sidecarOrigin}/_next/image?`), `${img.id} came from ${img.currentSrc}`)
+        assert.equal(contentTypes.get(img.currentSrc), 'image/webp', `${img.id}: ${img.currentSrc}`)
+      }
+    })
+    test(`${path}: srcset widths and qualities are exactly the ones Next generates`, () => {
+      const ours = results.sidecar[path]!.map((img) => img.srcset.replaceAll(sidecarOrigin, ''))
+      const nexts = results.fallback[path]!.map((img) => img.srcset)
+      assert.deepEqual(ours, nexts)
+    })
+  }
+  test('the remote image is fetched by the sidecar from its origin', () => {
+    const remote = results.sidecar['/']!.find((img) => img.id === 'remote')!
+    assert.ok(remote.naturalWidth > 0)
+    assert.ok(upstream.requests.some((r) => r.url === '/corpus/photo-jpeg/rocket.jpg'))
+  })
+  test('the statically imported image gets the immutable Cache-Control', async () => {
+    const hero = results.sidecar['/']!.find((img) => img.id === 'static-hero')!
+    const res = await fetch(hero.currentSrc, { headers: { accept: 'image/webp' } })
+    assert.equal(res.headers.get('cache-control'), 'public, max-age=315360000, immutable')
+  })
+})
+
+describe('built without a sidecar URL (the fallback)', () => {
+  for (const path of PAGES) {
+    test(`${path}: every image loads from Next’s own /_next/image as WebP`, () => {
+      const images = results.fallback[path]!
+      assert.ok(images.length > 0)
+      for (const img of images) {
+        assert.ok(img.naturalWidth > 0, `${img.id} did not load`)
+        assert.ok(img.currentSrc.startsWith(`${fallback.url}/_next/image?`), `${img.id} came from ${img.currentSrc}`)
+        assert.equal(contentTypes.get(img.currentSrc), 'image/webp')
+      }
+    })
+  }
+})
