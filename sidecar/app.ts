@@ -6,8 +6,10 @@ import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import { pino, type Logger } from 'pino'
 import { ResponseCache } from './cache/response-cache.js'
-import { openStore } from './cache/keyv-store.js'
+import { openStore, type OpenedStore } from './cache/open-store.js'
 import type { CacheStore } from './cache/types.js'
+import { createMetrics, type Metrics } from './metrics.js'
+import { WorkQueue } from './queue.js'
 import { ConfigError, ImageError } from './errors.js'
 import { createImageHandler } from './handler.js'
 import { resolveNextConfig, type ResolvedNextConfig } from './images-config.js'
@@ -18,6 +20,7 @@ export interface Sidecar {
   app: express.Express
   config: ResolvedNextConfig
   store: CacheStore
+  metrics: Metrics
   /** Starts an HTTP server; resolves once it listens. */
   listen(port?: number, host?: string): Promise<Server & { url: string }>
   /** Resolves when the background revalidations started so far have finished. */
@@ -47,8 +50,30 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   }
   const config = resolveNextConfig(options.nextConfig ?? {})
   const log: Logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' })
-  const store = typeof options.cache === 'object' ? options.cache : openStore(options.cache ?? DEFAULTS.cache)
-  const cache = new ResponseCache(store, config.images.minimumCacheTTL, log)
+  const metrics = createMetrics()
+  metrics.storeUp.set(1)
+  const opened: OpenedStore =
+    typeof options.cache === 'object'
+      ? { store: options.cache }
+      : openStore(options.cache ?? DEFAULTS.cache, log, {
+          maxSize: options.cacheMaxSize,
+          maxEntrySize: options.cacheMaxEntrySize,
+          prefix: options.cachePrefix,
+          hotSize: options.hotCacheSize,
+          onHealth: (up) => metrics.storeUp.set(up ? 1 : 0),
+        })
+  const { store, coordinator } = opened
+  const timeoutMs = positiveInt('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs)
+  const cache = new ResponseCache(store, {
+    minimumCacheTTL: config.images.minimumCacheTTL,
+    log,
+    coordinator,
+    // A lock outlives the longest job, so a live producer never loses it.
+    lockTtlMs: timeoutMs + 5000,
+    onResult: (result) => metrics.cacheRequests.inc({ result: result.toLowerCase() }),
+  })
+  const concurrency = positiveInt('concurrency', options.concurrency ?? DEFAULTS.concurrency)
+  const queue = new WorkQueue(concurrency, positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot), metrics)
   if (config.images.domains.length > 0) log.warn('images.domains is deprecated; use images.remotePatterns')
   if (config.images.unoptimized) log.warn('images.unoptimized is true: every image request answers 404, as in Next')
 
@@ -58,7 +83,9 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     cache,
     log,
     maxAttempts: positiveInt('maxAttempts', options.maxAttempts ?? DEFAULTS.maxAttempts),
-    timeoutMs: positiveInt('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs),
+    timeoutMs,
+    queue,
+    metrics,
     upstreamTimeoutMs: positiveInt('upstreamTimeoutMs', options.upstreamTimeoutMs ?? DEFAULTS.upstreamTimeoutMs),
     resolve: options.resolve,
   })
@@ -82,6 +109,9 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const imagePath = `${config.basePath}/_next/image`
   app.get('/healthz', (_req, res) => {
     res.status(200).type('text/plain').end('ok')
+  })
+  app.get('/metrics', async (_req, res) => {
+    res.status(200).type(metrics.registry.contentType).end(await metrics.registry.metrics())
   })
   app.get('/readyz', async (_req, res) => {
     try {
@@ -116,6 +146,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     if (err instanceof ImageError) {
       if (err.statusCode >= 500) log.error({ err, url: req.originalUrl }, 'image request failed')
       else log.debug({ err, url: req.originalUrl }, 'image request rejected')
+      for (const [name, value] of Object.entries(err.headers)) res.setHeader(name, value)
       res.status(err.statusCode).end(err.message)
       return
     }
@@ -133,6 +164,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     app,
     config,
     store,
+    metrics,
     async listen(port = 3001, host = '0.0.0.0') {
       const server = app.listen(port, host)
       await once(server, 'listening')
@@ -143,6 +175,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     idle: () => cache.settled(),
     async close() {
       await cache.settled()
+      await coordinator?.close()
       await store.close()
     },
   }

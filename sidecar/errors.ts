@@ -4,10 +4,13 @@
  */
 export class ImageError extends Error {
   readonly statusCode: number
+  /** Extra response headers (e.g. Retry-After on a 503). */
+  readonly headers: Record<string, string>
 
-  constructor(statusCode: number, message: string, options?: { cause?: unknown }) {
+  constructor(statusCode: number, message: string, options?: { cause?: unknown; headers?: Record<string, string> }) {
     super(message, options)
     this.name = 'ImageError'
+    this.headers = options?.headers ?? {}
     // As Next's ImageError: anything below 400 (an upstream 3xx, 1xx) becomes 500.
     this.statusCode = statusCode >= 400 ? statusCode : 500
   }

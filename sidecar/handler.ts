@@ -7,9 +7,11 @@ import { ImageError } from './errors.js'
 import { imageResponseHeaders, isNotModified } from './headers.js'
 import type { ResolvedNextConfig } from './images-config.js'
 import { negotiateMimeType } from './negotiate.js'
+import type { Metrics } from './metrics.js'
+import type { WorkQueue } from './queue.js'
 import { withAttempts } from './retry.js'
 import { transformImage, type PreviousOutput } from './transform.js'
-import { fetchExternal, fetchInternal, type Resolver, type Upstream } from './upstream.js'
+import { fetchExternal, fetchInternal, type NotModified, type Resolver, type Upstream } from './upstream.js'
 import { parseQuery, validateParams, type ImageParams } from './validate.js'
 
 export interface HandlerContext {
@@ -21,6 +23,8 @@ export interface HandlerContext {
   timeoutMs: number
   upstreamTimeoutMs: number
   resolve?: Resolver
+  queue: WorkQueue
+  metrics: Metrics
 }
 
 /**
@@ -42,32 +46,54 @@ export function createImageHandler(ctx: HandlerContext) {
   const { config, log } = ctx
   const { images } = config
 
-  function fetchUpstream(params: ImageParams, signal: AbortSignal): Promise<Upstream> {
-    const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal }
-    return params.isAbsolute
-      ? fetchExternal(params.href, {
-          ...common,
-          dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
-          maximumRedirects: images.maximumRedirects,
-          resolve: ctx.resolve,
-        })
-      : fetchInternal(ctx.frontend, params.href, common)
+  async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined): Promise<Upstream | NotModified> {
+    const kind = params.isAbsolute ? 'external' : 'internal'
+    const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators }
+    try {
+      const upstream = params.isAbsolute
+        ? await fetchExternal(params.href, {
+            ...common,
+            dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
+            maximumRedirects: images.maximumRedirects,
+            resolve: ctx.resolve,
+          })
+        : await fetchInternal(ctx.frontend, params.href, common)
+      ctx.metrics.upstreamFetches.inc({ kind, outcome: upstream.notModified ? 'not_modified' : 'ok' })
+      return upstream
+    } catch (err) {
+      ctx.metrics.upstreamFetches.inc({ kind, outcome: 'error' })
+      throw err
+    }
   }
 
+  /** One image job: fetch (conditionally, when revalidating), then transform in the queue. */
   function producer(params: ImageParams, mimeType: string) {
     return (previous: CacheEntry | undefined): Promise<Produced> =>
       withAttempts(
         async (signal) => {
-          const upstream = await fetchUpstream(params, signal)
-          const result = await transformImage(
-            upstream,
-            { href: params.href, width: params.width, quality: params.quality, mimeType },
-            { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
-            reusableOutput(upstream, previous),
-          )
+          const upstream = await fetchUpstream(params, signal, previous)
+          if (upstream.notModified) {
+            // Beyond Next: the source is unchanged, so the stored output is reused as it is.
+            const { expireAt: _expired, ...unchanged } = previous!
+            return unchanged
+          }
+          const result = await ctx.queue.run(async () => {
+            const stopTimer = ctx.metrics.transformDuration.startTimer()
+            try {
+              return await transformImage(
+                upstream,
+                { href: params.href, width: params.width, quality: params.quality, mimeType },
+                { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
+                reusableOutput(upstream, previous),
+              )
+            } finally {
+              stopTimer()
+              ctx.metrics.transforms.inc()
+            }
+          })
           if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; serving the original bytes')
           const { buffer, contentType, maxAge, etag, upstreamEtag } = result
-          return { buffer, contentType, maxAge, etag, upstreamEtag }
+          return { buffer, contentType, maxAge, etag, upstreamEtag, validators: upstream.validators }
         },
         { maxAttempts: ctx.maxAttempts, timeoutMs: ctx.timeoutMs },
       )

@@ -1,7 +1,7 @@
 export { createSidecar, type Sidecar } from './app.js'
 export type { SidecarOptions } from './options.js'
 export type { CacheEntry, CacheStore } from './cache/types.js'
-export { openStore } from './cache/keyv-store.js'
+export { openStore, type StoreOptions } from './cache/open-store.js'
 export { loadNextConfig } from './next-config.js'
 export { resolveNextConfig, type ResolvedNextConfig, type ImagesConfig } from './images-config.js'
 export { ImageError, ConfigError } from './errors.js'

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import type { CacheStore } from './cache/types.js'
 import type { Resolver } from './upstream.js'
@@ -14,8 +15,23 @@ export interface SidecarOptions {
    * function). Only `images`, `basePath`, `assetPrefix` and `experimental.imgOpt*` are read.
    */
   nextConfig?: Record<string, unknown>
-  /** `sqlite://PATH` (default `sqlite://.cache/next-image-sidecar/cache.sqlite`), `memory://`, or a store. */
+  /**
+   * `sqlite://PATH` (default `sqlite://.cache/next-image-sidecar/cache.sqlite`), `memory://`,
+   * `redis://HOST:PORT` / `rediss://…` (also Valkey), or a CacheStore of your own.
+   */
   cache?: string | CacheStore
+  /** Byte budget of the SQLite and memory stores (LRU eviction). Default 1 GiB (SQLite), 256 MiB (memory). */
+  cacheMaxSize?: number
+  /** Images larger than this are served but not stored. Default 16 MiB. */
+  cacheMaxEntrySize?: number
+  /** Key prefix in Redis, so several apps can share one server. Default `next-image-sidecar:`. */
+  cachePrefix?: string
+  /** Bytes of the in-process hot tier in front of SQLite/Redis; 0 turns it off. Default 64 MiB. */
+  hotCacheSize?: number
+  /** Transforms running at once. Default: the number of CPU cores. */
+  concurrency?: number
+  /** Transforms allowed to wait for a slot; beyond it requests get 503 + Retry-After. Default 64 per slot. */
+  queueSize?: number
   /** Attempts per image job; transient failures are retried with backoff. Default 3; 1 keeps Next's statuses. */
   maxAttempts?: number
   /** Deadline for one image job (all attempts), ms. Default 30000. */
@@ -30,6 +46,8 @@ export interface SidecarOptions {
 
 export const DEFAULTS = {
   cache: 'sqlite://.cache/next-image-sidecar/cache.sqlite',
+  concurrency: availableParallelism(),
+  queuePerSlot: 64,
   maxAttempts: 3,
   timeoutMs: 30_000,
   upstreamTimeoutMs: 7_000,

@@ -8,6 +8,7 @@ import { constants as zlib, createBrotliDecompress, createGunzip, createInflate,
 import { createHash } from 'node:crypto'
 import { ImageError, MESSAGES } from './errors.js'
 import { isPrivateIp } from './private-ip.js'
+import type { UpstreamValidators } from './cache/types.js'
 
 /** What the transform needs from an upstream response. */
 export interface Upstream {
@@ -16,6 +17,15 @@ export interface Upstream {
   cacheControl: string | undefined
   /** base64url of the upstream ETag header, else sha256 of the body (Next's `extractEtag`). */
   etag: string
+  /** The raw ETag / Last-Modified, for the next conditional revalidation. */
+  validators: UpstreamValidators
+  notModified?: false
+}
+
+/** The upstream confirmed (304) that the image has not changed since `validators`. */
+export interface NotModified {
+  notModified: true
+  cacheControl: string | undefined
 }
 
 /** Resolves a hostname to every address a socket could connect to. Injectable for tests. */
@@ -27,6 +37,8 @@ export interface UpstreamOptions {
   maximumResponseBody: number
   /** Caller's deadline (the job timeout); aborting it ends the fetch as a timeout. */
   signal?: AbortSignal
+  /** Validators of a cached copy: the request becomes conditional and may answer NotModified. */
+  validators?: UpstreamValidators
 }
 
 export interface ExternalOptions extends UpstreamOptions {
@@ -180,13 +192,25 @@ const timedOut = (cause?: unknown) => new TransientUpstreamError(504, MESSAGES.u
 
 const isRedirect = (status: number) => [301, 302, 303, 307, 308].includes(status)
 
+function conditionalHeaders(validators: UpstreamValidators | undefined): Record<string, string> {
+  const headers: Record<string, string> = {}
+  if (validators?.etag) headers['if-none-match'] = validators.etag
+  if (validators?.lastModified) headers['if-modified-since'] = validators.lastModified
+  return headers
+}
+
+const validatorsOf = (res: IncomingMessage): UpstreamValidators => ({
+  ...(res.headers.etag ? { etag: res.headers.etag } : {}),
+  ...(res.headers['last-modified'] ? { lastModified: res.headers['last-modified'] } : {}),
+})
+
 /**
  * Fetches an absolute image URL as Next's `fetchExternalImage`: Next's request headers,
  * the private-IP guard on every hop with the connection pinned to the checked addresses,
  * at most `maximumRedirects` redirects (whose targets are not re-checked against
  * remotePatterns, as in Next), Content-Encoding decoding, the body limit and a timeout.
  */
-export async function fetchExternal(href: string, options: ExternalOptions, redirectsLeft = options.maximumRedirects): Promise<Upstream> {
+export async function fetchExternal(href: string, options: ExternalOptions, redirectsLeft = options.maximumRedirects): Promise<Upstream | NotModified> {
   const url = new URL(href)
   const hostname = url.hostname.replace(/^\[|\]$/g, '')
   let lookup: LookupFunction | undefined
@@ -215,7 +239,7 @@ export async function fetchExternal(href: string, options: ExternalOptions, redi
   try {
     res = await request(url, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,
-      headers: url.protocol === 'https:' ? HTTPS_HEADERS : HTTP_HEADERS,
+      headers: { ...(url.protocol === 'https:' ? HTTPS_HEADERS : HTTP_HEADERS), ...conditionalHeaders(options.validators) },
       lookup,
       pinKey,
       signal,
@@ -232,6 +256,10 @@ export async function fetchExternal(href: string, options: ExternalOptions, redi
     res.destroy()
     if (redirectsLeft === 0) throw new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${href}`) })
     return fetchExternal(new URL(location, href).href, options, redirectsLeft - 1)
+  }
+  if (status === 304 && options.validators) {
+    res.destroy()
+    return { notModified: true, cacheControl: res.headers['cache-control'] }
   }
   if (status < 200 || status > 299) {
     res.destroy()
@@ -252,6 +280,7 @@ export async function fetchExternal(href: string, options: ExternalOptions, redi
     contentType: res.headers['content-type'],
     cacheControl: res.headers['cache-control'],
     etag: extractEtag(res.headers.etag, buffer),
+    validators: validatorsOf(res),
   }
 }
 
@@ -260,16 +289,20 @@ export async function fetchExternal(href: string, options: ExternalOptions, redi
  * through itself: no client headers are forwarded, no redirect is followed, and failures
  * carry Next's "internal response" messages. The frontend is trusted (no private-IP guard).
  */
-export async function fetchInternal(frontend: URL, href: string, options: UpstreamOptions): Promise<Upstream> {
+export async function fetchInternal(frontend: URL, href: string, options: UpstreamOptions): Promise<Upstream | NotModified> {
   const url = new URL(href, frontend)
   const signal = timeoutSignal(options)
   try {
     const res = await request(url, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,
-      headers: { accept: '*/*', 'user-agent': 'next-image-sidecar' },
+      headers: { accept: '*/*', 'user-agent': 'next-image-sidecar', ...conditionalHeaders(options.validators) },
       signal,
     })
     const status = res.statusCode ?? 500
+    if (status === 304 && options.validators) {
+      res.destroy()
+      return { notModified: true, cacheControl: res.headers['cache-control'] }
+    }
     if (status < 200 || status > 299) {
       res.destroy()
       const cause = new Error(`frontend ${url.href} answered ${status}`)
@@ -282,6 +315,7 @@ export async function fetchInternal(frontend: URL, href: string, options: Upstre
       contentType: res.headers['content-type'],
       cacheControl: res.headers['cache-control'],
       etag: extractEtag(res.headers.etag, buffer),
+      validators: validatorsOf(res),
     }
   } catch (err) {
     if (signal.aborted) throw timedOut(err)

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import type { CacheResult } from '../headers.js'
+import type { Coordinator, Lock } from './coordinator.js'
 import type { CacheEntry, CacheStore } from './types.js'
 
 /** What a producer returns: the entry without its expiry (the cache sets that). */
@@ -11,27 +12,55 @@ export interface CachedResponse {
   result: CacheResult
 }
 
+export interface ResponseCacheOptions {
+  minimumCacheTTL: number
+  log: Logger
+  /** Cross-process single flight (Redis); without it, single flight is per process. */
+  coordinator?: Coordinator
+  /** How long one process may hold a key's lock: the longest a job may take, plus a margin. */
+  lockTtlMs?: number
+  /** How often a waiter re-reads the store when no announcement arrives. */
+  pollMs?: number
+  onResult?: (result: CacheResult) => void
+}
+
 /** Keep stale entries this many times their freshness, so STALE can be served while refreshing. */
 const RETENTION_FACTOR = 10
 const MIN_RETENTION_MS = 24 * 60 * 60 * 1000
 
 /**
  * Next's image ResponseCache over a CacheStore: concurrent requests for one key share one
- * producer call (all of them answer MISS), a fresh entry is a HIT, a stale one is served at
- * once as STALE while one background refresh runs; a failed refresh keeps the old entry for
- * Next's short 3–30 s. A failing store is logged and treated as a miss: it never fails a request.
+ * producer call (all of them answer MISS) — across processes too when a coordinator is given —
+ * a fresh entry is a HIT, a stale one is served at once as STALE while one background refresh
+ * runs; a failed refresh keeps the old entry for Next's short 3–30 s.
  */
 export class ResponseCache {
   private readonly inflight = new Map<string, Promise<CacheEntry>>()
   private readonly refreshing = new Map<string, Promise<void>>()
+  private readonly minimumCacheTTL: number
+  private readonly log: Logger
+  private readonly coordinator: Coordinator | undefined
+  private readonly lockTtlMs: number
+  private readonly pollMs: number
 
   constructor(
     private readonly store: CacheStore,
-    private readonly minimumCacheTTL: number,
-    private readonly log: Logger,
-  ) {}
+    private readonly options: ResponseCacheOptions,
+  ) {
+    this.minimumCacheTTL = options.minimumCacheTTL
+    this.log = options.log
+    this.coordinator = options.coordinator
+    this.lockTtlMs = options.lockTtlMs ?? 35_000
+    this.pollMs = options.pollMs ?? 250
+  }
 
   async get(key: string, produce: Producer): Promise<CachedResponse> {
+    const response = await this.lookup(key, produce)
+    this.options.onResult?.(response.result)
+    return response
+  }
+
+  private async lookup(key: string, produce: Producer): Promise<CachedResponse> {
     const pending = this.inflight.get(key)
     if (pending) return { entry: await pending, result: 'MISS' }
 
@@ -45,7 +74,7 @@ export class ResponseCache {
     // Another request may have started the same miss while we read the store.
     const started = this.inflight.get(key)
     if (started) return { entry: await started, result: 'MISS' }
-    const promise = this.produceAndStore(key, undefined, produce)
+    const promise = this.coordinator ? this.produceOnce(key, produce) : this.produceAndStore(key, undefined, produce)
     this.inflight.set(key, promise)
     try {
       return { entry: await promise, result: 'MISS' }
@@ -59,17 +88,59 @@ export class ResponseCache {
     await Promise.allSettled([...this.refreshing.values()])
   }
 
+  /**
+   * The cluster-wide miss: whoever takes the key's lock produces; the others wait for its
+   * announcement (or poll), then read the entry. If the holder fails or dies, the lock frees
+   * (on release or at its TTL) and the next waiter takes over.
+   */
+  private async produceOnce(key: string, produce: Producer): Promise<CacheEntry> {
+    const deadline = Date.now() + this.lockTtlMs * 2
+    while (Date.now() < deadline) {
+      const lock = await this.tryLock(key)
+      if (lock === 'unavailable') break
+      if (lock) {
+        try {
+          return await this.produceAndStore(key, undefined, produce)
+        } finally {
+          await this.unlock(lock)
+        }
+      }
+      await this.coordinator!.waitFor(key, this.pollMs * 4)
+      const landed = await this.read(key)
+      if (landed) return landed
+    }
+    return this.produceAndStore(key, undefined, produce)
+  }
+
+  private async tryLock(key: string): Promise<Lock | undefined | 'unavailable'> {
+    try {
+      return await this.coordinator!.acquire(key, this.lockTtlMs)
+    } catch (err) {
+      this.log.debug({ err }, 'single-flight lock unavailable; producing locally')
+      return 'unavailable'
+    }
+  }
+
+  private async unlock(lock: Lock): Promise<void> {
+    await this.coordinator!.release(lock).catch((err: unknown) => this.log.debug({ err }, 'could not release a single-flight lock'))
+  }
+
   private refresh(key: string, previous: CacheEntry, produce: Producer): void {
     if (this.refreshing.has(key)) return
-    const run = this.produceAndStore(key, previous, produce)
-      .then(() => undefined)
-      .catch(async (err: unknown) => {
+    const run = (async () => {
+      const lock = this.coordinator ? await this.tryLock(key) : 'unavailable'
+      if (lock === undefined) return // another replica is refreshing this key
+      try {
+        await this.produceAndStore(key, previous, produce)
+      } catch (err) {
         this.log.warn({ err, key }, 'image revalidation failed; keeping the previous entry')
         // Next's retainPreviousCacheEntry: retry soon, but not in a hot loop.
         const maxAge = Math.min(Math.max(previous.maxAge || 3, 3), 30)
         await this.write(key, { ...previous, maxAge, expireAt: this.expireAt(maxAge) })
-      })
-      .finally(() => this.refreshing.delete(key))
+      } finally {
+        if (lock !== 'unavailable') await this.unlock(lock)
+      }
+    })().finally(() => this.refreshing.delete(key))
     this.refreshing.set(key, run)
   }
 
@@ -103,3 +174,4 @@ export class ResponseCache {
     }
   }
 }
+

@@ -8,6 +8,13 @@ export interface CacheEntry {
   expireAt: number
   etag: string
   upstreamEtag: string
+  /** The upstream's own validators, for a conditional revalidation (If-None-Match / If-Modified-Since). */
+  validators?: UpstreamValidators
+}
+
+export interface UpstreamValidators {
+  etag?: string
+  lastModified?: string
 }
 
 /**
@@ -20,7 +27,16 @@ export interface CacheStore {
   get(key: string): Promise<CacheEntry | undefined>
   /** `ttlMs` is a hint for how long the entry is worth keeping at all. */
   set(key: string, entry: CacheEntry, ttlMs: number): Promise<void>
+  delete(key: string): Promise<void>
   /** Resolves when the backend answers; rejects when it is unreachable. */
   ping(): Promise<void>
   close(): Promise<void>
+}
+
+/** Size limits shared by the stores that bound themselves. */
+export interface StoreLimits {
+  /** Total bytes the store may hold; least recently used entries are evicted beyond it. */
+  maxSize: number
+  /** An entry larger than this is served but not stored. */
+  maxEntrySize: number
 }

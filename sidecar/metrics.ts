@@ -1,0 +1,50 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/** The Prometheus metrics of one sidecar (one registry each, so several can share a process). */
+export function createMetrics() {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'next_image_sidecar_' })
+  return {
+    registry,
+    transforms: new Counter({
+      name: 'next_image_sidecar_transforms_total',
+      help: 'Image jobs that ran the transform step (sharp, or a pass-through/fallback decision) on fetched bytes',
+      registers: [registry],
+    }),
+    upstreamFetches: new Counter({
+      name: 'next_image_sidecar_upstream_fetches_total',
+      help: 'Requests sent to an upstream (the frontend or a remote host), conditional ones included',
+      labelNames: ['kind', 'outcome'] as const,
+      registers: [registry],
+    }),
+    cacheRequests: new Counter({
+      name: 'next_image_sidecar_cache_requests_total',
+      help: 'Image requests answered from the cache (hit, stale) or not (miss)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    queueDepth: new Gauge({
+      name: 'next_image_sidecar_queue_depth',
+      help: 'Transforms waiting for a worker slot',
+      registers: [registry],
+    }),
+    transformDuration: new Histogram({
+      name: 'next_image_sidecar_transform_duration_seconds',
+      help: 'Time one transform took, waiting excluded',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    shed: new Counter({
+      name: 'next_image_sidecar_shed_total',
+      help: 'Requests refused with 503 because the transform queue was full',
+      registers: [registry],
+    }),
+    storeUp: new Gauge({
+      name: 'next_image_sidecar_cache_store_up',
+      help: '1 while the cache store answers, 0 during an outage',
+      registers: [registry],
+    }),
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>
