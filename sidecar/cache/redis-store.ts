@@ -27,6 +27,7 @@ export class RedisStore implements CacheStore {
   readonly name: string
   readonly client: Client
   private readonly adapter: KeyvRedis<Buffer>
+  private connecting: Promise<unknown> | undefined
 
   constructor(
     url: string,
@@ -40,6 +41,19 @@ export class RedisStore implements CacheStore {
     this.client = makeClient(url, log)
     this.adapter = new KeyvRedis<Buffer>(this.client as never, { namespace: undefined, throwOnErrors: true, throwOnConnectError: true, connectionTimeout: 2000 })
     this.adapter.on('error', () => {})
+    void this.connected().catch(() => {})
+  }
+
+  /**
+   * Resolves once the client is connected (the first connect only; node-redis reconnects by
+   * itself afterwards). Commands sent before would fail, as the offline queue is off.
+   */
+  connected(): Promise<unknown> {
+    this.connecting ??= this.client.connect().catch((err: unknown) => {
+      this.connecting = undefined
+      throw err
+    })
+    return this.connecting
   }
 
   private k(key: string): string {
@@ -47,27 +61,41 @@ export class RedisStore implements CacheStore {
   }
 
   async get(key: string): Promise<CacheEntry | undefined> {
+    await this.connected()
     const value = (await this.adapter.get(this.k(key))) as unknown
     return Buffer.isBuffer(value) ? decodeEntry(value) : undefined
   }
 
   async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
+    await this.connected()
     await this.adapter.set(this.k(key), encodeEntry(entry) as never, Math.max(Math.round(ttlMs), 1000))
   }
 
   async delete(key: string): Promise<void> {
+    await this.connected()
     await this.adapter.delete(this.k(key))
   }
 
   async ping(): Promise<void> {
-    if (!this.client.isOpen) await this.client.connect()
+    await this.connected()
     await this.client.ping()
   }
 
   async close(): Promise<void> {
     if (this.client.isOpen) await this.client.close()
   }
+}
+
+/** Bounds a Redis round trip: a request may wait on the cache for a second at most. */
+function bounded<T>(promise: Promise<T>, ms = 1000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`redis did not answer within ${ms} ms`)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
 }
 
 // Deletes the lock only if we still own it, then tells the waiters.
@@ -100,16 +128,18 @@ export class RedisCoordinator implements Coordinator {
 
   async acquire(key: string, ttlMs: number): Promise<Lock | undefined> {
     const token = randomUUID()
-    const ok = await this.store.client.set(this.lockKey(key), token, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })
+    const ok = await bounded(
+      this.store.connected().then(() => this.store.client.set(this.lockKey(key), token, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })),
+    )
     return ok === null ? undefined : { key, token }
   }
 
   async release(lock: Lock): Promise<void> {
-    await this.store.client.eval(RELEASE, { keys: [this.lockKey(lock.key), this.channel], arguments: [lock.token, lock.key] })
+    await bounded(this.store.client.eval(RELEASE, { keys: [this.lockKey(lock.key), this.channel], arguments: [lock.token, lock.key] }))
   }
 
   async isLocked(key: string): Promise<boolean> {
-    return (await this.store.client.exists(this.lockKey(key))) === 1
+    return (await bounded(this.store.connected().then(() => this.store.client.exists(this.lockKey(key))))) === 1
   }
 
   async waitFor(key: string, maxMs: number): Promise<void> {

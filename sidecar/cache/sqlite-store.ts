@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync } from 'node:fs'
+import { existsSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { promisify } from 'node:util'
 import KeyvSqlite from '@keyv/sqlite'
@@ -32,7 +33,6 @@ export class SqliteStore implements CacheStore {
     private readonly log: Logger,
   ) {
     this.name = `sqlite://${path}`
-    mkdirSync(dirname(path), { recursive: true })
     this.index = new LRUCache<string, number>({
       maxSize: Math.max(Math.floor(limits.maxSize * OVERHEAD), 1),
       sizeCalculation: (size) => Math.max(size, 1),
@@ -46,6 +46,7 @@ export class SqliteStore implements CacheStore {
   }
 
   private async open(): Promise<void> {
+    await mkdir(dirname(this.path), { recursive: true })
     if (!existsSync(this.path)) await createFile(this.path)
     this.adapter = new KeyvSqlite({ uri: `sqlite://${this.path}`, table: TABLE, busyTimeout: 5000 })
     this.adapter.on('error', () => {}) // errors surface through the rejected promises

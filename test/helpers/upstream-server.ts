@@ -103,7 +103,11 @@ export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer>
           return send(200, corpusFile('png/chelsea.png'), { 'content-type': 'image/png' })
         case 'mutable': {
           const entry = mutable.get(parts[1] ?? '')
-          return entry ? send(entry.status, entry.body, entry.headers) : send(404, 'not found')
+          if (!entry) return send(404, 'not found')
+          // Honour conditional requests like a static file server would.
+          const etag = entry.headers?.etag
+          if (etag && req.headers['if-none-match'] === etag) return send(304, '', { etag })
+          return send(entry.status, entry.body, entry.headers)
         }
         default:
           return send(404, 'not found')

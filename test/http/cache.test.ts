@@ -1,0 +1,180 @@
+/** The cache layer: stores, bounds, revalidation, single flight, load shedding, metrics. */
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, statSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import request from 'supertest'
+import { createClient } from '@redis/client'
+import KeyvSqlite from '@keyv/sqlite'
+import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
+import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
+import { metric } from '../helpers/metrics.js'
+import { SHARED_REDIS, uniquePrefix } from '../helpers/redis.js'
+import type { Sidecar } from '../../sidecar/app.js'
+
+let upstream: UpstreamServer
+const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
+const tmp = (name: string) => join(mkdtempSync(join(tmpdir(), `nis-${name}-`)), 'cache.sqlite')
+const get = (s: Sidecar, path: string) => request(s.app).get(path).set('Accept', 'image/webp')
+const metrics = async (s: Sidecar) => (await request(s.app).get('/metrics')).text
+
+before(async () => {
+  upstream = await startUpstream()
+})
+after(async () => {
+  await upstream.close()
+})
+
+describe('SQLite store', () => {
+  test('values are stored as binary, not base64', async () => {
+    const path = tmp('binary')
+    const s = testSidecar({ frontend: upstream.url, cache: `sqlite://${path}` })
+    const res = await get(s, image('/corpus/photo-jpeg/rocket.jpg', 640))
+    await s.close()
+    const db = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+    const [row] = (await db.query('SELECT length(value) AS size, typeof(value) AS type FROM next_image_cache')) as Array<{ size: number; type: string }>
+    await db.disconnect()
+    assert.equal(row!.type, 'blob')
+    const body = Number(res.headers['content-length'])
+    assert.ok(row!.size >= body && row!.size < body + 1024, `stored ${row!.size} bytes for a ${body}-byte image`)
+  })
+
+  test('eviction keeps the file under its bound while serving a larger working set', async () => {
+    const path = tmp('evict')
+    const bound = 400_000
+    const s = testSidecar({ frontend: upstream.url, cache: `sqlite://${path}`, cacheMaxSize: bound, hotCacheSize: 0 })
+    const files = ['photo-jpeg/storm.jpg', 'photo-jpeg/garden.jpg', 'photo-jpeg/aqua.jpg', 'photo-jpeg/ladybird.jpg', 'png/silk.png', 'photo-jpeg/green-meadow.jpg']
+    let served = 0
+    for (const file of files) {
+      for (const w of [1080, 1200, 1920]) {
+        const res = await request(s.app).get(image(`/corpus/${file}`, w)).set('Accept', '*/*')
+        assert.equal(res.status, 200)
+        served += Number(res.headers['content-length'])
+      }
+    }
+    await sleep(400) // the batched incremental vacuum
+    await s.close()
+    const onDisk = statSync(path).size + (existsSync(`${path}-wal`) ? statSync(`${path}-wal`).size : 0)
+    assert.ok(served > bound * 2, `working set ${served} should exceed the bound ${bound}`)
+    assert.ok(statSync(path).size <= bound, `database file is ${statSync(path).size} bytes, bound ${bound} (wal included: ${onDisk})`)
+  })
+
+  test('an entry over the size limit is served but not stored', async () => {
+    const s = testSidecar({ frontend: upstream.url, cache: `sqlite://${tmp('max-entry')}`, cacheMaxEntrySize: 1000, hotCacheSize: 0 })
+    const first = await get(s, image('/corpus/photo-jpeg/rocket.jpg', 640))
+    assert.equal(first.status, 200)
+    assert.ok(Number(first.headers['content-length']) > 1000)
+    assert.equal((await get(s, image('/corpus/photo-jpeg/rocket.jpg', 640))).headers['x-nextjs-cache'], 'MISS')
+    await s.close()
+  })
+
+  test('an unwritable cache directory degrades to serving without a cache', async () => {
+    // A path below a regular file: no directory can ever be created there, not even by root.
+    const s = testSidecar({ frontend: upstream.url, cache: 'sqlite:///etc/hostname/cache.sqlite' })
+    assert.equal((await get(s, image('/corpus/png/chelsea.png', 64))).status, 200)
+    assert.equal((await get(s, image('/corpus/png/chelsea.png', 64))).status, 200)
+    assert.equal((await request(s.app).get('/readyz')).status, 503)
+    assert.equal(metric(await metrics(s), 'next_image_sidecar_cache_store_up'), 0)
+    await s.close()
+  })
+})
+
+describe('revalidation', () => {
+  test('an unchanged source is revalidated with a conditional request and not encoded again', async () => {
+    upstream.mutable.set('conditional', { status: 200, body: corpusFile('png/coffee.png'), headers: { etag: '"v1"' } })
+    const s = testSidecar({ frontend: upstream.url, nextConfig: { images: { minimumCacheTTL: 1 } } })
+    const path = image('/mutable/conditional', 256)
+    const first = await get(s, path)
+    await sleep(1100)
+    assert.equal((await get(s, path)).headers['x-nextjs-cache'], 'STALE')
+    await s.idle()
+    const seen = upstream.requests.filter((r) => r.url === '/mutable/conditional')
+    assert.equal(seen.at(-1)!.headers['if-none-match'], '"v1"')
+    const text = await metrics(s)
+    assert.equal(metric(text, 'next_image_sidecar_transforms_total'), 1)
+    assert.equal(metric(text, 'next_image_sidecar_upstream_fetches_total', { outcome: 'not_modified' }), 1)
+    const after = await get(s, path)
+    assert.equal(after.headers['x-nextjs-cache'], 'HIT')
+    assert.equal(after.headers.etag, first.headers.etag)
+    await s.close()
+  })
+})
+
+describe('single flight', () => {
+  test('64 simultaneous identical cold requests: one fetch, one transform, the same bytes for all', async () => {
+    const s = testSidecar({ frontend: upstream.url })
+    const path = image('/corpus/photo-jpeg/garden.jpg', 1080)
+    const responses = await Promise.all(Array.from({ length: 64 }, () => get(s, path)))
+    assert.ok(responses.every((r) => r.status === 200))
+    assert.equal(new Set(responses.map((r) => r.headers.etag)).size, 1)
+    const text = await metrics(s)
+    assert.equal(metric(text, 'next_image_sidecar_transforms_total'), 1)
+    assert.equal(metric(text, 'next_image_sidecar_upstream_fetches_total'), 1)
+    assert.equal(metric(text, 'next_image_sidecar_cache_requests_total', { result: 'miss' }), 64)
+    await s.close()
+  })
+})
+
+describe('Redis store', () => {
+  test('entries land in Redis under the prefix with a TTL, and another replica gets a HIT', async () => {
+    const prefix = uniquePrefix('redis')
+    const a = testSidecar({ frontend: upstream.url, cache: SHARED_REDIS, cachePrefix: prefix })
+    const b = testSidecar({ frontend: upstream.url, cache: SHARED_REDIS, cachePrefix: prefix })
+    const path = image('/corpus/photo-jpeg/rocket.jpg', 256)
+    const first = await get(a, path)
+    assert.equal(first.headers['x-nextjs-cache'], 'MISS')
+    const second = await get(b, path)
+    assert.equal(second.headers['x-nextjs-cache'], 'HIT')
+    assert.equal(second.headers.etag, first.headers.etag)
+    const client = createClient({ url: SHARED_REDIS })
+    await client.connect()
+    const keys = await client.keys(`${prefix}*`)
+    assert.equal(keys.length, 1)
+    assert.ok((await client.pTTL(keys[0]!)) > 0)
+    await client.close()
+    await Promise.all([a.close(), b.close()])
+  })
+  test('identical concurrent misses on two replicas sharing Redis cause one transform in all', async () => {
+    const prefix = uniquePrefix('herd')
+    const a = testSidecar({ frontend: upstream.url, cache: SHARED_REDIS, cachePrefix: prefix })
+    const b = testSidecar({ frontend: upstream.url, cache: SHARED_REDIS, cachePrefix: prefix })
+    const path = image('/corpus/photo-jpeg/storm.jpg', 1920)
+    const responses = await Promise.all(Array.from({ length: 32 }, (_, i) => get(i % 2 ? a : b, path)))
+    assert.ok(responses.every((r) => r.status === 200))
+    assert.equal(new Set(responses.map((r) => r.headers.etag)).size, 1)
+    const transforms = metric(await metrics(a), 'next_image_sidecar_transforms_total') + metric(await metrics(b), 'next_image_sidecar_transforms_total')
+    assert.equal(transforms, 1)
+    await Promise.all([a.close(), b.close()])
+  })
+})
+
+describe('load shedding', () => {
+  test('a full queue answers 503 with Retry-After and counts the shed requests', async () => {
+    const s = testSidecar({ frontend: upstream.url, concurrency: 1, queueSize: 1 })
+    const files = ['photo-jpeg/storm.jpg', 'photo-jpeg/garden.jpg', 'photo-jpeg/aqua.jpg', 'photo-jpeg/ladybird.jpg', 'photo-jpeg/green-meadow.jpg', 'photo-jpeg/fresh-flower.jpg']
+    const responses = await Promise.all(files.map((f) => get(s, image(`/corpus/${f}`, 1920))))
+    const shed = responses.filter((r) => r.status === 503)
+    assert.ok(shed.length >= 1, `statuses: ${responses.map((r) => r.status).join(',')}`)
+    assert.ok(responses.some((r) => r.status === 200))
+    for (const r of shed) assert.equal(r.headers['retry-after'], '1')
+    assert.equal(metric(await metrics(s), 'next_image_sidecar_shed_total'), shed.length)
+    await s.close()
+  })
+})
+
+describe('metrics', () => {
+  test('GET /metrics exposes the documented series', async () => {
+    const s = testSidecar({ frontend: upstream.url })
+    await get(s, image('/corpus/png/chelsea.png', 64))
+    await get(s, image('/corpus/png/chelsea.png', 64))
+    const text = await metrics(s)
+    for (const name of ['next_image_sidecar_transforms_total', 'next_image_sidecar_upstream_fetches_total', 'next_image_sidecar_queue_depth', 'next_image_sidecar_transform_duration_seconds_count', 'next_image_sidecar_shed_total']) {
+      assert.match(text, new RegExp(`^${name}`, 'm'), name)
+    }
+    assert.equal(metric(text, 'next_image_sidecar_cache_requests_total', { result: 'hit' }), 1)
+    assert.equal(metric(text, 'next_image_sidecar_cache_requests_total', { result: 'miss' }), 1)
+    await s.close()
+  })
+})
