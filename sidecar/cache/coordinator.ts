@@ -13,7 +13,6 @@ export interface Coordinator {
   acquire(key: string, ttlMs: number): Promise<Lock | undefined>
   /** Releases the lock and wakes the processes waiting for `key`. */
   release(lock: Lock): Promise<void>
-  isLocked(key: string): Promise<boolean>
   /** Resolves when `key` is announced, or after `maxMs`. */
   waitFor(key: string, maxMs: number): Promise<void>
   close(): Promise<void>

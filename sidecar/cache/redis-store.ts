@@ -138,10 +138,6 @@ export class RedisCoordinator implements Coordinator {
     await bounded(this.store.client.eval(RELEASE, { keys: [this.lockKey(lock.key), this.channel], arguments: [lock.token, lock.key] }))
   }
 
-  async isLocked(key: string): Promise<boolean> {
-    return (await bounded(this.store.connected().then(() => this.store.client.exists(this.lockKey(key))))) === 1
-  }
-
   async waitFor(key: string, maxMs: number): Promise<void> {
     await this.subscribe().catch((err: unknown) => this.log.debug({ err }, 'redis subscribe failed; polling'))
     await new Promise<void>((resolve) => {

@@ -1,0 +1,99 @@
+/** Real replicas: separate sidecar processes (the CLI) sharing one Redis; and Redis dying under load. */
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import request from 'supertest'
+import { createClient } from '@redis/client'
+import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
+import { freePort, REPO } from '../helpers/next-app.js'
+import { testSidecar } from '../helpers/sidecar.js'
+import { metric } from '../helpers/metrics.js'
+import { PrivateRedis, SHARED_REDIS, uniquePrefix } from '../helpers/redis.js'
+
+let upstream: UpstreamServer
+const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
+
+before(async () => {
+  upstream = await startUpstream()
+})
+after(async () => {
+  await upstream.close()
+})
+
+async function startCli(args: string[]): Promise<{ url: string; child: ChildProcess }> {
+  const port = await freePort()
+  const child = spawn(process.execPath, [join(REPO, 'dist/sidecar/cli.js'), '--port', String(port), '--host', '127.0.0.1', ...args], {
+    env: { ...process.env, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  const url = `http://127.0.0.1:${port}`
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) break
+    } catch {
+      if (i > 100) throw new Error('sidecar did not start')
+      await sleep(100)
+    }
+  }
+  return { url, child }
+}
+
+test('two sidecar processes sharing Redis: a herd of 64 identical cold requests costs one transform', async () => {
+  const prefix = uniquePrefix('processes')
+  const args = ['--frontend', upstream.url, '--cache', SHARED_REDIS, '--cache-prefix', prefix, '--max-attempts', '1']
+  const replicas = await Promise.all([startCli(args), startCli(args)])
+  try {
+    const path = image('/corpus/photo-jpeg/garden-progressive.jpg', 1920)
+    const responses = await Promise.all(
+      Array.from({ length: 64 }, (_, i) => fetch(`${replicas[i % 2]!.url}${path}`, { headers: { accept: 'image/webp' } }).then(async (r) => ({ status: r.status, etag: r.headers.get('etag'), body: Buffer.from(await r.arrayBuffer()) }))),
+    )
+    assert.ok(responses.every((r) => r.status === 200))
+    assert.equal(new Set(responses.map((r) => r.etag)).size, 1)
+    let transforms = 0
+    for (const { url } of replicas) transforms += metric(await (await fetch(`${url}/metrics`)).text(), 'next_image_sidecar_transforms_total')
+    assert.equal(transforms, 1)
+  } finally {
+    for (const { child } of replicas) child.kill('SIGTERM')
+  }
+})
+
+test('Redis killed mid-load: no request fails, and entries land in Redis again once it is back', async () => {
+  const redis = await PrivateRedis.start()
+  const prefix = uniquePrefix('outage')
+  const s = testSidecar({ frontend: upstream.url, cache: redis.url, cachePrefix: prefix, hotCacheSize: 0 })
+  const variants = ['png/chelsea.png', 'png/coffee.png', 'photo-jpeg/rocket.jpg', 'png-alpha/debian-logo-256.png'].flatMap((f) => [64, 128, 256].map((w) => image(`/corpus/${f}`, w)))
+  const statuses: number[] = []
+  let stop = false
+  const load = Promise.all(
+    Array.from({ length: 4 }, async (_, worker) => {
+      for (let i = worker; !stop; i++) {
+        statuses.push((await request(s.app).get(variants[i % variants.length]!).set('Accept', 'image/webp')).status)
+      }
+    }),
+  )
+  await sleep(500)
+  await redis.kill()
+  await sleep(1500)
+  await redis.restart()
+  await sleep(500)
+  stop = true
+  await load
+  assert.ok(statuses.length > 20, `only ${statuses.length} requests ran`)
+  assert.deepEqual([...new Set(statuses)], [200])
+
+  // Back: a new variant is stored in Redis again (the store recovers by itself).
+  const client = createClient({ url: redis.url })
+  await client.connect()
+  let stored = 0
+  for (let i = 0; i < 40 && stored === 0; i++) {
+    await request(s.app).get(image('/corpus/photo-jpeg/camera-gray.jpg', 64 + (i % 2) * 64)).set('Accept', 'image/webp')
+    stored = (await client.keys(`${prefix}*`)).length
+    if (stored === 0) await sleep(250)
+  }
+  await client.close()
+  assert.ok(stored > 0, 'nothing was stored in Redis after it came back')
+  await s.close()
+  await redis.kill()
+})
