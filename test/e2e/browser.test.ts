@@ -24,6 +24,9 @@ let withSidecar: RunningNext
 let fallback: RunningNext
 let sidecarOrigin: string
 let stopSidecar: () => Promise<void>
+let withBasePath: RunningNext
+let basePathOrigin: string
+let basePathImages: LoadedImage[]
 const contentTypes = new Map<string, string>()
 const results: Record<'sidecar' | 'fallback', Record<string, LoadedImage[]>> = { sidecar: {}, fallback: {} }
 
@@ -36,14 +39,22 @@ async function visit(page: Page, origin: string, path: string): Promise<LoadedIm
 
 before(async () => {
   upstream = await startUpstream()
-  const sidecarPort = await freePort()
+  const [sidecarPort, basePathPort] = [await freePort(), await freePort()]
   sidecarOrigin = `http://127.0.0.1:${sidecarPort}`
+  basePathOrigin = `http://127.0.0.1:${basePathPort}`
   const common = { EXAMPLE_REMOTE_IMAGE: `${upstream.url}/corpus/photo-jpeg/rocket.jpg` }
   const sidecarEnv = { ...common, IMAGE_SIDECAR_URL: sidecarOrigin, EXAMPLE_DIST_DIR: '.next-e2e-sidecar' }
   const fallbackEnv = { ...common, EXAMPLE_DIST_DIR: '.next-e2e-fallback' }
+  const basePathEnv = { IMAGE_SIDECAR_URL: basePathOrigin, EXAMPLE_DIST_DIR: '.next-e2e-basepath', EXAMPLE_BASE_PATH: '/shop' }
   nextBuild(APP, sidecarEnv)
   nextBuild(APP, fallbackEnv)
-  ;[withSidecar, fallback, browser] = await Promise.all([startNext(APP, sidecarEnv), startNext(APP, fallbackEnv), launchBrowser()])
+  nextBuild(APP, basePathEnv)
+  ;[withSidecar, fallback, withBasePath, browser] = await Promise.all([
+    startNext(APP, sidecarEnv),
+    startNext(APP, fallbackEnv),
+    startNext(APP, basePathEnv),
+    launchBrowser(),
+  ])
 
   // The sidecar reads the app's own next.config, as the CLI does with --config.
   Object.assign(process.env, common)
@@ -54,10 +65,20 @@ before(async () => {
     logger: silentLogger,
   })
   const server = await sidecar.listen(sidecarPort, '127.0.0.1')
+  // The basePath variant: the same next.config evaluated with EXAMPLE_BASE_PATH=/shop.
+  const shop = createSidecar({
+    frontend: withBasePath.url,
+    nextConfig: { ...(await loadNextConfig(join(APP, 'next.config.mjs'))), basePath: '/shop' },
+    cache: 'memory://',
+    logger: silentLogger,
+  })
+  const shopServer = await shop.listen(basePathPort, '127.0.0.1')
   stopSidecar = async () => {
-    server.close()
-    server.closeAllConnections()
-    await sidecar.close()
+    for (const s of [server, shopServer]) {
+      s.close()
+      s.closeAllConnections()
+    }
+    await Promise.all([sidecar.close(), shop.close()])
   }
 
   for (const [name, origin] of [['sidecar', withSidecar.url], ['fallback', fallback.url]] as const) {
@@ -65,12 +86,15 @@ before(async () => {
     for (const path of PAGES) results[name][path] = await visit(page, origin, path)
     await page.close()
   }
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+  basePathImages = await visit(page, withBasePath.url, '/shop')
+  await page.close()
 })
 
 after(async () => {
   await browser?.close()
   await stopSidecar?.()
-  await Promise.all([withSidecar?.stop(), fallback?.stop(), upstream?.close()])
+  await Promise.all([withSidecar?.stop(), fallback?.stop(), withBasePath?.stop(), upstream?.close()])
 })
 
 describe('built with IMAGE_SIDECAR_URL', () => {
@@ -114,4 +138,15 @@ describe('built without a sidecar URL (the fallback)', () => {
       }
     })
   }
+})
+
+describe('with a basePath', () => {
+  test('every image loads from the sidecar under {basePath}/_next/image', () => {
+    assert.ok(basePathImages.length >= 5)
+    for (const img of basePathImages) {
+      assert.ok(img.naturalWidth > 0, `${img.id} did not load`)
+      assert.ok(img.currentSrc.startsWith(`${basePathOrigin}/shop/_next/image?url=%2Fshop%2F`), `${img.id} came from ${img.currentSrc}`)
+      assert.equal(contentTypes.get(img.currentSrc), 'image/webp')
+    }
+  })
 })
