@@ -1,0 +1,179 @@
+// Building blocks of the benchmark: processes, load generators, statistics, RSS sampling.
+import { spawn, execFile, execFileSync } from 'node:child_process'
+import { promisify } from 'node:util'
+import { readFileSync, existsSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { Agent, request } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+export async function freePort() {
+  const server = createServer().listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  const { port } = server.address()
+  await new Promise((r) => server.close(r))
+  return port
+}
+
+/** Spawns a server (optionally pinned to CPUs with taskset) and waits until `readyPath` answers. */
+export async function startServer({ name, command, args, cwd, env, cpus, url, readyPath = '/' }) {
+  const [cmd, argv] = cpus ? ['taskset', ['-c', cpus, command, ...args]] : [command, args]
+  const child = spawn(cmd, argv, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (c) => (stderr += c))
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`${name} exited: ${stderr}`)
+    try {
+      const res = await fetch(`${url}${readyPath}`)
+      await res.arrayBuffer()
+      break
+    } catch {
+      if (i > 600) throw new Error(`${name} did not start: ${stderr}`)
+      await sleep(100)
+    }
+  }
+  return {
+    name,
+    url,
+    pid: child.pid,
+    async stop() {
+      if (child.exitCode !== null) return
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGTERM')
+      await Promise.race([exited, sleep(5000)])
+      if (child.exitCode === null) child.kill('SIGKILL')
+    },
+  }
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 256 })
+
+/** One GET, body read to the end; resolves with status, headers and latency in ms. */
+export function get(url, headers = {}) {
+  const started = performance.now()
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent, headers }, (res) => {
+      let bytes = 0
+      res.on('data', (c) => (bytes += c.length))
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, bytes, ms: performance.now() - started }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]
+}
+
+export function summarize(latencies, seconds) {
+  const sorted = [...latencies].sort((a, b) => a - b)
+  return {
+    requests: sorted.length,
+    rps: sorted.length / seconds,
+    p50: percentile(sorted, 50),
+    p95: percentile(sorted, 95),
+    p99: percentile(sorted, 99),
+  }
+}
+
+/** Closed loop: `concurrency` workers go through `urls` once; every response must be 200. */
+export async function runList(urls, concurrency, headers) {
+  const latencies = []
+  let next = 0
+  let failed = 0
+  const started = performance.now()
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < urls.length) {
+        const url = urls[next++]
+        const res = await get(url, headers)
+        if (res.status !== 200) failed++
+        latencies.push(res.ms)
+      }
+    }),
+  )
+  const seconds = (performance.now() - started) / 1000
+  return { ...summarize(latencies, seconds), seconds, failed }
+}
+
+/** Open loop: one request every 1/rate s for `seconds`, whatever the server's pace. */
+export async function runRate(url, rate, seconds) {
+  const latencies = []
+  const pending = []
+  let failed = 0
+  const interval = 1000 / rate
+  const started = performance.now()
+  for (let i = 0; performance.now() - started < seconds * 1000; i++) {
+    pending.push(
+      get(url).then(
+        (res) => {
+          if (res.status !== 200) failed++
+          latencies.push(res.ms)
+        },
+        () => failed++,
+      ),
+    )
+    const due = started + (i + 1) * interval
+    await sleep(Math.max(0, due - performance.now()))
+  }
+  await Promise.all(pending)
+  return { ...summarize(latencies, seconds), failed }
+}
+
+/**
+ * wrk over a list of paths (a Lua script cycles through them), as the warm-cache load.
+ * Asynchronous on purpose: the static reference server lives in this process.
+ */
+export async function runWrk(origin, paths, connections, seconds, accept) {
+  const script = `local paths = {${paths.map((p) => JSON.stringify(p)).join(',')}}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1], { ["Accept"] = ${JSON.stringify(accept)} })
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\":%d,\\"seconds\\":%f,\\"p50\\":%f,\\"p99\\":%f,\\"non2xx\\":%d,\\"errors\\":%d}\\n",
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end`
+  const file = `/tmp/nis-bench-${process.pid}.lua`
+  execFileSync('sh', ['-c', `cat > ${file}`], { input: script })
+  const { stdout: out } = await promisify(execFile)('wrk', ['-t2', `-c${connections}`, `-d${seconds}s`, '-s', file, origin], { encoding: 'utf8' })
+  const json = JSON.parse(out.split('\n').find((l) => l.startsWith('JSON ')).slice(5))
+  return { rps: json.requests / json.seconds, p50: json.p50, p99: json.p99, requests: json.requests, failed: json.non2xx + json.errors }
+}
+
+/** Resident memory (bytes) of a process and its children, from /proc. */
+export function rssOfTree(pid) {
+  let total = 0
+  const visit = (p) => {
+    try {
+      const status = readFileSync(`/proc/${p}/status`, 'utf8')
+      total += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024
+    } catch {
+      return
+    }
+    const childrenFile = `/proc/${p}/task/${p}/children`
+    if (existsSync(childrenFile)) for (const c of readFileSync(childrenFile, 'utf8').trim().split(/\s+/).filter(Boolean)) visit(c)
+  }
+  visit(pid)
+  return total
+}
+
+/** Samples a process tree's RSS every 100 ms until stopped; returns the peak. */
+export function sampleRss(pid) {
+  let peak = rssOfTree(pid)
+  const timer = setInterval(() => (peak = Math.max(peak, rssOfTree(pid))), 100)
+  return () => {
+    clearInterval(timer)
+    return Math.max(peak, rssOfTree(pid))
+  }
+}
+
+export async function metricValue(origin, name) {
+  const text = await (await fetch(`${origin}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
+  return line ? Number(line.split(' ')[1]) : 0
+}
