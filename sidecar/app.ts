@@ -88,6 +88,8 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     metrics,
     upstreamTimeoutMs: positiveInt('upstreamTimeoutMs', options.upstreamTimeoutMs ?? DEFAULTS.upstreamTimeoutMs),
     resolve: options.resolve,
+    // As `next start` (compress: true); the handler applies it to compressible types only.
+    compress: compression(),
   })
 
   const app = express()
@@ -128,11 +130,8 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     res.redirect(308, imagePath + (q >= 0 ? req.originalUrl.slice(q) : ''))
   })
   // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.
-  // As `next start` (compress: true): compressible types (SVG, ICO, BMP) are gzipped for clients
-  // that accept it and get `Vary: Accept, Accept-Encoding`; encoded formats pass untouched.
-  const compress = compression()
-  app.get(imagePath, compress, handleImage)
-  app.post(imagePath, compress, handleImage)
+  app.get(imagePath, handleImage)
+  app.post(imagePath, handleImage)
 
   app.use((_req, res) => {
     res.status(404).type('text/plain').end('Not Found')

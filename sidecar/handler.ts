@@ -1,4 +1,5 @@
-import type { NextFunction, Request, Response } from 'express'
+import compressible from 'compressible'
+import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import type { Logger } from 'pino'
 import { cacheKey } from './cache/key.js'
 import type { ResponseCache, Produced } from './cache/response-cache.js'
@@ -25,6 +26,8 @@ export interface HandlerContext {
   resolve?: Resolver
   queue: WorkQueue
   metrics: Metrics
+  /** The compression middleware, for the compressible types (SVG, ICO, BMP) only. */
+  compress?: RequestHandler
 }
 
 /**
@@ -127,14 +130,15 @@ export function createImageHandler(ctx: HandlerContext) {
         },
         notModified,
       )
-      for (const [name, value] of headers) res.setHeader(name, value)
-      if (notModified) {
-        res.status(304).end()
-      } else if (req.method === 'HEAD') {
-        res.status(200).end()
-      } else {
-        res.status(200).end(entry.buffer)
+      const send = () => {
+        for (const [name, value] of headers) res.setHeader(name, value)
+        if (notModified) res.status(304).end()
+        else res.status(200).end(req.method === 'HEAD' ? undefined : entry.buffer)
       }
+      // Like `next start`, gzip SVG, ICO and BMP for clients that accept it (and add
+      // `Vary: Accept-Encoding`); already-compressed formats skip the middleware entirely.
+      if (!notModified && ctx.compress && compressible(entry.contentType)) ctx.compress(req, res, send)
+      else send()
     } catch (err) {
       next(err)
     }

@@ -59,7 +59,9 @@ export function configureSharp(config: SharpConfig): void {
       'VipsForeignLoadWebp',
     ],
   })
-  if (typeof config.operationCache === 'boolean') sharp.cache(config.operationCache)
+  // libvips' operation cache only pays off for repeated identical operations, which the
+  // response cache already absorbs; off by default so memory returns after a burst.
+  sharp.cache(config.operationCache ?? false)
   if (sharp.concurrency() > 1) {
     sharp.concurrency(config.concurrency ?? Math.floor(Math.max(sharp.concurrency() / 2, 1)))
   }
