@@ -1,13 +1,18 @@
 #!/usr/bin/env node
+import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
+import { pino } from 'pino'
 import { createSidecar } from './app.js'
 import { ConfigError } from './errors.js'
+import { resolveNextConfig } from './images-config.js'
 import { findNextConfig, loadNextConfig } from './next-config.js'
-import { DEFAULTS } from './options.js'
+import { DEFAULTS, type SidecarOptions } from './options.js'
+import { collectRequests, planVariants, progressReporter, warmVariants } from './warm.js'
 
 const HELP = `next-image-sidecar — Next.js 16's /_next/image optimizer as its own service
 
-Usage: next-image-sidecar [options]
+Usage: next-image-sidecar [options]                serve
+       next-image-sidecar warm [sources] [options] fill the cache before traffic arrives
 
 Options (each has an environment variable; the flag wins):
   --port N            port to listen on                      PORT                   (3001)
@@ -21,7 +26,8 @@ Options (each has an environment variable; the flag wins):
   --cache-max-entry-size BYTES  larger images are not stored CACHE_MAX_ENTRY_SIZE   (16 MiB)
   --cache-prefix P    key prefix in Redis                    CACHE_PREFIX           (next-image-sidecar:)
   --hot-cache-size BYTES  in-process tier before SQLite/Redis HOT_CACHE_SIZE        (64 MiB; 0 = off)
-  --concurrency N     transforms at once                     CONCURRENCY            (CPU cores)
+  --concurrency N     transforms at once (warm: requests     CONCURRENCY            (CPU cores; warm: cores - 1)
+                      in flight)
   --queue-size N      transforms waiting; beyond → 503       QUEUE_SIZE             (64 × concurrency)
   --max-attempts N    attempts per image job (1 = Next's     MAX_ATTEMPTS           (${DEFAULTS.maxAttempts})
                       statuses, no retries)
@@ -29,7 +35,48 @@ Options (each has an environment variable; the flag wins):
   --upstream-timeout MS  one upstream request                UPSTREAM_TIMEOUT_MS    (${DEFAULTS.upstreamTimeoutMs})
   --help              show this text
 Logging: LOG_LEVEL (trace|debug|info|warn|error|silent), JSON lines on stdout.
+
+warm sources (combinable):
+  --pages URL...      rendered pages: every <img src/srcset> and <link rel=preload imagesrcset>
+  --sitemap URL       every page of a sitemap, as --pages
+  --from PATH         a Next project: public/ images and .next/static/media × widths × qualities
+  --urls FILE         one URL per line: an /_next/image URL, or an image (× widths × qualities)
+warm options:
+  --target URL        warm a running sidecar over HTTP instead of this process's own store
+  --dry-run           print the plan with counts, change nothing
+Each variant is warmed in every format the config negotiates plus the source-format fallback.
+Fresh entries are skipped (a second run resumes); the exit code is 1 if anything failed.
 `
+
+const COMMON = {
+  port: { type: 'string' },
+  host: { type: 'string' },
+  frontend: { type: 'string' },
+  config: { type: 'string' },
+  cache: { type: 'string' },
+  'cache-max-size': { type: 'string' },
+  'cache-max-entry-size': { type: 'string' },
+  'cache-prefix': { type: 'string' },
+  'hot-cache-size': { type: 'string' },
+  concurrency: { type: 'string' },
+  'queue-size': { type: 'string' },
+  'max-attempts': { type: 'string' },
+  timeout: { type: 'string' },
+  'upstream-timeout': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+const WARM = {
+  ...COMMON,
+  pages: { type: 'string', multiple: true },
+  sitemap: { type: 'string' },
+  from: { type: 'string' },
+  urls: { type: 'string' },
+  target: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+} as const
+
+type Values = Partial<Record<Exclude<keyof typeof COMMON, 'help'>, string>>
 
 function intOption(name: string, raw: string | undefined, fallback: number, min = 1): number {
   if (raw === undefined || raw === '') return fallback
@@ -41,41 +88,13 @@ function optionalInt(name: string, raw: string | undefined, min = 1): number | u
   return raw === undefined || raw === '' ? undefined : intOption(name, raw, 0, min)
 }
 
-async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      port: { type: 'string' },
-      host: { type: 'string' },
-      frontend: { type: 'string' },
-      config: { type: 'string' },
-      cache: { type: 'string' },
-      'cache-max-size': { type: 'string' },
-      'cache-max-entry-size': { type: 'string' },
-      'cache-prefix': { type: 'string' },
-      'hot-cache-size': { type: 'string' },
-      concurrency: { type: 'string' },
-      'queue-size': { type: 'string' },
-      'max-attempts': { type: 'string' },
-      timeout: { type: 'string' },
-      'upstream-timeout': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  })
-  if (values.help) {
-    process.stdout.write(HELP)
-    return
-  }
+/** The sidecar options from flags and environment, shared by `serve` and `warm`. */
+async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions; configPath: string | undefined }> {
   const env = process.env
-  const port = intOption('--port', values.port ?? env.PORT, 3001)
-  const host = values.host ?? env.HOST ?? '0.0.0.0'
   const configPath = values.config ?? env.NEXT_CONFIG_PATH ?? findNextConfig(process.cwd())
-  const nextConfig = configPath ? await loadNextConfig(configPath) : {}
-
-  const sidecar = createSidecar({
+  const options: SidecarOptions = {
     frontend: values.frontend ?? env.FRONTEND_INTERNAL_URL ?? 'http://127.0.0.1:3000',
-    nextConfig,
+    nextConfig: configPath ? await loadNextConfig(configPath) : {},
     cache: values.cache ?? env.IMAGE_CACHE_URL ?? DEFAULTS.cache,
     cacheMaxSize: optionalInt('--cache-max-size', values['cache-max-size'] ?? env.CACHE_MAX_SIZE),
     cacheMaxEntrySize: optionalInt('--cache-max-entry-size', values['cache-max-entry-size'] ?? env.CACHE_MAX_ENTRY_SIZE),
@@ -86,12 +105,21 @@ async function main(argv: string[]): Promise<void> {
     maxAttempts: intOption('--max-attempts', values['max-attempts'] ?? env.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     timeoutMs: intOption('--timeout', values.timeout ?? env.IMAGE_TIMEOUT_MS, DEFAULTS.timeoutMs),
     upstreamTimeoutMs: intOption('--upstream-timeout', values['upstream-timeout'] ?? env.UPSTREAM_TIMEOUT_MS, DEFAULTS.upstreamTimeoutMs),
-  })
+  }
+  return { options, configPath }
+}
+
+async function serve(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: COMMON, strict: true })
+  if (values.help) return void process.stdout.write(HELP)
+  const port = intOption('--port', values.port ?? process.env.PORT, 3001)
+  const host = values.host ?? process.env.HOST ?? '0.0.0.0'
+  const { options, configPath } = await sidecarOptions(values)
+  const sidecar = createSidecar(options)
   const server = await sidecar.listen(port, host)
   process.stdout.write(
     `${JSON.stringify({ level: 30, time: Date.now(), msg: 'next-image-sidecar listening', url: server.url, config: configPath ?? null, cache: sidecar.store.name })}\n`,
   )
-
   const shutdown = () => {
     server.close(() => {
       void sidecar.close().finally(() => process.exit(0))
@@ -102,10 +130,50 @@ async function main(argv: string[]): Promise<void> {
   process.once('SIGINT', shutdown)
 }
 
+async function warm(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: WARM, strict: true, allowPositionals: true })
+  if (values.help) return void process.stdout.write(HELP), 0
+  const { options } = await sidecarOptions(values)
+  const config = resolveNextConfig(options.nextConfig ?? {})
+  // `--pages A B C`: parseArgs sees B and C as positionals; they are pages too.
+  if (positionals.length > 0 && !values.pages) throw new ConfigError(`warm: unexpected argument "${positionals[0]}" (pages go after --pages)`)
+  const sources = { pages: [...(values.pages ?? []), ...positionals], sitemap: values.sitemap, from: values.from, urls: values.urls }
+  if (!sources.pages?.length && !sources.sitemap && !sources.from && !sources.urls) {
+    throw new ConfigError('warm: name at least one source: --pages URL..., --sitemap URL, --from PATH or --urls FILE')
+  }
+  const { requests, errors } = await collectRequests(sources, config)
+  const variants = planVariants(requests, config)
+  const formats = [...config.images.formats, 'source format']
+  process.stderr.write(`warm: ${requests.length} image requests × ${formats.length} formats (${formats.join(', ')}) = ${variants.length} variants\n`)
+  for (const error of errors) process.stderr.write(`warm: could not read ${error}\n`)
+  if (values['dry-run']) {
+    for (const v of variants) process.stdout.write(`${v.accept.padEnd(10)} ${v.path}\n`)
+    return errors.length > 0 ? 1 : 0
+  }
+  const concurrency = options.concurrency ?? Math.max(availableParallelism() - 1, 1)
+  // A warm run on a live node leaves room for traffic: one core fewer, also for transforms.
+  const sidecar = values.target ? values.target : createSidecar({ ...options, concurrency, logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }) })
+  const summary = await warmVariants(sidecar, variants, { concurrency, onProgress: progressReporter(process.stderr) })
+  let transforms = ''
+  if (typeof sidecar !== 'string') {
+    transforms = `, ${(await sidecar.metrics.transforms.get()).values[0]?.value ?? 0} transforms here`
+    await sidecar.close()
+  }
+  process.stdout.write(
+    `warm: ${summary.variants} variants: ${summary.warmed} warmed, ${summary.skipped} already fresh, ${summary.failed.length} failed; ` +
+      `${(summary.bytesWritten / 1024 ** 2).toFixed(1)} MiB written in ${(summary.elapsedMs / 1000).toFixed(1)} s${transforms}\n`,
+  )
+  for (const { variant, reason } of summary.failed) process.stdout.write(`  failed: ${variant.path} (Accept: ${variant.accept}): ${reason}\n`)
+  return summary.failed.length > 0 || errors.length > 0 ? 1 : 0
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'warm') process.exitCode = await warm(argv.slice(1))
+  else await serve(argv)
+}
+
 main(process.argv.slice(2)).catch((err: unknown) => {
-  const message = err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')
-    ? (err as Error).message
-    : (err as Error).stack ?? String(err)
+  const message = err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? (err as Error).message : ((err as Error).stack ?? String(err))
   process.stderr.write(`next-image-sidecar: ${message}\n`)
   process.exit(1)
 })

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache'
-import type { CacheEntry, CacheStore, StoreLimits } from './types.js'
+import { MAX_TIMER_MS, type CacheEntry, type CacheStore, type StoreLimits } from './types.js'
 
 /** In-process store: least recently used entries go once the byte budget is spent. */
 export class MemoryStore implements CacheStore {
@@ -21,7 +21,7 @@ export class MemoryStore implements CacheStore {
 
   async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
-    this.lru.set(key, entry, { ttl: ttlMs > 0 ? ttlMs : undefined })
+    this.lru.set(key, entry, { ttl: ttlMs > 0 ? Math.min(ttlMs, MAX_TIMER_MS) : undefined })
   }
 
   async delete(key: string): Promise<void> {

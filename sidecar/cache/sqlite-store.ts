@@ -7,7 +7,7 @@ import { LRUCache } from 'lru-cache'
 import sqlite3 from 'sqlite3'
 import type { Logger } from 'pino'
 import { decodeEntry, decodeMeta, encodeEntry } from './codec.js'
-import type { CacheEntry, CacheStore, StoreLimits } from './types.js'
+import { MAX_TIMER_MS, type CacheEntry, type CacheStore, type StoreLimits } from './types.js'
 
 const TABLE = 'next_image_cache'
 // Page and index overhead on top of the stored bytes, kept out of the entry budget so the
@@ -82,7 +82,7 @@ export class SqliteStore implements CacheStore {
       const meta = Buffer.isBuffer(row.head) ? decodeMeta(row.head) : undefined
       const ttl = meta?.keepUntil ? meta.keepUntil - now : 0
       if (!meta || ttl <= 0) this.drop(row.key)
-      else this.index.set(row.key, row.size, { ttl })
+      else this.index.set(row.key, row.size, { ttl: Math.min(ttl, MAX_TIMER_MS) })
     }
   }
 
@@ -105,7 +105,7 @@ export class SqliteStore implements CacheStore {
     await this.ready
     const value = encodeEntry(entry, Date.now() + ttlMs)
     await this.adapter.set(key, value)
-    this.index.set(key, value.byteLength, { ttl: ttlMs })
+    this.index.set(key, value.byteLength, { ttl: Math.min(ttlMs, MAX_TIMER_MS) })
   }
 
   async delete(key: string): Promise<void> {

@@ -40,3 +40,9 @@ export interface StoreLimits {
   /** An entry larger than this is served but not stored. */
   maxEntrySize: number
 }
+
+/**
+ * The longest TTL an in-process LRU can time (Node timers stop at 2^31-1 ms; lru-cache adds a little, so about 23 days).
+ * An immutable image (a max-age of ten years) is kept that long, then fetched again.
+ */
+export const MAX_TIMER_MS = 2_000_000_000

@@ -100,7 +100,7 @@ export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer>
           return send(200, file(parts.slice(2).join('/'))!)
         }
         case '_next':
-          return send(200, corpusFile('png/chelsea.png'), { 'content-type': 'image/png' })
+          return send(200, corpusFile('png/chelsea.png'), { 'content-type': 'image/png', 'cache-control': 'public, max-age=315360000, immutable' })
         case 'mutable': {
           const entry = mutable.get(parts[1] ?? '')
           if (!entry) return send(404, 'not found')

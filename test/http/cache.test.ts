@@ -178,3 +178,16 @@ describe('metrics', () => {
     await s.close()
   })
 })
+
+describe('immutable images', () => {
+  test('a static media image (max-age of ten years) stays cached in the memory and SQLite stores', async () => {
+    for (const cache of ['memory://', `sqlite://${tmp('immutable')}`]) {
+      const s = testSidecar({ frontend: upstream.url, cache })
+      const path = image('/_next/static/media/chelsea.0123abcd.png', 128)
+      assert.equal((await get(s, path)).headers['x-nextjs-cache'], 'MISS')
+      await sleep(50)
+      assert.equal((await get(s, path)).headers['x-nextjs-cache'], 'HIT', cache)
+      await s.close()
+    }
+  })
+})
