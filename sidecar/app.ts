@@ -1,6 +1,7 @@
 import compression from 'compression'
 import express, { type NextFunction, type Request, type Response } from 'express'
 import helmet from 'helmet'
+import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
@@ -25,6 +26,8 @@ export interface Sidecar {
   listen(port?: number, host?: string): Promise<Server & { url: string }>
   /** Resolves when the background revalidations started so far have finished. */
   idle(): Promise<void>
+  /** Marks the sidecar as draining: /readyz answers 503 and responses close their connection. */
+  drain(): void
   /** Waits for background revalidations and closes the store. */
   close(): Promise<void>
 }
@@ -92,6 +95,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     compress: compression(),
   })
 
+  let draining = false
   const app = express()
   app.disable('etag')
   app.disable('x-powered-by')
@@ -109,6 +113,31 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   )
 
   const imagePath = `${config.basePath}/_next/image`
+  // One log line per request, with a request id (the caller's X-Request-Id when it is sane).
+  app.use((req, res, next) => {
+    const started = process.hrtime.bigint()
+    const given = req.headers['x-request-id']
+    const id = typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID()
+    res.setHeader('X-Request-Id', id)
+    if (draining) res.setHeader('Connection', 'close')
+    res.on('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9
+      metrics.requestDuration.observe({ status_class: `${Math.floor(res.statusCode / 100)}xx` }, seconds)
+      log.info(
+        {
+          reqId: id,
+          method: req.method,
+          url: req.originalUrl,
+          status: res.statusCode,
+          cache: res.getHeader('X-Nextjs-Cache'),
+          bytes: Number(res.getHeader('Content-Length') ?? 0),
+          ms: Math.round(seconds * 1e4) / 10,
+        },
+        'request',
+      )
+    })
+    next()
+  })
   app.get('/healthz', (_req, res) => {
     res.status(200).type('text/plain').end('ok')
   })
@@ -116,6 +145,10 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     res.status(200).type(metrics.registry.contentType).end(await metrics.registry.metrics())
   })
   app.get('/readyz', async (_req, res) => {
+    if (draining) {
+      res.status(503).type('text/plain').end('shutting down')
+      return
+    }
     try {
       await store.ping()
       res.status(200).type('text/plain').end('ready')
@@ -146,7 +179,9 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       if (err.statusCode >= 500) log.error({ err, url: req.originalUrl }, 'image request failed')
       else log.debug({ err, url: req.originalUrl }, 'image request rejected')
       for (const [name, value] of Object.entries(err.headers)) res.setHeader(name, value)
-      res.status(err.statusCode).end(err.message)
+      // As Next: the bare message, chunked (no Content-Length, no Content-Type).
+      res.status(err.statusCode).write(err.message)
+      res.end()
       return
     }
     // Body-parser style client errors (e.g. malformed URLs) carry their own 4xx status.
@@ -172,6 +207,9 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       return Object.assign(server, { url: `http://${shownHost}:${address.port}` })
     },
     idle: () => cache.settled(),
+    drain: () => {
+      draining = true
+    },
     async close() {
       await cache.settled()
       await coordinator?.close()

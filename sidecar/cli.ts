@@ -115,19 +115,40 @@ async function serve(argv: string[]): Promise<void> {
   const port = intOption('--port', values.port ?? process.env.PORT, 3001)
   const host = values.host ?? process.env.HOST ?? '0.0.0.0'
   const { options, configPath } = await sidecarOptions(values)
-  const sidecar = createSidecar(options)
+  const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
+  const sidecar = createSidecar({ ...options, logger: log })
   const server = await sidecar.listen(port, host)
-  process.stdout.write(
-    `${JSON.stringify({ level: 30, time: Date.now(), msg: 'next-image-sidecar listening', url: server.url, config: configPath ?? null, cache: sidecar.store.name })}\n`,
-  )
-  const shutdown = () => {
-    server.close(() => {
-      void sidecar.close().finally(() => process.exit(0))
-    })
+  log.info({ url: server.url, config: configPath ?? null, cache: sidecar.store.name }, 'next-image-sidecar listening')
+
+  // Graceful shutdown: unready first (a load balancer stops sending), optionally wait for it to
+  // notice, stop accepting, let in-flight requests finish within the deadline, close the stores.
+  const delayMs = intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0)
+  const deadlineMs = intOption('SHUTDOWN_TIMEOUT_MS', process.env.SHUTDOWN_TIMEOUT_MS, 25_000)
+  let stopping = false
+  const shutdown = async (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal, delayMs, deadlineMs }, 'shutting down: draining')
+    sidecar.drain()
+    await new Promise((r) => setTimeout(r, delayMs))
+    const closed = new Promise((r) => server.close(r))
+    // Keep-alive connections become idle as their last request finishes: close them as they do.
+    const sweep = setInterval(() => server.closeIdleConnections(), 100)
     server.closeIdleConnections()
+    const timer = setTimeout(() => {
+      log.warn('shutdown deadline reached; closing the remaining connections')
+      server.closeAllConnections()
+    }, deadlineMs)
+    await closed
+    clearInterval(sweep)
+    clearTimeout(timer)
+    await sidecar.close()
+    log.info('shut down')
+    log.flush()
+    process.exit(0)
   }
-  process.once('SIGTERM', shutdown)
-  process.once('SIGINT', shutdown)
+  process.once('SIGTERM', () => void shutdown('SIGTERM'))
+  process.once('SIGINT', () => void shutdown('SIGINT'))
 }
 
 async function warm(argv: string[]): Promise<number> {

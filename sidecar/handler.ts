@@ -52,6 +52,7 @@ export function createImageHandler(ctx: HandlerContext) {
   async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined): Promise<Upstream | NotModified> {
     const kind = params.isAbsolute ? 'external' : 'internal'
     const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators }
+    const stopTimer = ctx.metrics.upstreamDuration.startTimer({ kind })
     try {
       const upstream = params.isAbsolute
         ? await fetchExternal(params.href, {
@@ -66,6 +67,8 @@ export function createImageHandler(ctx: HandlerContext) {
     } catch (err) {
       ctx.metrics.upstreamFetches.inc({ kind, outcome: 'error' })
       throw err
+    } finally {
+      stopTimer()
     }
   }
 

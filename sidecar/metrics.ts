@@ -39,6 +39,20 @@ export function createMetrics() {
       help: 'Requests refused with 503 because the transform queue was full',
       registers: [registry],
     }),
+    requestDuration: new Histogram({
+      name: 'next_image_sidecar_request_duration_seconds',
+      help: 'Time to answer a request, by status class',
+      labelNames: ['status_class'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    upstreamDuration: new Histogram({
+      name: 'next_image_sidecar_upstream_fetch_duration_seconds',
+      help: 'Time one upstream fetch took (headers and body), by kind',
+      labelNames: ['kind'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
     storeUp: new Gauge({
       name: 'next_image_sidecar_cache_store_up',
       help: '1 while the cache store answers, 0 during an outage',

@@ -5,20 +5,19 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Browser } from 'playwright-core'
 import { freePort, nextBuild, startNext, REPO, type RunningNext } from '../helpers/next-app.js'
 import { launchBrowser } from '../helpers/browser.js'
 import { metric } from '../helpers/metrics.js'
+import { CLI, startCli } from '../helpers/cli.js'
 import { SHARED_REDIS, uniquePrefix } from '../helpers/redis.js'
 
 const APP = join(REPO, 'example-next-app')
-const CLI = join(REPO, 'dist/sidecar/cli.js')
 const CONFIG = join(APP, 'next.config.mjs')
 
 let next: RunningNext
@@ -32,23 +31,6 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
   )
-}
-
-async function serveSidecar(args: string[]): Promise<{ url: string; child: ChildProcess }> {
-  const port = args.includes('--port') ? Number(args[args.indexOf('--port') + 1]) : await freePort()
-  const child = spawn(process.execPath, [CLI, '--host', '127.0.0.1', ...(args.includes('--port') ? [] : ['--port', String(port)]), ...args], {
-    env: { ...process.env, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return { url, child }
-    } catch {
-      if (i > 100) throw new Error('sidecar did not start')
-      await sleep(100)
-    }
-  }
 }
 
 before(async () => {
@@ -70,7 +52,7 @@ test('after warm --pages, a first page view is served entirely from the cache', 
   assert.equal(run.code, 0, run.stdout + run.stderr)
   assert.match(run.stdout, /warm: \d+ variants: \d+ warmed, 0 already fresh, 0 failed/)
 
-  const sidecar = await serveSidecar(['--port', String(sidecarPort), '--frontend', next.url, '--config', CONFIG, '--cache', cache])
+  const sidecar = await startCli(['--port', String(sidecarPort), '--frontend', next.url, '--config', CONFIG, '--cache', cache])
   try {
     const results: Array<{ url: string; cache: string | undefined; status: number }> = []
     for (const path of ['/', '/gallery']) {
@@ -121,7 +103,7 @@ test('--dry-run prints the plan and warms nothing', async () => {
 test('warming alongside live traffic for the same variant encodes it once (shared Redis)', async () => {
   const prefix = uniquePrefix('warm-live')
   const shared = ['--frontend', next.url, '--config', CONFIG, '--cache', SHARED_REDIS, '--cache-prefix', prefix]
-  const live = await serveSidecar(shared)
+  const live = await startCli(shared)
   try {
     const file = join(mkdtempSync(join(tmpdir(), 'nis-warm-urls-')), 'urls.txt')
     const path = '/_next/image?url=%2Fphotos%2Fdawn.jpg&w=3840&q=90'

@@ -2,8 +2,10 @@
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:net'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import request from 'supertest'
-import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
+import { CORPUS, startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
 import type { Sidecar } from '../../sidecar/app.js'
 
@@ -150,4 +152,24 @@ describe('retries (beyond Next)', () => {
     assert.ok(Date.now() - started < 5000)
     await s.close()
   })
+})
+
+describe('hostile inputs', () => {
+  const bad = readdirSync(join(CORPUS, 'bad'))
+  for (const file of bad) {
+    test(`bad/${file} gets a 4xx or its original bytes, never a 5xx`, async () => {
+      const res = await request(sidecar.app).get(image(`/corpus/bad/${file}`, 64)).set('Accept', 'image/webp').buffer(true).parse((r, cb) => {
+        const chunks: Buffer[] = []
+        r.on('data', (c: Buffer) => chunks.push(c))
+        r.on('end', () => cb(null, Buffer.concat(chunks)))
+      })
+      if (res.status === 200) {
+        // Either optimized (sharp could read it) or the original bytes (Next's fallback).
+        const original = readFileSync(join(CORPUS, 'bad', file))
+        assert.ok(res.body.equals(original) || res.headers['content-type'] === 'image/webp', `${file}: ${res.headers['content-type']}`)
+      } else {
+        assert.ok(res.status >= 400 && res.status < 500, `${file}: ${res.status}`)
+      }
+    })
+  }
 })

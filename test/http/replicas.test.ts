@@ -1,13 +1,11 @@
 /** Real replicas: separate sidecar processes (the CLI) sharing one Redis; and Redis dying under load. */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import request from 'supertest'
 import { createClient } from '@redis/client'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
-import { freePort, REPO } from '../helpers/next-app.js'
+import { startCli } from '../helpers/cli.js'
 import { testSidecar } from '../helpers/sidecar.js'
 import { metric } from '../helpers/metrics.js'
 import { PrivateRedis, SHARED_REDIS, uniquePrefix } from '../helpers/redis.js'
@@ -21,24 +19,6 @@ before(async () => {
 after(async () => {
   await upstream.close()
 })
-
-async function startCli(args: string[]): Promise<{ url: string; child: ChildProcess }> {
-  const port = await freePort()
-  const child = spawn(process.execPath, [join(REPO, 'dist/sidecar/cli.js'), '--port', String(port), '--host', '127.0.0.1', ...args], {
-    env: { ...process.env, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) break
-    } catch {
-      if (i > 100) throw new Error('sidecar did not start')
-      await sleep(100)
-    }
-  }
-  return { url, child }
-}
 
 test('two sidecar processes sharing Redis: a herd of 64 identical cold requests costs one transform', async () => {
   const prefix = uniquePrefix('processes')

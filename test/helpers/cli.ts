@@ -1,0 +1,25 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { freePort, REPO } from './next-app.js'
+
+export const CLI = join(REPO, 'dist/sidecar/cli.js')
+
+/** The real CLI as a server process on 127.0.0.1; resolves once /healthz answers. */
+export async function startCli(args: string[], env: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
+  const port = args.includes('--port') ? Number(args[args.indexOf('--port') + 1]) : await freePort()
+  const child = spawn(process.execPath, [CLI, '--host', '127.0.0.1', ...(args.includes('--port') ? [] : ['--port', String(port)]), ...args], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  const url = `http://127.0.0.1:${port}`
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`sidecar exited with ${child.exitCode}`)
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return { url, child }
+    } catch {
+      if (i > 100) throw new Error('sidecar did not start')
+      await sleep(100)
+    }
+  }
+}
