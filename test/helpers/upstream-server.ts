@@ -12,6 +12,8 @@ export const corpusFile = (path: string) => readFileSync(join(CORPUS, path))
 export interface UpstreamServer {
   url: string
   port: number
+  /** Open connections right now. */
+  connections(): Promise<number>
   /** Every request the server saw: method, url and headers. */
   requests: Array<{ method: string; url: string; headers: IncomingMessage['headers'] }>
   /** Responses of /mutable/<key>, changeable while the server runs. */
@@ -32,6 +34,10 @@ export interface UpstreamServer {
  *   /flaky/<n>/<path>              answers 503 n times, then the file
  *   /_next/static/media/<name>     a PNG, as Next serves statically imported images
  *   /mutable/<key>                 whatever the test put in `mutable` (404 otherwise)
+ *   /fault/stall                   headers and half a PNG, then nothing more
+ *   /fault/reset                   headers and half a PNG, then the connection is reset
+ *   /fault/short                   Content-Length says 100000, 1000 bytes come, then the connection closes
+ *   /fault/endless                 an image/png body that never ends
  */
 export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer> {
   const requests: UpstreamServer['requests'] = []
@@ -92,6 +98,32 @@ export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer>
         }
         case 'hang':
           return // never answer
+        case 'fault': {
+          const png = corpusFile('png/chelsea.png')
+          if (parts[1] === 'stall') {
+            res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(png.length) })
+            res.write(png.subarray(0, png.length >> 1))
+            return
+          }
+          if (parts[1] === 'reset') {
+            res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(png.length) })
+            res.write(png.subarray(0, png.length >> 1), () => setTimeout(() => req.socket.resetAndDestroy(), 20))
+            return
+          }
+          if (parts[1] === 'short') {
+            res.writeHead(200, { 'content-type': 'image/png', 'content-length': '100000' })
+            res.write(png.subarray(0, 1000), () => setTimeout(() => req.socket.destroy(), 20))
+            return
+          }
+          res.writeHead(200, { 'content-type': 'image/png' })
+          const chunk = Buffer.alloc(64 * 1024, 7)
+          const pump = () => {
+            while (!res.destroyed && res.write(chunk)) {}
+            if (!res.destroyed) res.once('drain', pump)
+          }
+          pump()
+          return
+        }
         case 'flaky': {
           const key = url.pathname
           const seen = flakyCounts.get(key) ?? 0
@@ -124,6 +156,7 @@ export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer>
     port,
     requests,
     mutable,
+    connections: () => new Promise((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n)))),
     close: async () => {
       server.closeAllConnections()
       server.close()
