@@ -25,6 +25,8 @@ Options (each has an environment variable; the flag wins):
   --cache-max-size BYTES   SQLite/memory budget, LRU         CACHE_MAX_SIZE         (1 GiB SQLite, 256 MiB memory)
   --cache-max-entry-size BYTES  larger images are not stored CACHE_MAX_ENTRY_SIZE   (16 MiB)
   --cache-prefix P    key prefix in Redis                    CACHE_PREFIX           (next-image-sidecar:)
+  --cache-strict      refuse to start when the cache store   CACHE_STRICT=1         (off: serve without it)
+                      does not answer
   --hot-cache-size BYTES  in-process tier before SQLite/Redis HOT_CACHE_SIZE        (64 MiB; 0 = off)
   --concurrency N     transforms at once (warm: requests     CONCURRENCY            (CPU cores; warm: cores - 1)
                       in flight)
@@ -58,6 +60,7 @@ const COMMON = {
   'cache-max-entry-size': { type: 'string' },
   'cache-prefix': { type: 'string' },
   'hot-cache-size': { type: 'string' },
+  'cache-strict': { type: 'boolean' },
   concurrency: { type: 'string' },
   'queue-size': { type: 'string' },
   'max-attempts': { type: 'string' },
@@ -76,7 +79,7 @@ const WARM = {
   'dry-run': { type: 'boolean' },
 } as const
 
-type Values = Partial<Record<Exclude<keyof typeof COMMON, 'help'>, string>>
+type Values = Partial<Record<Exclude<keyof typeof COMMON, 'help' | 'cache-strict'>, string>>
 
 function intOption(name: string, raw: string | undefined, fallback: number, min = 1): number {
   if (raw === undefined || raw === '') return fallback
@@ -117,6 +120,17 @@ async function serve(argv: string[]): Promise<void> {
   const { options, configPath } = await sidecarOptions(values)
   const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
   const sidecar = createSidecar({ ...options, logger: log })
+  // An unusable store (SQLite unwritable or corrupt, Redis down) is found at start: fatal only when
+  // asked to be strict; otherwise said clearly once, and the sidecar serves without it until it answers.
+  const strict = values['cache-strict'] === true || process.env.CACHE_STRICT === '1'
+  const storeProblem = await Promise.race([
+    sidecar.store.ping().then(() => undefined, (err: unknown) => (err as Error).message || String(err)),
+    new Promise<string>((r) => setTimeout(() => r('no answer within 5 s'), 5000).unref()),
+  ])
+  if (storeProblem !== undefined) {
+    if (strict) throw new ConfigError(`--cache-strict: the cache store ${sidecar.store.name} is unusable: ${storeProblem}`)
+    log.error({ store: sidecar.store.name, reason: storeProblem }, 'cache store unusable at start; serving without it until it answers')
+  }
   const server = await sidecar.listen(port, host)
   log.info({ url: server.url, config: configPath ?? null, cache: sidecar.store.name }, 'next-image-sidecar listening')
 

@@ -79,3 +79,23 @@ test('the CLI refuses an invalid next.config at start, naming the key', async ()
   assert.equal(code, 1)
   assert.match(stderr, /images\.deviceSizes\[1\]: .*10000/)
 })
+
+test('a corrupt SQLite file at start: the sidecar says so, serves without it, and is not ready', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'nis-corrupt-')), 'cache.sqlite')
+  writeFileSync(path, Buffer.alloc(8192, 0x5a))
+  const s = testSidecar({ frontend: upstream.url, cache: `sqlite://${path}` })
+  assert.equal((await request(s.app).get(image('/corpus/png/chelsea.png', 64)).set('Accept', 'image/webp')).status, 200)
+  assert.equal((await request(s.app).get('/readyz')).status, 503)
+  await s.close()
+})
+
+test('--cache-strict refuses to start on a corrupt SQLite file, with the reason', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'nis-corrupt-')), 'cache.sqlite')
+  writeFileSync(path, Buffer.alloc(8192, 0x5a))
+  const child = spawn(process.execPath, [CLI, '--port', String(await freePort()), '--cache', `sqlite://${path}`, '--cache-strict'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (c: Buffer) => (stderr += c))
+  const [code] = await once(child, 'exit')
+  assert.equal(code, 1)
+  assert.match(stderr, /--cache-strict: the cache store sqlite:\/\/.* is unusable: .*(not a database|malformed)/)
+})
