@@ -1,0 +1,135 @@
+/**
+ * Fuzzing the endpoint (bounded in count and time): generated and mutated query strings, headers
+ * and upstream bodies. Nothing may crash the process, no answer may be a 5xx (the upstream here is
+ * healthy, so every failure is the client's or the image's), and memory must stay flat.
+ */
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import request from 'supertest'
+import { corpusFile, startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
+import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
+import type { Sidecar } from '../../sidecar/app.js'
+
+setFlagsFromString('--expose_gc')
+const gc = runInNewContext('gc') as () => void
+
+// A small deterministic PRNG, so a failure can be replayed with the same seed.
+let seed = Number(process.env.FUZZ_SEED ?? 20261125)
+const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!
+
+let upstream: UpstreamServer
+let sidecar: Sidecar
+
+const SOURCES = ['png/chelsea.png', 'photo-jpeg/rocket.jpg', 'gif-animated/no-time-for-that.gif', 'webp/debian-logo-alpha.webp', 'svg/debian-logo.svg', 'tiny/one-pixel.png', 'ico-bmp/debian-emblem.ico']
+
+function mutate(body: Buffer): Buffer {
+  const copy = Buffer.from(body)
+  switch (Math.floor(random() * 4)) {
+    case 0: // flip bytes
+      for (let i = 0; i < 1 + random() * 20; i++) copy[Math.floor(random() * copy.length)] = Math.floor(random() * 256)
+      return copy
+    case 1: // truncate
+      return copy.subarray(0, Math.floor(random() * copy.length))
+    case 2: // keep the header, garbage after
+      return Buffer.concat([copy.subarray(0, 64), Buffer.from(Array.from({ length: 512 }, () => Math.floor(random() * 256)))])
+    default: // append garbage
+      return Buffer.concat([copy, Buffer.alloc(Math.floor(random() * 4096), 0xff)])
+  }
+}
+
+function fuzzValue(kind: 'url' | 'w' | 'q'): string {
+  const common = ['', ' ', '%', '%%', '%zz', '%E0%A4%A', '\u0000', '😀', '-1', '1e3', '0x10', '[]', '{}', 'NaN', 'Infinity', 'a'.repeat(4000)]
+  // Mostly plausible values, so that the deeper layers (fetch, decode, encode) are reached too.
+  const valid = random() < 0.65
+  if (kind === 'url' && valid) return pick([`/corpus/${pick(SOURCES)}`, `/mutable/fuzz-${Math.floor(random() * 40)}`, `${upstream.url}/mutable/fuzz-${Math.floor(random() * 40)}`])
+  if (kind === 'w' && valid) return pick(['64', '128', '384', '640', '0064'])
+  if (kind === 'q' && valid) return pick(['50', '75', '050'])
+  if (kind === 'url') {
+    return pick([
+      ...common,
+      `/corpus/${pick(SOURCES)}`,
+      `/mutable/fuzz-${Math.floor(random() * 40)}`,
+      `${upstream.url}/corpus/${pick(SOURCES)}`,
+      `${upstream.url}/mutable/fuzz-${Math.floor(random() * 40)}`,
+      '//evil.test/x.png',
+      '/_next/image?url=/a.png',
+      '/%5Fnext/image',
+      'javascript:alert(1)',
+      'data:image/png;base64,AAAA',
+      'http://[::1',
+      'http://127.0.0.2:1/x.png',
+      `/corpus/${pick(SOURCES)}?v=${Math.floor(random() * 9)}`,
+      '/../../etc/passwd',
+      '/corpus/png/../png/chelsea.png',
+    ])
+  }
+  return pick([...common, '64', '128', '384', '0064', '75', '50', '075', '100', '101', '0', String(Math.floor(random() * 5000))])
+}
+
+function fuzzQuery(): string {
+  const parts: string[] = []
+  for (const key of ['url', 'w', 'q'] as const) {
+    const count = pick([0, 1, 1, 1, 1, 1, 1, 1, 1, 2])
+    for (let i = 0; i < count; i++) parts.push(`${key}=${random() < 0.8 ? encodeURIComponent(fuzzValue(key)) : fuzzValue(key).replace(/[&#\s]/g, '')}`)
+  }
+  if (random() < 0.2) parts.push(`${pick(['x', 'url[]', 'W', 'dpl'])}=${encodeURIComponent(fuzzValue('q'))}`)
+  return parts.sort(() => random() - 0.5).join('&')
+}
+
+function fuzzHeaders(): Record<string, string> {
+  const headers: Record<string, string> = {}
+  if (random() < 0.8) headers.accept = pick(['image/webp', 'image/avif,image/webp,*/*', '*/*', 'image/png', 'IMAGE/WEBP', 'image/webp;q=0', 'image/webp;x', ';;;', 'image/*;q=abc', ',,', 'text/html'])
+  if (random() < 0.3) headers['if-none-match'] = pick(['*', 'W/"x"', '"abc"', 'abc', ''])
+  if (random() < 0.3) headers['accept-encoding'] = pick(['gzip', 'br', 'identity', '*', 'gzip;q=0'])
+  return headers
+}
+
+before(async () => {
+  upstream = await startUpstream()
+  for (let i = 0; i < 40; i++) upstream.mutable.set(`fuzz-${i}`, { status: 200, body: mutate(corpusFile(pick(SOURCES))) })
+  sidecar = testSidecar({
+    frontend: upstream.url,
+    nextConfig: localRemoteConfig(upstream.port, { qualities: [50, 75], imageSizes: [64, 128, 384], dangerouslyAllowSVG: random() < 0.5 }),
+    cacheMaxSize: 2_000_000,
+    upstreamTimeoutMs: 2000,
+  })
+})
+after(async () => {
+  await sidecar.close()
+  await upstream.close()
+})
+
+test('thousands of generated requests: no crash, no 5xx, flat memory', async () => {
+  const deadline = Date.now() + 60_000
+  const statuses = new Map<number, number>()
+  const failures: string[] = []
+  let heapAfterWarmUp = 0
+  let sent = 0
+  for (let batch = 0; batch < 40 && Date.now() < deadline; batch++) {
+    await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        const path = `/_next/image?${fuzzQuery()}`
+        const method = pick(['GET', 'GET', 'GET', 'HEAD', 'POST'])
+        let req = method === 'GET' ? request(sidecar.app).get(path) : method === 'HEAD' ? request(sidecar.app).head(path) : request(sidecar.app).post(path)
+        for (const [k, v] of Object.entries(fuzzHeaders())) req = req.set(k, v)
+        const res = await req
+        sent++
+        statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
+        if (res.status >= 500) failures.push(`${res.status} ${method} ${path.slice(0, 200)} → ${String(res.text).slice(0, 100)}`)
+      }),
+    )
+    if (batch === 4) {
+      gc()
+      heapAfterWarmUp = process.memoryUsage().heapUsed
+    }
+  }
+  gc()
+  const growth = process.memoryUsage().heapUsed - heapAfterWarmUp
+  assert.ok(sent >= 1000, `only ${sent} requests in the time budget`)
+  assert.deepEqual(failures, [], `statuses: ${JSON.stringify([...statuses])}`)
+  assert.ok(statuses.get(200)! > 50 && statuses.get(400)! > 50, `statuses: ${JSON.stringify([...statuses])}`)
+  assert.ok(growth < 30 * 1024 ** 2, `heap grew by ${Math.round(growth / 1024 ** 2)} MB`)
+})
