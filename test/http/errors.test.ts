@@ -173,3 +173,46 @@ describe('hostile inputs', () => {
     })
   }
 })
+
+describe('SSRF guard (no connection is ever attempted off this machine)', () => {
+  // Each literal is a loopback address in disguise; the guard must refuse it before connecting.
+  const literals = ['http://127.0.0.2:1/x.png', 'http://[::1]:1/x.png', 'http://[::ffff:127.0.0.2]:1/x.png', 'http://2130706434:1/x.png', 'http://0x7f.0.0.2:1/x.png', 'http://127.1:1/x.png', 'http://[0:0:0:0:0:ffff:7f00:2]:1/x.png']
+  for (const url of literals) {
+    test(`${url} → 400 not allowed`, async () => {
+      const s = testSidecar({ frontend: upstream.url, nextConfig: { images: { remotePatterns: [{ hostname: '**' }] } } })
+      const res = await request(s.app).get(image(url))
+      assert.equal(res.status, 400)
+      assert.equal(res.text, '"url" parameter is not allowed')
+      await s.close()
+    })
+  }
+  test('a name resolving to any private address is refused, and resolved only once', async () => {
+    let lookups = 0
+    const s = testSidecar({
+      frontend: upstream.url,
+      nextConfig: { images: { remotePatterns: [{ hostname: 'mixed.test' }] } },
+      resolve: async () => {
+        lookups++
+        return [
+          { address: '127.0.0.2', family: 4 },
+          { address: '::1', family: 6 },
+        ]
+      },
+    })
+    const res = await request(s.app).get(image('http://mixed.test/x.png'))
+    assert.equal(res.status, 400)
+    assert.equal(res.text, '"url" parameter is not allowed')
+    assert.equal(lookups, 1)
+    await s.close()
+  })
+  test('the pinned lookup only ever answers with the checked addresses', async () => {
+    const { createPinnedLookup } = await import('../../sidecar/upstream.js')
+    const lookup = createPinnedLookup('img.test', [{ address: '127.0.0.2', family: 4 }])
+    const answer = await new Promise<unknown>((resolve) => lookup('img.test', { all: true }, (err, addresses) => resolve(err ?? addresses)))
+    assert.deepEqual(answer, [{ address: '127.0.0.2', family: 4 }])
+    const other = await new Promise<unknown>((resolve) => lookup('rebound.test', {}, (err) => resolve(err)))
+    assert.ok(other instanceof Error)
+    const v6 = await new Promise<unknown>((resolve) => lookup('img.test', { family: 6 }, (err) => resolve(err)))
+    assert.equal((v6 as NodeJS.ErrnoException).code, 'ENODATA')
+  })
+})
