@@ -1,3 +1,6 @@
+import { hmac } from '@noble/hashes/hmac'
+import { sha256 } from '@noble/hashes/sha2'
+
 /**
  * The `next/image` loader file (`images.loaderFile`) that sends image requests to the sidecar.
  *
@@ -34,6 +37,20 @@ export interface LoaderSettings {
   path: string
   qualities: number[]
   deploymentId: string | undefined
+  /** The signing key, on the server only (see `signingKey()`); undefined for unsigned URLs. */
+  signingKey?: string
+}
+
+/** base64url without Buffer: this code also runs in browsers. */
+function base64url(bytes: Uint8Array): string {
+  let binary = ''
+  for (const byte of bytes) binary += String.fromCharCode(byte)
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+
+/** The sidecar's signature of one request (same canonical form as sidecar/signature.ts). */
+export function signature(key: string, url: string, w: string, q: string): string {
+  return base64url(hmac(sha256, key, `${url}\n${w}\n${q}`))
 }
 
 /** The loader as a pure function of its settings, so it can be tested against Next's. */
@@ -55,7 +72,8 @@ export function buildImageUrl({ src, width, quality }: ImageLoaderProps, setting
   }
   const q = findClosestQuality(quality, settings.qualities)
   const dpl = src.startsWith('/') && deploymentId ? `&dpl=${deploymentId}` : ''
-  return `${settings.origin}${settings.path}?url=${encodeURIComponent(src)}&w=${width}&q=${q}${dpl}`
+  const signed = settings.origin && settings.signingKey ? `&s=${signature(settings.signingKey, src, String(width), String(q))}` : ''
+  return `${settings.origin}${settings.path}?url=${encodeURIComponent(src)}&w=${width}&q=${q}${dpl}${signed}`
 }
 
 // Each `process.env.X` is written out in full: that is the form Next's compiler replaces.
@@ -66,6 +84,15 @@ const settings: LoaderSettings = {
   deploymentId: process.env.NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID || undefined,
 }
 
+/**
+ * The key is read at run time and on the server only: it is deliberately not one of the values
+ * baked into bundles, so it never reaches a browser. Images rendered in the browser (client
+ * components) therefore carry no signature — with signing on, render <Image> in Server Components.
+ */
+function signingKey(): string | undefined {
+  return typeof window === 'undefined' ? process.env.IMAGE_SIDECAR_SIGNING_KEY || undefined : undefined
+}
+
 export default function imageSidecarLoader(props: ImageLoaderProps): string {
-  return buildImageUrl(props, settings)
+  return buildImageUrl(props, { ...settings, signingKey: signingKey() })
 }

@@ -93,6 +93,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     resolve: options.resolve,
     // As `next start` (compress: true); the handler applies it to compressible types only.
     compress: compression(),
+    signingKey: options.signingKey || undefined,
   })
 
   let draining = false

@@ -108,6 +108,8 @@ async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions
     maxAttempts: intOption('--max-attempts', values['max-attempts'] ?? env.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     timeoutMs: intOption('--timeout', values.timeout ?? env.IMAGE_TIMEOUT_MS, DEFAULTS.timeoutMs),
     upstreamTimeoutMs: intOption('--upstream-timeout', values['upstream-timeout'] ?? env.UPSTREAM_TIMEOUT_MS, DEFAULTS.upstreamTimeoutMs),
+    // A secret: read from the environment only, never from the command line.
+    signingKey: env.IMAGE_SIDECAR_SIGNING_KEY || undefined,
   }
   return { options, configPath }
 }

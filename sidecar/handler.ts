@@ -8,6 +8,7 @@ import { ImageError } from './errors.js'
 import { imageResponseHeaders, isNotModified } from './headers.js'
 import type { ResolvedNextConfig } from './images-config.js'
 import { negotiateMimeType } from './negotiate.js'
+import { verifySignature } from './signature.js'
 import type { Metrics } from './metrics.js'
 import type { WorkQueue } from './queue.js'
 import { withAttempts } from './retry.js'
@@ -28,6 +29,8 @@ export interface HandlerContext {
   metrics: Metrics
   /** The compression middleware, for the compressible types (SVG, ICO, BMP) only. */
   compress?: RequestHandler
+  /** When set, every request must carry a valid `s` signature (see signature.ts). */
+  signingKey?: string
 }
 
 /**
@@ -112,6 +115,7 @@ export function createImageHandler(ctx: HandlerContext) {
 
       const queryStart = req.originalUrl.indexOf('?')
       const query = parseQuery(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '')
+      if (ctx.signingKey) verifySignature(ctx.signingKey, query)
       const params = validateParams(query, config)
       const mimeType = negotiateMimeType(images.formats, req.headers.accept)
 

@@ -40,6 +40,11 @@ export interface SidecarOptions {
   upstreamTimeoutMs?: number
   /** A pino logger; default: JSON to stdout at LOG_LEVEL (info). */
   logger?: Logger
+  /**
+   * Require signed URLs (HMAC-SHA256, see signature.ts): requests without a valid `s` answer 403
+   * before any work. Off by default, as in Next. The CLI reads it from IMAGE_SIDECAR_SIGNING_KEY.
+   */
+  signingKey?: string
   /** DNS resolution for absolute URLs; injectable for tests. Default: dns.lookup({ all: true }). */
   resolve?: Resolver
 }

@@ -8,6 +8,7 @@ import request from 'supertest'
 import { CORPUS, startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
 import type { Sidecar } from '../../sidecar/app.js'
+import { signImageParams } from '../../sidecar/signature.js'
 
 const UPSTREAM_INVALID = '"url" parameter is valid but upstream response is invalid'
 const INTERNAL_INVALID = '"url" parameter is valid but internal response is invalid'
@@ -214,5 +215,31 @@ describe('SSRF guard (no connection is ever attempted off this machine)', () => 
     assert.ok(other instanceof Error)
     const v6 = await new Promise<unknown>((resolve) => lookup('img.test', { family: 6 }, (err) => resolve(err)))
     assert.equal((v6 as NodeJS.ErrnoException).code, 'ENODATA')
+  })
+})
+
+describe('signed URLs (opt-in)', () => {
+  const path = `/_next/image?url=${encodeURIComponent('/corpus/tiny/one-pixel.png')}&w=64&q=75`
+  test('without a signature → 403 before any upstream request', async () => {
+    const s = testSidecar({ frontend: upstream.url, signingKey: 'secret' })
+    const before = upstream.requests.length
+    const res = await request(s.app).get(path)
+    assert.equal(res.status, 403)
+    assert.equal(res.text, '"s" parameter (signature) is invalid')
+    assert.equal(upstream.requests.length, before)
+    await s.close()
+  })
+  test('with a wrong signature → 403', async () => {
+    const s = testSidecar({ frontend: upstream.url, signingKey: 'secret' })
+    assert.equal((await request(s.app).get(`${path}&s=${signImageParams('other', '/corpus/tiny/one-pixel.png', '64', '75')}`)).status, 403)
+    await s.close()
+  })
+  test('with the right signature → served', async () => {
+    const s = testSidecar({ frontend: upstream.url, signingKey: 'secret' })
+    assert.equal((await request(s.app).get(`${path}&s=${signImageParams('secret', '/corpus/tiny/one-pixel.png', '64', '75')}`)).status, 200)
+    await s.close()
+  })
+  test('off by default: an unsigned request is served', async () => {
+    assert.equal((await request(sidecar.app).get(path)).status, 200)
   })
 })
