@@ -188,6 +188,19 @@ function timeoutSignal(options: UpstreamOptions): AbortSignal {
   return options.signal ? AbortSignal.any([timeout, options.signal]) : timeout
 }
 
+/**
+ * The private-IP rule: every address a name resolved to must be public, not just the first one
+ * (the connection may use any of them). Throws Next's 400 "not allowed".
+ */
+export function assertPublicAddresses(href: string, addresses: LookupAddress[]): void {
+  const privateIps = addresses.map((a) => a.address).filter(isPrivateIp)
+  if (privateIps.length > 0) {
+    throw new ImageError(400, MESSAGES.notAllowed, {
+      cause: new Error(`upstream image ${href} hostname resolved to private IP ${JSON.stringify(privateIps)}`),
+    })
+  }
+}
+
 const timedOut = (cause?: unknown) => new TransientUpstreamError(504, MESSAGES.upstreamTimedOut, { cause })
 
 const isRedirect = (status: number) => [301, 302, 303, 307, 308].includes(status)
@@ -226,12 +239,7 @@ export async function fetchExternal(href: string, options: ExternalOptions, redi
       lookup = createPinnedLookup(hostname, addresses)
     }
     pinKey = addresses.map((a) => `${a.family}:${a.address}`).join(',')
-    const privateIps = addresses.map((a) => a.address).filter(isPrivateIp)
-    if (privateIps.length > 0) {
-      throw new ImageError(400, MESSAGES.notAllowed, {
-        cause: new Error(`upstream image ${href} hostname resolved to private IP ${JSON.stringify(privateIps)}`),
-      })
-    }
+    assertPublicAddresses(href, addresses)
   }
 
   const signal = timeoutSignal(options)

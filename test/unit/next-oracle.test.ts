@@ -243,3 +243,19 @@ describe('header rules match Next', () => {
     test(`304 decision for ${JSON.stringify(headers)}`, () => assert.equal(isNotModified(headers, 'abc'), next.fresh(headers, { etag: 'abc' })))
   }
 })
+
+describe('the private-address rule over DNS answers (pure: nothing connects)', async () => {
+  const { assertPublicAddresses } = await import('../../sidecar/upstream.js')
+  test('a public answer first and a private one second is refused', () => {
+    assert.throws(
+      () => assertPublicAddresses('http://a.test/x.png', [{ address: '93.184.216.34', family: 4 }, { address: '169.254.169.254', family: 4 }]),
+      (err: unknown) => err instanceof ImageError && err.statusCode === 400 && err.message === '"url" parameter is not allowed',
+    )
+  })
+  test('a private IPv6 answer behind a public IPv4 one is refused', () => {
+    assert.throws(() => assertPublicAddresses('http://a.test/', [{ address: '93.184.216.34', family: 4 }, { address: 'fd00::1', family: 6 }]), ImageError)
+  })
+  test('all-public answers pass', () => {
+    assert.doesNotThrow(() => assertPublicAddresses('http://a.test/', [{ address: '93.184.216.34', family: 4 }, { address: '2606:2800:220:1::1', family: 6 }]))
+  })
+})
