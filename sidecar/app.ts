@@ -9,6 +9,7 @@ import { pino, type Logger } from 'pino'
 import { ResponseCache } from './cache/response-cache.js'
 import { openStore, type OpenedStore } from './cache/open-store.js'
 import type { CacheStore } from './cache/types.js'
+import { clusterMetrics, IpcCoordinator } from './cluster.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { WorkQueue } from './queue.js'
 import { ConfigError, ImageError } from './errors.js'
@@ -63,9 +64,15 @@ export function createSidecar(options: SidecarOptions): Sidecar {
           maxEntrySize: options.cacheMaxEntrySize,
           prefix: options.cachePrefix,
           hotSize: options.hotCacheSize,
+          share: options.clusterShare,
           onHealth: (up) => metrics.storeUp.set(up ? 1 : 0),
         })
-  const { store, coordinator } = opened
+  const share = options.clusterShare
+  const { store } = opened
+  // Redis coordinates every process that shares it; otherwise a cluster's workers coordinate
+  // through their primary.
+  const coordinator = opened.coordinator ?? (share ? new IpcCoordinator() : undefined)
+  const metricsText = share ? clusterMetrics(metrics.registry) : () => metrics.registry.metrics()
   const timeoutMs = positiveInt('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs)
   const cache = new ResponseCache(store, {
     minimumCacheTTL: config.images.minimumCacheTTL,
@@ -75,7 +82,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     lockTtlMs: timeoutMs + 5000,
     onResult: (result) => metrics.cacheRequests.inc({ result: result.toLowerCase() }),
   })
-  const concurrency = positiveInt('concurrency', options.concurrency ?? DEFAULTS.concurrency)
+  const concurrency = positiveInt('concurrency', options.concurrency ?? Math.max(Math.floor(DEFAULTS.concurrency / (share?.count ?? 1)), 1))
   const queue = new WorkQueue(concurrency, positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot), metrics)
   if (config.images.domains.length > 0) log.warn('images.domains is deprecated; use images.remotePatterns')
   if (config.images.unoptimized) log.warn('images.unoptimized is true: every image request answers 404, as in Next')
@@ -143,7 +150,13 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     res.status(200).type('text/plain').end('ok')
   })
   app.get('/metrics', async (_req, res) => {
-    res.status(200).type(metrics.registry.contentType).end(await metrics.registry.metrics())
+    try {
+      const text = await metricsText()
+      res.status(200).type(metrics.registry.contentType).end(text)
+    } catch (err) {
+      log.warn({ err }, 'metrics unavailable')
+      res.status(503).type('text/plain').end('metrics unavailable')
+    }
   })
   app.get('/readyz', async (_req, res) => {
     if (draining) {

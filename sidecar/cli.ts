@@ -1,8 +1,10 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { createSidecar } from './app.js'
+import { reportListening, runPrimary, workerShare } from './cluster.js'
 import { ConfigError } from './errors.js'
 import { resolveNextConfig } from './images-config.js'
 import { findNextConfig, loadNextConfig } from './next-config.js'
@@ -28,8 +30,11 @@ Options (each has an environment variable; the flag wins):
   --cache-strict      refuse to start when the cache store   CACHE_STRICT=1         (off: serve without it)
                       does not answer
   --hot-cache-size BYTES  in-process tier before SQLite/Redis HOT_CACHE_SIZE        (64 MiB; 0 = off)
-  --concurrency N     transforms at once (warm: requests     CONCURRENCY            (CPU cores; warm: cores - 1)
-                      in flight)
+  --workers N|auto    processes sharing the port (auto: one  WORKERS                (1)
+                      per core); cached images are then
+                      served on every core
+  --concurrency N     transforms at once, per worker (warm:  CONCURRENCY            (cores / workers; warm:
+                      requests in flight)                                           cores - 1)
   --queue-size N      transforms waiting; beyond → 503       QUEUE_SIZE             (64 × concurrency)
   --max-attempts N    attempts per image job (1 = Next's     MAX_ATTEMPTS           (${DEFAULTS.maxAttempts})
                       statuses, no retries)
@@ -67,6 +72,11 @@ const COMMON = {
   timeout: { type: 'string' },
   'upstream-timeout': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
+} as const
+
+const SERVE = {
+  ...COMMON,
+  workers: { type: 'string' },
 } as const
 
 const WARM = {
@@ -114,14 +124,30 @@ async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions
   return { options, configPath }
 }
 
+function workersOption(raw: string | undefined): number {
+  return raw === 'auto' ? availableParallelism() : intOption('--workers', raw, 1)
+}
+
 async function serve(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: COMMON, strict: true })
+  const { values } = parseArgs({ args: argv, options: SERVE, strict: true })
   if (values.help) return void process.stdout.write(HELP)
   const port = intOption('--port', values.port ?? process.env.PORT, 3001)
   const host = values.host ?? process.env.HOST ?? '0.0.0.0'
+  const workers = workersOption(values.workers ?? process.env.WORKERS)
   const { options, configPath } = await sidecarOptions(values)
   const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
-  const sidecar = createSidecar({ ...options, logger: log })
+  const deadlineMs = intOption('SHUTDOWN_TIMEOUT_MS', process.env.SHUTDOWN_TIMEOUT_MS, 25_000)
+  if (workers > 1 && cluster.isPrimary) {
+    // Configuration errors are found here, once, before any worker starts.
+    resolveNextConfig(options.nextConfig ?? {})
+    if (options.cache === 'memory://' || options.cache === 'memory') {
+      throw new ConfigError('--cache memory:// is private to each process; with --workers > 1 use sqlite:// or redis://')
+    }
+    runPrimary({ workers, log, shutdownTimeoutMs: deadlineMs + intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0) })
+    log.info({ workers, port, config: configPath ?? null, cache: options.cache }, 'next-image-sidecar cluster starting')
+    return
+  }
+  const sidecar = createSidecar({ ...options, logger: log, clusterShare: workerShare() })
   // An unusable store (SQLite unwritable or corrupt, Redis down) is found at start: fatal only when
   // asked to be strict; otherwise said clearly once, and the sidecar serves without it until it answers.
   const strict = values['cache-strict'] === true || process.env.CACHE_STRICT === '1'
@@ -134,12 +160,12 @@ async function serve(argv: string[]): Promise<void> {
     log.error({ store: sidecar.store.name, reason: storeProblem }, 'cache store unusable at start; serving without it until it answers')
   }
   const server = await sidecar.listen(port, host)
-  log.info({ url: server.url, config: configPath ?? null, cache: sidecar.store.name }, 'next-image-sidecar listening')
+  reportListening()
+  log.info({ url: server.url, config: configPath ?? null, cache: sidecar.store.name, worker: workerShare()?.index }, 'next-image-sidecar listening')
 
   // Graceful shutdown: unready first (a load balancer stops sending), optionally wait for it to
   // notice, stop accepting, let in-flight requests finish within the deadline, close the stores.
   const delayMs = intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0)
-  const deadlineMs = intOption('SHUTDOWN_TIMEOUT_MS', process.env.SHUTDOWN_TIMEOUT_MS, 25_000)
   let stopping = false
   const shutdown = async (signal: string) => {
     if (stopping) return

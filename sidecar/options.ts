@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import type { CacheStore } from './cache/types.js'
+import type { ClusterShare } from './cluster.js'
 import type { Resolver } from './upstream.js'
 
 /** Options of `createSidecar`. Everything but `frontend` has a default. */
@@ -47,6 +48,13 @@ export interface SidecarOptions {
   signingKey?: string
   /** DNS resolution for absolute URLs; injectable for tests. Default: dns.lookup({ all: true }). */
   resolve?: Resolver
+  /**
+   * Set by the CLI in `--workers N` mode: this process is worker `index` of `count` sharing one
+   * port. Single flight then goes through the cluster primary (or Redis), /metrics sums every
+   * worker, the SQLite budget is split between the workers, and concurrency defaults to an
+   * equal share of the cores.
+   */
+  clusterShare?: ClusterShare
 }
 
 export const DEFAULTS = {

@@ -18,6 +18,8 @@ export interface StoreOptions {
   prefix?: string
   /** Bytes of the in-process hot tier in front of SQLite and Redis; 0 turns it off. */
   hotSize?: number
+  /** In `--workers` mode: this worker's share of a SQLite file the workers write together. */
+  share?: { index: number; count: number }
   /** Called when the store goes down (false) or comes back (true). */
   onHealth?: (up: boolean) => void
 }
@@ -50,11 +52,12 @@ export function openStore(cacheUrl: string, log: Logger, options: StoreOptions =
   const resilient = (store: CacheStore) => new ResilientStore(store, log, 1000, 1000, options.onHealth)
 
   if (cacheUrl === 'memory://' || cacheUrl === 'memory') {
+    if (options.share) throw new ConfigError('--cache memory:// is private to each process; with --workers > 1 use sqlite:// or redis://')
     return { store: new MemoryStore({ maxSize: options.maxSize ?? STORE_DEFAULTS.memoryMaxSize, maxEntrySize }) }
   }
   if (cacheUrl.startsWith('sqlite://')) {
     const path = resolve(cacheUrl.slice('sqlite://'.length) || STORE_DEFAULTS.sqlitePath)
-    const sqlite = new SqliteStore(path, { maxSize: options.maxSize ?? STORE_DEFAULTS.sqliteMaxSize, maxEntrySize }, log)
+    const sqlite = new SqliteStore(path, { maxSize: options.maxSize ?? STORE_DEFAULTS.sqliteMaxSize, maxEntrySize }, log, options.share)
     return { store: withHot(resilient(sqlite)) }
   }
   if (cacheUrl.startsWith('redis://') || cacheUrl.startsWith('rediss://')) {

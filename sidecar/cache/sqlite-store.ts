@@ -19,6 +19,11 @@ const OVERHEAD = 0.85
  * codec.ts). Like Next's own disk cache, a byte-weighted LRU index tracks the entries (rebuilt
  * from the file at start, oldest first) and deletes the least recently used ones beyond the
  * budget and the expired ones in the background; freed pages go back to the file system.
+ *
+ * Workers of one cluster (`share`) write the same file: each indexes 1/count of the budget,
+ * replays only its part of the keys at start, and indexes what it writes or reads. Every row
+ * is then in at least one worker's index, so the file stays within the whole budget (rows seen
+ * by two workers are counted twice, which only makes eviction start a little earlier).
  */
 export class SqliteStore implements CacheStore {
   readonly name: string
@@ -31,10 +36,11 @@ export class SqliteStore implements CacheStore {
     readonly path: string,
     private readonly limits: StoreLimits,
     private readonly log: Logger,
+    private readonly share?: { index: number; count: number },
   ) {
     this.name = `sqlite://${path}`
     this.index = new LRUCache<string, number>({
-      maxSize: Math.max(Math.floor(limits.maxSize * OVERHEAD), 1),
+      maxSize: Math.max(Math.floor((limits.maxSize * OVERHEAD) / (share?.count ?? 1)), 1),
       sizeCalculation: (size) => Math.max(size, 1),
       ttlAutopurge: true,
       dispose: (_size, key, reason) => {
@@ -79,6 +85,7 @@ export class SqliteStore implements CacheStore {
     }>
     const now = Date.now()
     for (const row of rows) {
+      if (this.share && partition(row.key, this.share.count) !== this.share.index) continue
       const meta = Buffer.isBuffer(row.head) ? decodeMeta(row.head) : undefined
       const ttl = meta?.keepUntil ? meta.keepUntil - now : 0
       if (!meta || ttl <= 0) this.drop(row.key)
@@ -128,6 +135,13 @@ export class SqliteStore implements CacheStore {
   get size(): number {
     return this.index.calculatedSize
   }
+}
+
+/** Which worker replays a key: keys are hashes, so their characters spread evenly. */
+function partition(key: string, count: number): number {
+  let sum = 0
+  for (let i = 0; i < key.length; i++) sum = (sum + key.charCodeAt(i)) | 0
+  return Math.abs(sum) % count
 }
 
 /**

@@ -13,6 +13,9 @@ import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
 import { metric } from '../helpers/metrics.js'
 import { SHARED_REDIS, uniquePrefix } from '../helpers/redis.js'
 import type { Sidecar } from '../../sidecar/app.js'
+import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
+import { pino } from 'pino'
+import { createHash } from 'node:crypto'
 
 let upstream: UpstreamServer
 const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
@@ -59,6 +62,34 @@ describe('SQLite store', () => {
     const onDisk = statSync(path).size + (existsSync(`${path}-wal`) ? statSync(`${path}-wal`).size : 0)
     assert.ok(served > bound * 2, `working set ${served} should exceed the bound ${bound}`)
     assert.ok(statSync(path).size <= bound, `database file is ${statSync(path).size} bytes, bound ${bound} (wal included: ${onDisk})`)
+  })
+
+  test('two cluster workers writing one file keep it within the whole budget, and each replays its share', async () => {
+    const path = tmp('shared')
+    const bound = 400_000
+    const log = pino({ level: 'silent' })
+    const workers = [0, 1].map((index) => new SqliteStore(path, { maxSize: bound, maxEntrySize: bound }, log, { index, count: 2 }))
+    const key = (i: number) => createHash('sha256').update(String(i)).digest('base64url')
+    const entry = (i: number) => ({ buffer: Buffer.alloc(20_000, i), contentType: 'image/webp', maxAge: 60, expireAt: Date.now() + 60_000, etag: `e${i}`, upstreamEtag: `u${i}` })
+    // 60 entries of 20 kB (1.2 MB) written alternately by the two workers, a third also read by the other one.
+    for (let i = 0; i < 60; i++) {
+      await workers[i % 2]!.set(key(i), entry(i), 3_600_000)
+      if (i % 3 === 0) await workers[(i + 1) % 2]!.get(key(i))
+    }
+    await sleep(400) // deletions and the batched incremental vacuum
+    await Promise.all(workers.map((w) => w.close()))
+    const db = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+    const [row] = (await db.query('SELECT count(*) AS n, sum(length(value)) AS bytes FROM next_image_cache')) as Array<{ n: number; bytes: number }>
+    await db.disconnect()
+    assert.ok(row!.bytes <= bound, `rows hold ${row!.bytes} bytes, bound ${bound}`)
+    assert.ok(row!.n >= 5, `kept ${row!.n} entries`)
+    // At start each worker indexes only its share, so together they index each row once.
+    const reopened = [0, 1].map((index) => new SqliteStore(path, { maxSize: bound, maxEntrySize: bound }, log, { index, count: 2 }))
+    await Promise.all(reopened.map((w) => w.ping()))
+    const indexed = reopened.reduce((sum, w) => sum + w.size, 0)
+    assert.equal(indexed, row!.bytes)
+    assert.ok(reopened.every((w) => w.size > 0), 'both workers replayed a share')
+    await Promise.all(reopened.map((w) => w.close()))
   })
 
   test('an entry over the size limit is served but not stored', async () => {

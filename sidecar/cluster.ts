@@ -1,0 +1,218 @@
+import cluster, { type Worker } from 'node:cluster'
+import { randomUUID } from 'node:crypto'
+import { AggregatorRegistry, type Registry } from 'prom-client'
+import type { Logger } from 'pino'
+import type { Coordinator, Lock } from './cache/coordinator.js'
+
+/**
+ * `--workers N`: N sidecar processes share the listening port (node:cluster), so serving
+ * cached images uses every core. The primary serves nothing; it holds what the workers must
+ * share: the single-flight locks (so a miss is transformed once across workers, as across
+ * replicas with Redis), the Prometheus view summed over workers, and the workers' lifecycle.
+ *
+ * Messages are plain objects tagged `nis`; everything else on the channel is not ours.
+ */
+type ToPrimary =
+  | { nis: 'acquire'; id: number; key: string; ttlMs: number }
+  | { nis: 'release'; key: string; token: string }
+  | { nis: 'metrics'; id: number }
+  | { nis: 'listening' }
+type ToWorker =
+  | { nis: 'reply'; id: number; value: unknown; error?: string }
+  | { nis: 'announce'; key: string }
+
+export interface ClusterShare {
+  /** This worker's position (0-based) and the number of workers. */
+  index: number
+  count: number
+}
+
+/** The worker's share of the cluster, from the environment the primary set. */
+export function workerShare(): ClusterShare | undefined {
+  if (!cluster.isWorker) return undefined
+  const index = Number(process.env.NIS_WORKER_INDEX)
+  const count = Number(process.env.NIS_WORKERS)
+  return Number.isInteger(index) && Number.isInteger(count) && count > 1 ? { index, count } : undefined
+}
+
+// ------------------------------------------------------------------ worker side
+
+let nextId = 0
+const pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>()
+const announced = new Map<string, Set<() => void>>()
+let listening = false
+
+function listen(): void {
+  if (listening) return
+  listening = true
+  process.on('message', (message: ToWorker) => {
+    if (message?.nis === 'reply') {
+      const call = pending.get(message.id)
+      pending.delete(message.id)
+      if (message.error) call?.reject(new Error(message.error))
+      else call?.resolve(message.value)
+    } else if (message?.nis === 'announce') {
+      for (const wake of announced.get(message.key) ?? []) wake()
+    }
+  })
+}
+
+type Question = { nis: 'acquire'; key: string; ttlMs: number } | { nis: 'metrics' }
+
+function ask<T>(message: Question, timeoutMs = 5000): Promise<T> {
+  listen()
+  const id = nextId++
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      pending.delete(id)
+      reject(new Error(`cluster primary did not answer "${message.nis}"`))
+    }, timeoutMs)
+    pending.set(id, {
+      resolve: (value) => (clearTimeout(timer), resolve(value as T)),
+      reject: (err) => (clearTimeout(timer), reject(err)),
+    })
+    process.send!({ ...message, id })
+  })
+}
+
+/** Single flight across the workers of one cluster, through the primary's lock table. */
+export class IpcCoordinator implements Coordinator {
+  async acquire(key: string, ttlMs: number): Promise<Lock | undefined> {
+    const token = await ask<string | null>({ nis: 'acquire', key, ttlMs })
+    return token ? { key, token } : undefined
+  }
+
+  async release(lock: Lock): Promise<void> {
+    process.send!({ nis: 'release', key: lock.key, token: lock.token } satisfies ToPrimary)
+  }
+
+  waitFor(key: string, maxMs: number): Promise<void> {
+    listen()
+    return new Promise((resolve) => {
+      const waiters = announced.get(key) ?? new Set()
+      announced.set(key, waiters)
+      const done = () => {
+        clearTimeout(timer)
+        waiters.delete(done)
+        if (waiters.size === 0) announced.delete(key)
+        resolve()
+      }
+      const timer = setTimeout(done, maxMs)
+      waiters.add(done)
+    })
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** The cluster's metrics in Prometheus text: every worker's registry, summed by the primary. */
+export function clusterMetrics(registry: Registry): () => Promise<string> {
+  // Constructing one is what makes prom-client answer the primary's requests in this worker.
+  new AggregatorRegistry()
+  AggregatorRegistry.setRegistries([registry])
+  return () => ask<string>({ nis: 'metrics' })
+}
+
+/** Tells the primary this worker listens (a worker that dies before that is a start failure). */
+export function reportListening(): void {
+  if (cluster.isWorker) process.send!({ nis: 'listening' } satisfies ToPrimary)
+}
+
+// ------------------------------------------------------------------ primary side
+
+export interface PrimaryOptions {
+  workers: number
+  log: Logger
+  /** How long to wait for the workers to drain after SIGTERM before killing them. */
+  shutdownTimeoutMs: number
+  /** Pause before replacing a worker that crashed. */
+  restartDelayMs?: number
+}
+
+/**
+ * Runs the primary: forks the workers (each runs this same CLI), replaces a worker that
+ * crashes after it started listening, and on SIGTERM/SIGINT passes SIGTERM on, waits for every
+ * worker to drain, then exits 0. A worker that dies before listening stops the whole cluster
+ * (the same error would kill its replacement), with exit code 1.
+ */
+export function runPrimary(options: PrimaryOptions): void {
+  const { log } = options
+  const locks = new Map<string, { token: string; expiresAt: number }>()
+  const aggregator = new AggregatorRegistry()
+  const started = new WeakSet<Worker>()
+  let stopping = false
+
+  const broadcast = (message: ToWorker) => {
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected()) worker.send(message)
+  }
+
+  const fork = (index: number) => {
+    const worker = cluster.fork({ NIS_WORKER_INDEX: String(index), NIS_WORKERS: String(options.workers) })
+    worker.on('message', (message: ToPrimary) => {
+      switch (message?.nis) {
+        case 'listening':
+          started.add(worker)
+          return
+        case 'acquire': {
+          const now = Date.now()
+          const held = locks.get(message.key)
+          let token: string | null = null
+          if (!held || held.expiresAt <= now) {
+            token = randomUUID()
+            locks.set(message.key, { token, expiresAt: now + message.ttlMs })
+          }
+          worker.send({ nis: 'reply', id: message.id, value: token } satisfies ToWorker)
+          return
+        }
+        case 'release':
+          if (locks.get(message.key)?.token === message.token) locks.delete(message.key)
+          broadcast({ nis: 'announce', key: message.key })
+          return
+        case 'metrics':
+          aggregator.clusterMetrics().then(
+            (text) => worker.isConnected() && worker.send({ nis: 'reply', id: message.id, value: text } satisfies ToWorker),
+            (err: Error) => worker.isConnected() && worker.send({ nis: 'reply', id: message.id, value: null, error: err.message } satisfies ToWorker),
+          )
+          return
+      }
+    })
+    worker.on('exit', (code, signal) => {
+      // A dead worker's locks expire at their TTL, as a dead replica's do in Redis.
+      if (stopping) {
+        if (code !== 0) process.exitCode = 1
+        return
+      }
+      if (!started.has(worker)) {
+        log.error({ worker: index, code, signal }, 'a worker failed to start; stopping')
+        stopping = true
+        for (const other of Object.values(cluster.workers ?? {})) other?.process.kill('SIGTERM')
+        process.exitCode = 1
+        return
+      }
+      log.error({ worker: index, code, signal }, 'a worker exited; replacing it')
+      setTimeout(() => !stopping && fork(index), options.restartDelayMs ?? 1000).unref()
+    })
+  }
+
+  for (let i = 0; i < options.workers; i++) fork(i)
+
+  const shutdown = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down: draining the workers')
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+    for (const worker of workers) worker.process.kill('SIGTERM')
+    const timer = setTimeout(() => {
+      log.warn('shutdown deadline reached; killing the remaining workers')
+      for (const worker of workers) worker.process.kill('SIGKILL')
+    }, options.shutdownTimeoutMs + 5000)
+    timer.unref()
+  }
+  process.once('SIGTERM', () => shutdown('SIGTERM'))
+  process.once('SIGINT', () => shutdown('SIGINT'))
+  // Lock entries of crashed holders would otherwise stay until asked for again.
+  setInterval(() => {
+    const now = Date.now()
+    for (const [key, lock] of locks) if (lock.expiresAt <= now) locks.delete(key)
+  }, 60_000).unref()
+}
