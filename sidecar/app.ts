@@ -131,6 +131,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     res.on('finish', () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9
       metrics.requestDuration.observe({ status_class: `${Math.floor(res.statusCode / 100)}xx` }, seconds)
+      if (!log.isLevelEnabled('info')) return
       log.info(
         {
           reqId: id,
@@ -146,6 +147,10 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     })
     next()
   })
+  // The image route first: it is nearly all the traffic, and the router tries routes in order.
+  // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.
+  app.get(imagePath, handleImage)
+  app.post(imagePath, handleImage)
   app.get('/healthz', (_req, res) => {
     res.status(200).type('text/plain').end('ok')
   })
@@ -176,10 +181,6 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     const q = req.originalUrl.indexOf('?')
     res.redirect(308, imagePath + (q >= 0 ? req.originalUrl.slice(q) : ''))
   })
-  // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.
-  app.get(imagePath, handleImage)
-  app.post(imagePath, handleImage)
-
   app.use((_req, res) => {
     res.status(404).type('text/plain').end('Not Found')
   })

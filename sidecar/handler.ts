@@ -6,7 +6,7 @@ import { cacheKey } from './cache/key.js'
 import type { ResponseCache, Produced } from './cache/response-cache.js'
 import type { CacheEntry } from './cache/types.js'
 import { ImageError } from './errors.js'
-import { imageResponseHeaders, isNotModified } from './headers.js'
+import { imageResponseHeaders, isNotModified, type CacheResult } from './headers.js'
 import type { ResolvedNextConfig } from './images-config.js'
 import { negotiateMimeType } from './negotiate.js'
 import { verifySignature } from './signature.js'
@@ -142,18 +142,18 @@ export function createImageHandler(ctx: HandlerContext) {
       )
   }
 
-  return async function handleImage(req: Request, res: Response, next: NextFunction): Promise<void> {
-    try {
-      // Next 404s the whole route when images are unoptimized, before looking at the query.
-      if (images.unoptimized) throw new ImageError(404, 'Not Found')
-
-      const queryStart = req.originalUrl.indexOf('?')
-      const { params, mimeType, key } = planFor(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '', req.headers.accept)
-
-      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType))
-
-      const notModified = isNotModified(req.headers, entry.etag)
-      const headers = imageResponseHeaders(
+  /**
+   * The response headers are a pure function of the entry (whose key fixes the href) and the
+   * outcome; a hot entry is the same object on every hit, so its headers are computed once.
+   */
+  const headerMemo = new WeakMap<CacheEntry, Map<string, Array<[string, string]>>>()
+  function headersFor(entry: CacheEntry, params: ImageParams, result: CacheResult, notModified: boolean): Array<[string, string]> {
+    let byOutcome = headerMemo.get(entry)
+    if (!byOutcome) headerMemo.set(entry, (byOutcome = new Map()))
+    const outcome = notModified ? '304' : result
+    let headers = byOutcome.get(outcome)
+    if (!headers) {
+      headers = imageResponseHeaders(
         {
           href: params.href,
           isStatic: params.isStatic,
@@ -167,6 +167,23 @@ export function createImageHandler(ctx: HandlerContext) {
         },
         notModified,
       )
+      byOutcome.set(outcome, headers)
+    }
+    return headers
+  }
+
+  return async function handleImage(req: Request, res: Response, next: NextFunction): Promise<void> {
+    try {
+      // Next 404s the whole route when images are unoptimized, before looking at the query.
+      if (images.unoptimized) throw new ImageError(404, 'Not Found')
+
+      const queryStart = req.originalUrl.indexOf('?')
+      const { params, mimeType, key } = planFor(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '', req.headers.accept)
+
+      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType))
+
+      const notModified = isNotModified(req.headers, entry.etag)
+      const headers = headersFor(entry, params, result, notModified)
       const send = () => {
         for (const [name, value] of headers) res.setHeader(name, value)
         if (notModified) res.status(304).end()
