@@ -109,36 +109,38 @@ export function createImageHandler(ctx: HandlerContext) {
     }
   }
 
-  /** One image job: fetch (conditionally, when revalidating), then transform in the queue. */
+  /** One image job, admitted by the queue: fetch (conditionally, when revalidating), then transform in a slot. */
   function producer(params: ImageParams, mimeType: string) {
     return (previous: CacheEntry | undefined): Promise<Produced> =>
-      withAttempts(
-        async (signal) => {
-          const upstream = await fetchUpstream(params, signal, previous)
-          if (upstream.notModified) {
-            // Beyond Next: the source is unchanged, so the stored output is reused as it is.
-            const { expireAt: _expired, ...unchanged } = previous!
-            return unchanged
-          }
-          const result = await ctx.queue.run(async () => {
-            const stopTimer = ctx.metrics.transformDuration.startTimer()
-            try {
-              return await transformImage(
-                upstream,
-                { href: params.href, width: params.width, quality: params.quality, mimeType },
-                { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
-                reusableOutput(upstream, previous),
-              )
-            } finally {
-              stopTimer()
-              ctx.metrics.transforms.inc()
+      ctx.queue.job(() =>
+        withAttempts(
+          async (signal) => {
+            const upstream = await fetchUpstream(params, signal, previous)
+            if (upstream.notModified) {
+              // Beyond Next: the source is unchanged, so the stored output is reused as it is.
+              const { expireAt: _expired, ...unchanged } = previous!
+              return unchanged
             }
-          })
-          if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; serving the original bytes')
-          const { buffer, contentType, maxAge, etag, upstreamEtag } = result
-          return { buffer, contentType, maxAge, etag, upstreamEtag, validators: upstream.validators }
-        },
-        { maxAttempts: ctx.maxAttempts, timeoutMs: ctx.timeoutMs },
+            const result = await ctx.queue.transform(async () => {
+              const stopTimer = ctx.metrics.transformDuration.startTimer()
+              try {
+                return await transformImage(
+                  upstream,
+                  { href: params.href, width: params.width, quality: params.quality, mimeType },
+                  { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
+                  reusableOutput(upstream, previous),
+                )
+              } finally {
+                stopTimer()
+                ctx.metrics.transforms.inc()
+              }
+            })
+            if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; serving the original bytes')
+            const { buffer, contentType, maxAge, etag, upstreamEtag } = result
+            return { buffer, contentType, maxAge, etag, upstreamEtag, validators: upstream.validators }
+          },
+          { maxAttempts: ctx.maxAttempts, timeoutMs: ctx.timeoutMs },
+        ),
       )
   }
 

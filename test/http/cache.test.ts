@@ -195,6 +195,23 @@ describe('load shedding', () => {
   })
 })
 
+describe('bounded memory', () => {
+  test('sources are fetched only as far ahead of the transforms as the queue allows, not for every waiting request', async () => {
+    const s = testSidecar({ frontend: upstream.url, concurrency: 1, queueSize: 16 })
+    const file = '/corpus/large/elephants-3840x2160.jpg'
+    const before = upstream.requests.filter((r) => r.url === file).length
+    // Six different variants of one large photo: six jobs, each needing the source.
+    // (A supertest request starts when it is awaited: Promise.all starts them all now.)
+    const pending = Promise.all([3840, 2048, 1920, 1200, 1080, 828].map((w) => get(s, image(file, w))))
+    await sleep(300) // the first transform (3840 px) is still running
+    const fetchedEarly = upstream.requests.filter((r) => r.url === file).length - before
+    assert.ok(fetchedEarly <= 2, `${fetchedEarly} sources in memory with one transform slot`)
+    for (const res of await pending) assert.equal(res.status, 200)
+    assert.equal(upstream.requests.filter((r) => r.url === file).length - before, 6)
+    await s.close()
+  })
+})
+
 describe('metrics', () => {
   test('GET /metrics exposes the documented series', async () => {
     const s = testSidecar({ frontend: upstream.url })
