@@ -95,7 +95,7 @@ export async function runList(urls, concurrency, headers) {
     }),
   )
   const seconds = (performance.now() - started) / 1000
-  return { ...summarize(latencies, seconds), seconds, failed }
+  return { ...summarize(latencies, seconds), seconds, failed, latencies }
 }
 
 /** Open loop: one request every 1/rate s for `seconds`, whatever the server's pace. */

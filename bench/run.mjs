@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import express from 'express'
 import sharp from 'sharp'
-import { freePort, get, metricValue, rssOfTree, runList, runRate, runWrk, sampleRss, startServer } from './lib.mjs'
+import { freePort, get, metricValue, rssOfTree, runList, runRate, runWrk, sampleRss, startServer, summarize } from './lib.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const APP = join(ROOT, 'example-next-app')
@@ -23,6 +23,7 @@ const ACCEPT = 'image/webp'
 const SSR_RATE = Number(process.env.BENCH_SSR_RATE ?? 20)
 const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 8)
 const WARM_SECONDS = Number(process.env.BENCH_WARM_SECONDS ?? 6)
+const S6_ROUNDS = Number(process.env.BENCH_S6_ROUNDS ?? 5)
 const env = { NEXT_TELEMETRY_DISABLED: '1', EXAMPLE_DIST_DIR: DIST, NODE_ENV: 'production' }
 const log = (...args) => console.error('[bench]', ...args)
 const round = (n, digits = 1) => (Number.isFinite(n) ? Number(n.toFixed(digits)) : n)
@@ -182,17 +183,25 @@ results.settings = { coldRequests: coldSet.length, coldConcurrency: 8, warmConne
   const html = await (await fetch(`${next.url}/gallery`)).text()
   // What a 1280-px, DPR-1 browser fetches for the 33vw grid: the 640w candidate of each image.
   const firstView = [...new Set(imagesInHtml(html, `${next.url}/gallery`, '').filter((r) => r.w === '640').map((r) => `/_next/image?url=${encodeURIComponent(r.url)}&w=${r.w}&q=${r.q}`))]
-  const S6 = { images: firstView.length }
-  const cold = await startSidecar(next.url)
-  S6.cold = await runList(firstView.map((p) => `${cold.url}${p}`), 6, { accept: ACCEPT })
-  await cold.stop()
+  // Each first view is a fresh sidecar process (a new release): on an empty cache, then on the
+  // cache `warm` filled. Twelve requests make a noisy p95, so the views are repeated and pooled.
+  const S6 = { images: firstView.length, rounds: S6_ROUNDS }
   const warmedCache = join(mkdtempSync(join(tmpdir(), 'nis-bench-warm-')), 'cache.sqlite')
   const started = performance.now()
   execFileSync(process.execPath, [CLI, 'warm', '--pages', `${next.url}/gallery`, '--frontend', next.url, '--config', join(APP, 'next.config.mjs'), '--cache', `sqlite://${warmedCache}`], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'ignore'] })
   S6.warmSeconds = (performance.now() - started) / 1000
-  const warmed = await startSidecar(next.url, undefined, warmedCache)
-  S6.warmed = await runList(firstView.map((p) => `${warmed.url}${p}`), 6, { accept: ACCEPT })
-  await warmed.stop()
+  const views = { cold: [], warmed: [] }
+  for (let round = 0; round < S6_ROUNDS; round++) {
+    for (const kind of ['cold', 'warmed']) {
+      const sidecar = kind === 'cold' ? await startSidecar(next.url) : await startSidecar(next.url, undefined, warmedCache)
+      views[kind].push(await runList(firstView.map((p) => `${sidecar.url}${p}`), 6, { accept: ACCEPT }))
+      await sidecar.stop()
+    }
+  }
+  for (const kind of ['cold', 'warmed']) {
+    const latencies = views[kind].flatMap((v) => v.latencies)
+    S6[kind] = { ...summarize(latencies, views[kind].reduce((t, v) => t + v.seconds, 0)), failed: views[kind].reduce((n, v) => n + v.failed, 0) }
+  }
   results.scenarios.S6 = S6
   await next.stop()
 }
@@ -285,7 +294,7 @@ const lines = [
   row(['S3 herd (64 identical cold): wall ms, transforms', `${round(s.S3.next.wallMs, 0)}`, `${round(s.S3.sidecar.wallMs, 0)}, ${s.S3.sidecar.transforms}`, '']),
   row([`S4 SSR p50/p95/p99 ms idle (${SSR_RATE} req/s, frontend on core 0)`, `${round(s.S4.next.idle.p50)} / ${round(s.S4.next.idle.p95)} / ${round(s.S4.next.idle.p99)}`, `${round(s.S4.sidecar.idle.p50)} / ${round(s.S4.sidecar.idle.p95)} / ${round(s.S4.sidecar.idle.p99)}`, '']),
   row(['S4 SSR p50/p95/p99 ms during the image storm', `${round(s.S4.next.storm.p50)} / ${round(s.S4.next.storm.p95)} / ${round(s.S4.next.storm.p99)}`, `${round(s.S4.sidecar.storm.p50)} / ${round(s.S4.sidecar.storm.p95)} / ${round(s.S4.sidecar.storm.p99)}`, 'sidecar on core 1']),
-  row([`S6 gallery first view (${s.S6.images} images, c6): p50 / p95 ms`, '', `cold ${round(s.S6.cold.p50, 0)} / ${round(s.S6.cold.p95, 0)}; after warm ${round(s.S6.warmed.p50, 1)} / ${round(s.S6.warmed.p95, 1)}`, `warm took ${round(s.S6.warmSeconds)} s`]),
+  row([`S6 gallery first view (${s.S6.images} images, c6, ${s.S6.rounds} fresh processes each): p50 / p95 ms`, '', `cold ${round(s.S6.cold.p50, 0)} / ${round(s.S6.cold.p95, 0)}; after warm ${round(s.S6.warmed.p50, 1)} / ${round(s.S6.warmed.p95, 1)}`, `warm took ${round(s.S6.warmSeconds)} s`]),
   row(['S5 RSS: idle / peak S1 / peak S2 / after', `${MB(s.S5.next.idle)} / ${MB(s.S5.next.peakS1)} / ${MB(s.S5.next.peakS2)} / ${MB(s.S5.next.after)}`, `${MB(s.S5.sidecar.idle)} / ${MB(s.S5.sidecar.peakS1)} / ${MB(s.S5.sidecar.peakS2)} / ${MB(s.S5.sidecar.after)}`, `--workers ${CORES} (all processes): ${MB(s.S5.workers.idle)} idle / ${MB(s.S5.workers.peakS2)} peak S2 / ${MB(s.S5.workers.after)} after`]),
   '',
   row(['target', 'met', 'measured']),
@@ -294,6 +303,6 @@ const lines = [
 ]
 const markdown = lines.join('\n')
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
-writeFileSync(join(ROOT, 'bench/results/latest.json'), JSON.stringify(results, null, 2))
+writeFileSync(join(ROOT, 'bench/results/latest.json'), JSON.stringify(results, (key, value) => (key === 'latencies' ? undefined : value), 2))
 writeFileSync(join(ROOT, 'bench/results/latest.md'), `${markdown}\n`)
 console.log(markdown)
