@@ -3,7 +3,9 @@ import cluster from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
-import { createSidecar } from './app.js'
+// The service itself (Express, sharp, SQLite, Redis clients) is imported only where it runs, so a
+// `--workers` primary, which serves nothing, stays small.
+const loadApp = () => import('./app.js')
 import { reportListening, runPrimary, workerShare } from './cluster.js'
 import { ConfigError } from './errors.js'
 import { resolveNextConfig } from './images-config.js'
@@ -147,6 +149,7 @@ async function serve(argv: string[]): Promise<void> {
     log.info({ workers, port, config: configPath ?? null, cache: options.cache }, 'next-image-sidecar cluster starting')
     return
   }
+  const { createSidecar } = await loadApp()
   const sidecar = createSidecar({ ...options, logger: log, clusterShare: workerShare() })
   // An unusable store (SQLite unwritable or corrupt, Redis down) is found at start: fatal only when
   // asked to be strict; otherwise said clearly once, and the sidecar serves without it until it answers.
@@ -215,6 +218,7 @@ async function warm(argv: string[]): Promise<number> {
   }
   const concurrency = options.concurrency ?? Math.max(availableParallelism() - 1, 1)
   // A warm run on a live node leaves room for traffic: one core fewer, also for transforms.
+  const { createSidecar } = await loadApp()
   const sidecar = values.target ? values.target : createSidecar({ ...options, concurrency, logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }) })
   const summary = await warmVariants(sidecar, variants, { concurrency, onProgress: progressReporter(process.stderr) })
   let transforms = ''
