@@ -37,7 +37,8 @@ Options (each has an environment variable; the flag wins):
                       served on every core
   --concurrency N     transforms at once, per worker (warm:  CONCURRENCY            (cores / workers; warm:
                       requests in flight)                                           cores - 1)
-  --queue-size N      transforms waiting; beyond → 503       QUEUE_SIZE             (64 × concurrency)
+  --queue-size N      image jobs waiting (before their fetch); QUEUE_SIZE           (64 × concurrency)
+                      beyond → 503
   --max-attempts N    attempts per image job (1 = Next's     MAX_ATTEMPTS           (${DEFAULTS.maxAttempts})
                       statuses, no retries)
   --timeout MS        deadline of one image job              IMAGE_TIMEOUT_MS       (${DEFAULTS.timeoutMs})

@@ -16,9 +16,9 @@ import type { Sidecar } from '../../sidecar/app.js'
 import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
 import { pino } from 'pino'
 import { createHash } from 'node:crypto'
+import { image } from '../helpers/image-url.js'
 
 let upstream: UpstreamServer
-const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
 const tmp = (name: string) => join(mkdtempSync(join(tmpdir(), `nis-${name}-`)), 'cache.sqlite')
 const get = (s: Sidecar, path: string) => request(s.app).get(path).set('Accept', 'image/webp')
 const metrics = async (s: Sidecar) => (await request(s.app).get('/metrics')).text

@@ -9,13 +9,13 @@ import { CORPUS, startUpstream, type UpstreamServer } from '../helpers/upstream-
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
 import type { Sidecar } from '../../sidecar/app.js'
 import { signImageParams } from '../../sidecar/signature.js'
+import { image } from '../helpers/image-url.js'
 
 const UPSTREAM_INVALID = '"url" parameter is valid but upstream response is invalid'
 const INTERNAL_INVALID = '"url" parameter is valid but internal response is invalid'
 
 let upstream: UpstreamServer
 let sidecar: Sidecar
-const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
 
 /** A TCP port with nothing listening on it. */
 async function closedPort(): Promise<number> {

@@ -9,10 +9,10 @@ import sharp from 'sharp'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
 import type { Sidecar } from '../../sidecar/app.js'
+import { image } from '../helpers/image-url.js'
 
 let upstream: UpstreamServer
 let sidecar: Sidecar
-const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
 // supertest's parser hook: collect the raw bytes (its Response type hides the stream API).
 const binary = (res: any, cb: (err: Error | null, body: Buffer) => void) => {
   const chunks: Buffer[] = []

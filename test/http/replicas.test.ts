@@ -9,9 +9,9 @@ import { startCli } from '../helpers/cli.js'
 import { testSidecar } from '../helpers/sidecar.js'
 import { metric } from '../helpers/metrics.js'
 import { PrivateRedis, SHARED_REDIS, uniquePrefix } from '../helpers/redis.js'
+import { image } from '../helpers/image-url.js'
 
 let upstream: UpstreamServer
-const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
 
 before(async () => {
   upstream = await startUpstream()

@@ -13,9 +13,9 @@ import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.j
 import { freePort } from '../helpers/next-app.js'
 import { CLI, startCli } from '../helpers/cli.js'
 import { testSidecar } from '../helpers/sidecar.js'
+import { image } from '../helpers/image-url.js'
 
 let upstream: UpstreamServer
-const image = (url: string, w = 384, q = 75) => `/_next/image?url=${encodeURIComponent(url)}&w=${w}&q=${q}`
 
 before(async () => {
   upstream = await startUpstream()
