@@ -3,15 +3,16 @@ import cluster from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
-// The service itself (Express, sharp, SQLite, Redis clients) is imported only where it runs, so a
-// `--workers` primary, which serves nothing, stays small.
-const loadApp = () => import('./app.js')
 import { reportListening, runPrimary, workerShare } from './cluster.js'
 import { ConfigError } from './errors.js'
 import { resolveNextConfig } from './images-config.js'
 import { findNextConfig, loadNextConfig } from './next-config.js'
 import { DEFAULTS, type SidecarOptions } from './options.js'
 import { collectRequests, planVariants, progressReporter, warmVariants } from './warm.js'
+
+// The service itself (Express, sharp, SQLite, Redis clients) is imported only where it runs, so a
+// `--workers` primary, which serves nothing, stays small.
+const loadApp = () => import('./app.js')
 
 const HELP = `next-image-sidecar — Next.js 16's /_next/image optimizer as its own service
 
@@ -139,19 +140,19 @@ async function serve(argv: string[]): Promise<void> {
   const workers = workersOption(values.workers ?? process.env.WORKERS)
   const { options, configPath } = await sidecarOptions(values)
   const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
+  const delayMs = intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0)
   const deadlineMs = intOption('SHUTDOWN_TIMEOUT_MS', process.env.SHUTDOWN_TIMEOUT_MS, 25_000)
   if (workers > 1 && cluster.isPrimary) {
-    // Configuration errors are found here, once, before any worker starts.
+    // A bad next.config is reported here, once, before any worker starts. Store problems (e.g.
+    // memory:// with workers) end the first worker's start, which stops the cluster with exit 1.
     resolveNextConfig(options.nextConfig ?? {})
-    if (options.cache === 'memory://' || options.cache === 'memory') {
-      throw new ConfigError('--cache memory:// is private to each process; with --workers > 1 use sqlite:// or redis://')
-    }
-    runPrimary({ workers, log, shutdownTimeoutMs: deadlineMs + intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0) })
+    runPrimary({ workers, log, shutdownTimeoutMs: delayMs + deadlineMs })
     log.info({ workers, port, config: configPath ?? null, cache: options.cache }, 'next-image-sidecar cluster starting')
     return
   }
+  const clusterShare = workerShare()
   const { createSidecar } = await loadApp()
-  const sidecar = createSidecar({ ...options, logger: log, clusterShare: workerShare() })
+  const sidecar = createSidecar({ ...options, logger: log, clusterShare })
   // An unusable store (SQLite unwritable or corrupt, Redis down) is found at start: fatal only when
   // asked to be strict; otherwise said clearly once, and the sidecar serves without it until it answers.
   const strict = values['cache-strict'] === true || process.env.CACHE_STRICT === '1'
@@ -165,11 +166,10 @@ async function serve(argv: string[]): Promise<void> {
   }
   const server = await sidecar.listen(port, host)
   reportListening()
-  log.info({ url: server.url, config: configPath ?? null, cache: sidecar.store.name, worker: workerShare()?.index }, 'next-image-sidecar listening')
+  log.info({ url: server.url, config: configPath ?? null, cache: sidecar.store.name, worker: clusterShare?.index }, 'next-image-sidecar listening')
 
   // Graceful shutdown: unready first (a load balancer stops sending), optionally wait for it to
   // notice, stop accepting, let in-flight requests finish within the deadline, close the stores.
-  const delayMs = intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0)
   let stopping = false
   const shutdown = async (signal: string) => {
     if (stopping) return
