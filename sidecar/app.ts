@@ -4,7 +4,7 @@ import helmet from 'helmet'
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
-import type { Server } from 'node:http'
+import { createServer, type Server } from 'node:http'
 import { pino, type Logger } from 'pino'
 import { ResponseCache } from './cache/response-cache.js'
 import { openStore, type OpenedStore } from './cache/open-store.js'
@@ -76,10 +76,9 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const timeoutMs = positiveInt('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs)
   const cache = new ResponseCache(store, {
     minimumCacheTTL: config.images.minimumCacheTTL,
+    jobTimeoutMs: timeoutMs,
     log,
     coordinator,
-    // A lock outlives the longest job, so a live producer never loses it.
-    lockTtlMs: timeoutMs + 5000,
     onResult: (result) => metrics.cacheRequests.inc({ result: result.toLowerCase() }),
   })
   const concurrency = positiveInt('concurrency', options.concurrency ?? Math.max(Math.floor(DEFAULTS.concurrency / (share?.count ?? 1)), 1))
@@ -93,7 +92,6 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     cache,
     log,
     maxAttempts: positiveInt('maxAttempts', options.maxAttempts ?? DEFAULTS.maxAttempts),
-    timeoutMs,
     queue,
     metrics,
     upstreamTimeoutMs: positiveInt('upstreamTimeoutMs', options.upstreamTimeoutMs ?? DEFAULTS.upstreamTimeoutMs),
@@ -102,6 +100,13 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     compress: compression(),
     signingKey: options.signingKey || undefined,
   })
+
+  const serverTimeouts = {
+    headersTimeoutMs: positiveInt('headersTimeoutMs', options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs),
+    keepAliveTimeoutMs: positiveInt('keepAliveTimeoutMs', options.keepAliveTimeoutMs ?? DEFAULTS.keepAliveTimeoutMs),
+    // Image requests have no body: receiving one whole request takes as long as its headers may.
+    requestTimeoutMs: positiveInt('headersTimeoutMs', options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs),
+  }
 
   let draining = false
   const app = express()
@@ -215,7 +220,18 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     store,
     metrics,
     async listen(port = 3001, host = '0.0.0.0') {
-      const server = app.listen(port, host)
+      const server = createServer(
+        {
+          // How often Node looks for requests past headersTimeout/requestTimeout (its default, 30 s,
+          // would let a client trickling its headers hold a socket for 40 s instead of 10).
+          connectionsCheckingInterval: 1000,
+          headersTimeout: serverTimeouts.headersTimeoutMs,
+          requestTimeout: serverTimeouts.requestTimeoutMs,
+          keepAliveTimeout: serverTimeouts.keepAliveTimeoutMs,
+        },
+        app,
+      )
+      server.listen(port, host)
       await once(server, 'listening')
       const address = server.address() as AddressInfo
       const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address

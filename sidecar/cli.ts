@@ -44,6 +44,10 @@ Options (each has an environment variable; the flag wins):
                       statuses, no retries)
   --timeout MS        deadline of one image job              IMAGE_TIMEOUT_MS       (${DEFAULTS.timeoutMs})
   --upstream-timeout MS  one upstream request                UPSTREAM_TIMEOUT_MS    (${DEFAULTS.upstreamTimeoutMs})
+  --headers-timeout MS  a client's whole request must arrive HEADERS_TIMEOUT_MS     (${DEFAULTS.headersTimeoutMs})
+                      within it, else it is disconnected
+  --keep-alive-timeout MS  idle keep-alive connections close  KEEP_ALIVE_TIMEOUT_MS  (${DEFAULTS.keepAliveTimeoutMs})
+                      (keep it above your load balancer's idle timeout)
   --help              show this text
 Logging: LOG_LEVEL (trace|debug|info|warn|error|silent), JSON lines on stdout.
 
@@ -75,6 +79,8 @@ const COMMON = {
   'max-attempts': { type: 'string' },
   timeout: { type: 'string' },
   'upstream-timeout': { type: 'string' },
+  'headers-timeout': { type: 'string' },
+  'keep-alive-timeout': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
@@ -122,6 +128,8 @@ async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions
     maxAttempts: intOption('--max-attempts', values['max-attempts'] ?? env.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     timeoutMs: intOption('--timeout', values.timeout ?? env.IMAGE_TIMEOUT_MS, DEFAULTS.timeoutMs),
     upstreamTimeoutMs: intOption('--upstream-timeout', values['upstream-timeout'] ?? env.UPSTREAM_TIMEOUT_MS, DEFAULTS.upstreamTimeoutMs),
+    headersTimeoutMs: intOption('--headers-timeout', values['headers-timeout'] ?? env.HEADERS_TIMEOUT_MS, DEFAULTS.headersTimeoutMs),
+    keepAliveTimeoutMs: intOption('--keep-alive-timeout', values['keep-alive-timeout'] ?? env.KEEP_ALIVE_TIMEOUT_MS, DEFAULTS.keepAliveTimeoutMs),
     // A secret: read from the environment only, never from the command line.
     signingKey: env.IMAGE_SIDECAR_SIGNING_KEY || undefined,
   }

@@ -23,7 +23,6 @@ export interface HandlerContext {
   cache: ResponseCache
   log: Logger
   maxAttempts: number
-  timeoutMs: number
   upstreamTimeoutMs: number
   resolve?: Resolver
   queue: WorkQueue
@@ -109,19 +108,22 @@ export function createImageHandler(ctx: HandlerContext) {
     }
   }
 
-  /** One image job, admitted by the queue: fetch (conditionally, when revalidating), then transform in a slot. */
+  /**
+   * One image job under the job's deadline: admitted by the queue, fetch (conditionally, when
+   * revalidating), then transform in a slot. Every wait in it ends when `signal` aborts.
+   */
   function producer(params: ImageParams, mimeType: string) {
-    return (previous: CacheEntry | undefined): Promise<Produced> =>
-      ctx.queue.job(() =>
+    return (previous: CacheEntry | undefined, signal: AbortSignal): Promise<Produced> =>
+      ctx.queue.job(signal, () =>
         withAttempts(
-          async (signal) => {
+          async () => {
             const upstream = await fetchUpstream(params, signal, previous)
             if (upstream.notModified) {
               // Beyond Next: the source is unchanged, so the stored output is reused as it is.
               const { expireAt: _expired, ...unchanged } = previous!
               return unchanged
             }
-            const result = await ctx.queue.transform(async () => {
+            const result = await ctx.queue.transform(signal, async () => {
               const stopTimer = ctx.metrics.transformDuration.startTimer()
               try {
                 return await transformImage(
@@ -139,7 +141,7 @@ export function createImageHandler(ctx: HandlerContext) {
             const { buffer, contentType, maxAge, etag, upstreamEtag } = result
             return { buffer, contentType, maxAge, etag, upstreamEtag, validators: upstream.validators }
           },
-          { maxAttempts: ctx.maxAttempts, timeoutMs: ctx.timeoutMs },
+          { maxAttempts: ctx.maxAttempts, signal },
         ),
       )
   }

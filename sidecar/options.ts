@@ -39,6 +39,17 @@ export interface SidecarOptions {
   timeoutMs?: number
   /** Timeout of one upstream request, connect and body, ms. Default 7000 (Next's). */
   upstreamTimeoutMs?: number
+  /**
+   * A client must send its whole request (line and headers) within this, ms; slower clients are
+   * disconnected, so trickled headers cannot hold sockets. Default 10000.
+   */
+  headersTimeoutMs?: number
+  /**
+   * How long an idle keep-alive connection stays open, ms. Default 65000: longer than the idle
+   * timeout of common load balancers and proxies in front (AWS ALB 60 s), so they never reuse a
+   * connection the sidecar is closing. Idle connections cost a socket each, nothing more.
+   */
+  keepAliveTimeoutMs?: number
   /** A pino logger; default: JSON to stdout at LOG_LEVEL (info). */
   logger?: Logger
   /**
@@ -64,4 +75,6 @@ export const DEFAULTS = {
   maxAttempts: 3,
   timeoutMs: 30_000,
   upstreamTimeoutMs: 7_000,
+  headersTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 65_000,
 }

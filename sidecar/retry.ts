@@ -4,8 +4,8 @@ import { TransientUpstreamError } from './upstream.js'
 
 export interface AttemptOptions {
   maxAttempts: number
-  /** Deadline for all attempts together; when it passes the job ends as a timeout. */
-  timeoutMs: number
+  /** The job's deadline, for all attempts together; when it aborts the job ends as a timeout. */
+  signal: AbortSignal
   /** First backoff delay; it doubles on each retry (with jitter). */
   backoffMs?: number
 }
@@ -23,23 +23,25 @@ export function isTransient(err: unknown): boolean {
 /**
  * Runs `job` until it succeeds, fails for good, or `maxAttempts` transient failures are spent
  * (then 502). With one attempt the job's own error stands, so statuses are exactly Next's.
- * The job gets a signal that aborts at the deadline.
+ * At the deadline an error that is already Next's (an ImageError, e.g. the upstream's 504 or the
+ * queue's 503) stands; anything else becomes Next's 504.
  */
-export async function withAttempts<T>(job: (signal: AbortSignal) => Promise<T>, options: AttemptOptions): Promise<T> {
-  const deadline = AbortSignal.timeout(options.timeoutMs)
+export async function withAttempts<T>(job: () => Promise<T>, options: AttemptOptions): Promise<T> {
+  const deadline = options.signal
+  const timedOut = (err: unknown) => (err instanceof ImageError ? err : new ImageError(504, MESSAGES.upstreamTimedOut, { cause: err }))
   const backoffMs = options.backoffMs ?? 100
   let lastError: unknown
   for (let attempt = 1; attempt <= options.maxAttempts; attempt++) {
     try {
-      return await job(deadline)
+      return await job()
     } catch (err) {
       lastError = err
-      if (deadline.aborted) throw new ImageError(504, MESSAGES.upstreamTimedOut, { cause: err })
+      if (deadline.aborted) throw timedOut(err)
       if (!isTransient(err) || options.maxAttempts === 1) throw err
       if (attempt < options.maxAttempts) {
         const delay = backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random())
         await sleep(delay, undefined, { signal: deadline }).catch(() => undefined)
-        if (deadline.aborted) throw new ImageError(504, MESSAGES.upstreamTimedOut, { cause: err })
+        if (deadline.aborted) throw timedOut(err)
       }
     }
   }

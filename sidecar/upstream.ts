@@ -6,6 +6,7 @@ import { isIP, type LookupFunction } from 'node:net'
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream'
 import { constants as zlib, createBrotliDecompress, createGunzip, createInflate, createInflateRaw } from 'node:zlib'
 import { createHash } from 'node:crypto'
+import { Deadline, untilAborted } from './deadline.js'
 import { ImageError, MESSAGES } from './errors.js'
 import { isPrivateIp } from './private-ip.js'
 import type { UpstreamValidators } from './cache/types.js'
@@ -183,11 +184,6 @@ async function readBody(res: IncomingMessage, limit: number, invalidMessage: str
   return Buffer.concat(chunks, total)
 }
 
-function timeoutSignal(options: UpstreamOptions): AbortSignal {
-  const timeout = AbortSignal.timeout(options.timeoutMs)
-  return options.signal ? AbortSignal.any([timeout, options.signal]) : timeout
-}
-
 /**
  * The private-IP rule: every address a name resolved to must be public, not just the first one
  * (the connection may use any of them). Throws Next's 400 "not allowed".
@@ -221,9 +217,19 @@ const validatorsOf = (res: IncomingMessage): UpstreamValidators => ({
  * Fetches an absolute image URL as Next's `fetchExternalImage`: Next's request headers,
  * the private-IP guard on every hop with the connection pinned to the checked addresses,
  * at most `maximumRedirects` redirects (whose targets are not re-checked against
- * remotePatterns, as in Next), Content-Encoding decoding, the body limit and a timeout.
+ * remotePatterns, as in Next), Content-Encoding decoding, the body limit and a timeout per hop
+ * (as Next's recursion gives each hop its own) covering DNS, connect, headers and body.
  */
-export async function fetchExternal(href: string, options: ExternalOptions, redirectsLeft = options.maximumRedirects): Promise<Upstream | NotModified> {
+export async function fetchExternal(href: string, options: ExternalOptions): Promise<Upstream | NotModified> {
+  for (let redirectsLeft = options.maximumRedirects; ; redirectsLeft--) {
+    const hop = await Deadline.run(options.timeoutMs, options.signal, (signal) => fetchHop(href, options, signal))
+    if (!('redirect' in hop)) return hop
+    if (redirectsLeft === 0) throw new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${href}`) })
+    href = hop.redirect
+  }
+}
+
+async function fetchHop(href: string, options: ExternalOptions, signal: AbortSignal): Promise<Upstream | NotModified | { redirect: string }> {
   const url = new URL(href)
   const hostname = url.hostname.replace(/^\[|\]$/g, '')
   let lookup: LookupFunction | undefined
@@ -235,14 +241,18 @@ export async function fetchExternal(href: string, options: ExternalOptions, redi
     if (family > 0) {
       addresses = [{ address: hostname, family }]
     } else {
-      addresses = await (options.resolve ?? defaultResolver)(hostname)
+      try {
+        addresses = await untilAborted((options.resolve ?? defaultResolver)(hostname), signal)
+      } catch (err) {
+        if (signal.aborted) throw timedOut(err)
+        throw err
+      }
       lookup = createPinnedLookup(hostname, addresses)
     }
     pinKey = addresses.map((a) => `${a.family}:${a.address}`).join(',')
     assertPublicAddresses(href, addresses)
   }
 
-  const signal = timeoutSignal(options)
   let res: IncomingMessage
   try {
     res = await request(url, {
@@ -262,8 +272,7 @@ export async function fetchExternal(href: string, options: ExternalOptions, redi
   if (isRedirect(status) && location && URL.canParse(location, href)) {
     // A redirect body is never used; draining it would download unbounded bytes.
     res.destroy()
-    if (redirectsLeft === 0) throw new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${href}`) })
-    return fetchExternal(new URL(location, href).href, options, redirectsLeft - 1)
+    return { redirect: new URL(location, href).href }
   }
   if (status === 304 && options.validators) {
     res.destroy()
@@ -297,9 +306,11 @@ export async function fetchExternal(href: string, options: ExternalOptions, redi
  * through itself: no client headers are forwarded, no redirect is followed, and failures
  * carry Next's "internal response" messages. The frontend is trusted (no private-IP guard).
  */
-export async function fetchInternal(frontend: URL, href: string, options: UpstreamOptions): Promise<Upstream | NotModified> {
-  const url = new URL(href, frontend)
-  const signal = timeoutSignal(options)
+export function fetchInternal(frontend: URL, href: string, options: UpstreamOptions): Promise<Upstream | NotModified> {
+  return Deadline.run(options.timeoutMs, options.signal, (signal) => fetchFromFrontend(new URL(href, frontend), options, signal))
+}
+
+async function fetchFromFrontend(url: URL, options: UpstreamOptions, signal: AbortSignal): Promise<Upstream | NotModified> {
   try {
     const res = await request(url, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,

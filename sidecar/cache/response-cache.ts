@@ -1,11 +1,14 @@
 import type { Logger } from 'pino'
+import { Deadline, untilAborted } from '../deadline.js'
+import { ImageError, MESSAGES } from '../errors.js'
 import type { CacheResult } from '../headers.js'
 import type { Coordinator, Lock } from './coordinator.js'
 import type { CacheEntry, CacheStore } from './types.js'
 
 /** What a producer returns: the entry without its expiry (the cache sets that). */
 export type Produced = Omit<CacheEntry, 'expireAt'>
-export type Producer = (previous: CacheEntry | undefined) => Promise<Produced>
+/** Produces an entry; `signal` aborts at the job's deadline, which the producer must honour. */
+export type Producer = (previous: CacheEntry | undefined, signal: AbortSignal) => Promise<Produced>
 
 export interface CachedResponse {
   entry: CacheEntry
@@ -14,10 +17,12 @@ export interface CachedResponse {
 
 export interface ResponseCacheOptions {
   minimumCacheTTL: number
+  /** The deadline of one miss or refresh, ms: waiting for another process's lock, then producing. */
+  jobTimeoutMs: number
   log: Logger
   /** Cross-process single flight (Redis); without it, single flight is per process. */
   coordinator?: Coordinator
-  /** How long one process may hold a key's lock: the longest a job may take, plus a margin. */
+  /** How long one process may hold a key's lock: the longest a job may take, plus a margin (default job timeout + 5 s). */
   lockTtlMs?: number
   /** How often a waiter re-reads the store when no announcement arrives. */
   pollMs?: number
@@ -50,7 +55,7 @@ export class ResponseCache {
     this.minimumCacheTTL = options.minimumCacheTTL
     this.log = options.log
     this.coordinator = options.coordinator
-    this.lockTtlMs = options.lockTtlMs ?? 35_000
+    this.lockTtlMs = options.lockTtlMs ?? options.jobTimeoutMs + 5000
     this.pollMs = options.pollMs ?? 250
   }
 
@@ -74,7 +79,10 @@ export class ResponseCache {
     // Another request may have started the same miss while we read the store.
     const started = this.inflight.get(key)
     if (started) return { entry: await started, result: 'MISS' }
-    const promise = this.coordinator ? this.produceOnce(key, produce) : this.produceAndStore(key, undefined, produce)
+    // Waiters on this promise are bounded by its deadline, which covers the lock wait and the job.
+    const promise = Deadline.run(this.options.jobTimeoutMs, undefined, (signal) =>
+      this.coordinator ? this.produceOnce(key, produce, signal) : this.produceAndStore(key, undefined, produce, signal),
+    )
     this.inflight.set(key, promise)
     try {
       return { entry: await promise, result: 'MISS' }
@@ -91,25 +99,28 @@ export class ResponseCache {
   /**
    * The cluster-wide miss: whoever takes the key's lock produces; the others wait for its
    * announcement (or poll), then read the entry. If the holder fails or dies, the lock frees
-   * (on release or at its TTL) and the next waiter takes over.
+   * (on release or at its TTL) and the next waiter takes over. Waiting ends at the job's deadline
+   * with Next's 504, as the holder's own job would.
    */
-  private async produceOnce(key: string, produce: Producer): Promise<CacheEntry> {
-    const deadline = Date.now() + this.lockTtlMs * 2
-    while (Date.now() < deadline) {
+  private async produceOnce(key: string, produce: Producer, signal: AbortSignal): Promise<CacheEntry> {
+    while (!signal.aborted) {
       const lock = await this.tryLock(key)
       if (lock === 'unavailable') break
       if (lock) {
         try {
-          return await this.produceAndStore(key, undefined, produce)
+          return await this.produceAndStore(key, undefined, produce, signal)
         } finally {
           await this.unlock(lock)
         }
       }
-      await this.coordinator!.waitFor(key, this.pollMs * 4)
+      await untilAborted(this.coordinator!.waitFor(key, this.pollMs * 4), signal).catch(() => undefined)
       const landed = await this.read(key)
       if (landed) return landed
     }
-    return this.produceAndStore(key, undefined, produce)
+    if (signal.aborted) {
+      throw new ImageError(504, MESSAGES.upstreamTimedOut, { cause: new Error(`another process held the lock of ${key} past the deadline`) })
+    }
+    return this.produceAndStore(key, undefined, produce, signal)
   }
 
   private async tryLock(key: string): Promise<Lock | undefined | 'unavailable'> {
@@ -127,11 +138,11 @@ export class ResponseCache {
 
   private refresh(key: string, previous: CacheEntry, produce: Producer): void {
     if (this.refreshing.has(key)) return
-    const run = (async () => {
+    const run = Deadline.run(this.options.jobTimeoutMs, undefined, async (signal) => {
       const lock = this.coordinator ? await this.tryLock(key) : 'unavailable'
       if (lock === undefined) return // another replica is refreshing this key
       try {
-        await this.produceAndStore(key, previous, produce)
+        await this.produceAndStore(key, previous, produce, signal)
       } catch (err) {
         this.log.warn({ err, key }, 'image revalidation failed; keeping the previous entry')
         // Next's retainPreviousCacheEntry: retry soon, but not in a hot loop.
@@ -140,12 +151,12 @@ export class ResponseCache {
       } finally {
         if (lock !== 'unavailable') await this.unlock(lock)
       }
-    })().finally(() => this.refreshing.delete(key))
+    }).finally(() => this.refreshing.delete(key))
     this.refreshing.set(key, run)
   }
 
-  private async produceAndStore(key: string, previous: CacheEntry | undefined, produce: Producer): Promise<CacheEntry> {
-    const produced = await produce(previous)
+  private async produceAndStore(key: string, previous: CacheEntry | undefined, produce: Producer, signal: AbortSignal): Promise<CacheEntry> {
+    const produced = await produce(previous, signal)
     const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge) }
     await this.write(key, entry)
     return entry

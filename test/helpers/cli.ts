@@ -5,10 +5,10 @@ import { freePort, REPO } from './next-app.js'
 
 export const CLI = join(REPO, 'dist/sidecar/cli.js')
 
-/** The real CLI as a server process on 127.0.0.1; resolves once /healthz answers. */
-export async function startCli(args: string[], env: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
+/** The real CLI as a server process on 127.0.0.1 (`nodeArgs` go to node); resolves once /healthz answers. */
+export async function startCli(args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ url: string; child: ChildProcess }> {
   const port = args.includes('--port') ? Number(args[args.indexOf('--port') + 1]) : await freePort()
-  const child = spawn(process.execPath, [CLI, '--host', '127.0.0.1', ...(args.includes('--port') ? [] : ['--port', String(port)]), ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, '--host', '127.0.0.1', ...(args.includes('--port') ? [] : ['--port', String(port)]), ...args], {
     env: { ...process.env, LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   })

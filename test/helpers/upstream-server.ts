@@ -31,6 +31,8 @@ export interface UpstreamServer {
  *   /encoded/<coding>/<path>       the corpus file with Content-Encoding gzip|br|deflate|deflate-raw|x-gzip
  *   /headers/<path>?cc=&etag=      the corpus file with the given Cache-Control / ETag
  *   /hang                          never answers
+ *   /slow/<ms>/<path>              the corpus file, its headers only after <ms>
+ *   /trickle/<path>                headers at once, then one byte of the file every 100 ms
  *   /flaky/<n>/<path>              answers 503 n times, then the file
  *   /_next/static/media/<name>     a PNG, as Next serves statically imported images
  *   /mutable/<key>                 whatever the test put in `mutable` (404 otherwise)
@@ -98,6 +100,20 @@ export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer>
         }
         case 'hang':
           return // never answer
+        case 'slow': {
+          const body = file(parts.slice(2).join('/'))!
+          const timer = setTimeout(() => send(200, body, { 'content-type': 'image/png' }), Number(parts[1]))
+          res.on('close', () => clearTimeout(timer))
+          return
+        }
+        case 'trickle': {
+          const body = file(parts.slice(1).join('/'))!
+          res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(body.length) })
+          let sent = 0
+          const timer = setInterval(() => (sent < body.length ? res.write(body.subarray(sent, ++sent)) : res.end()), 100)
+          res.on('close', () => clearInterval(timer))
+          return
+        }
         case 'fault': {
           const png = corpusFile('png/chelsea.png')
           if (parts[1] === 'stall') {
