@@ -31,6 +31,7 @@ export class SqliteStore implements CacheStore {
   private readonly index: LRUCache<string, number>
   private readonly ready: Promise<void>
   private vacuumTimer: NodeJS.Timeout | undefined
+  private readonly deletions = new Set<Promise<void>>()
 
   constructor(
     readonly path: string,
@@ -62,18 +63,28 @@ export class SqliteStore implements CacheStore {
   }
 
   private drop(key: string): void {
-    this.ready.then(() => this.adapter.delete(key)).then(
-      () => this.scheduleVacuum(),
-      (err: unknown) => this.log.warn({ err, key }, 'sqlite cache: could not delete an evicted entry'),
-    )
+    const deletion = this.ready
+      .then(() => this.adapter.delete(key))
+      .then(
+        () => this.scheduleVacuum(),
+        (err: unknown) => this.log.warn({ err, key }, 'sqlite cache: could not delete an evicted entry'),
+      )
+      .finally(() => this.deletions.delete(deletion))
+    this.deletions.add(deletion)
   }
 
   // Batched: after a burst of evictions, hand the freed pages back once.
   private scheduleVacuum(): void {
-    this.vacuumTimer ??= setTimeout(() => {
-      this.vacuumTimer = undefined
-      this.adapter.query('PRAGMA incremental_vacuum').catch(() => {})
-    }, 200).unref()
+    this.vacuumTimer ??= setTimeout(() => void this.vacuum(), 200).unref()
+  }
+
+  private vacuum(): Promise<void> {
+    clearTimeout(this.vacuumTimer)
+    this.vacuumTimer = undefined
+    return this.adapter.query('PRAGMA incremental_vacuum').then(
+      () => undefined,
+      () => undefined,
+    )
   }
 
   /** Rebuilds the LRU index from the file, oldest rows first, dropping what has outlived its keep time. */
@@ -125,9 +136,12 @@ export class SqliteStore implements CacheStore {
     await this.adapter.query('SELECT 1')
   }
 
+  /** Finishes pending evictions and their vacuum (nothing decided is lost), then closes the file. */
   async close(): Promise<void> {
-    clearTimeout(this.vacuumTimer)
     const opened = await this.ready.then(() => true, () => false)
+    await Promise.all([...this.deletions])
+    if (opened && this.vacuumTimer) await this.vacuum()
+    clearTimeout(this.vacuumTimer)
     if (opened) await this.adapter.disconnect()
   }
 

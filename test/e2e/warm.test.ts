@@ -15,7 +15,10 @@ import { freePort, nextBuild, startNext, REPO, type RunningNext } from '../helpe
 import { launchBrowser } from '../helpers/browser.js'
 import { metric } from '../helpers/metrics.js'
 import { CLI, startCli } from '../helpers/cli.js'
-import { SHARED_REDIS, uniquePrefix } from '../helpers/redis.js'
+import { createClient } from '@redis/client'
+import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
+import { waitUntil } from '../helpers/wait.js'
+import { cacheKey } from '../../sidecar/cache/key.js'
 
 const APP = join(REPO, 'example-next-app')
 const CONFIG = join(APP, 'next.config.mjs')
@@ -101,23 +104,36 @@ test('--dry-run prints the plan and warms nothing', async () => {
 })
 
 test('warming alongside live traffic for the same variant encodes it once (shared Redis)', async () => {
+  const redis = await PrivateRedis.start()
   const prefix = uniquePrefix('warm-live')
-  const shared = ['--frontend', next.url, '--config', CONFIG, '--cache', SHARED_REDIS, '--cache-prefix', prefix]
+  const shared = ['--frontend', next.url, '--config', CONFIG, '--cache', redis.url, '--cache-prefix', prefix]
   const live = await startCli(shared)
+  const client = createClient({ url: redis.url })
+  await client.connect()
   try {
     const file = join(mkdtempSync(join(tmpdir(), 'nis-warm-urls-')), 'urls.txt')
     const path = '/_next/image?url=%2Fphotos%2Fdawn.jpg&w=3840&q=90'
     writeFileSync(file, `${path}\n`)
-    const [run] = await Promise.all([
-      cli(['warm', '--urls', file, ...shared]),
-      ...Array.from({ length: 16 }, () => fetch(`${live.url}${path}`, { headers: { accept: 'image/webp' } }).then((r) => r.arrayBuffer())),
-    ])
+    const warming = cli(['warm', '--urls', file, ...shared])
+    // The live requests go out while warm holds the WebP variant's single-flight lock, so the two
+    // really overlap (otherwise "encoded once" would hold trivially, one after the other).
+    const lock = `${prefix}lock:${cacheKey('/photos/dawn.jpg', 3840, 90, 'image/webp')}`
+    await waitUntil(async () => (await client.exists(lock)) === 1, 'warm to take the WebP variant’s lock', 30_000, 5)
+    const liveResults = await Promise.all(
+      Array.from({ length: 16 }, () => fetch(`${live.url}${path}`, { headers: { accept: 'image/webp' } }).then(async (r) => (await r.arrayBuffer(), r.headers.get('x-nextjs-cache')))),
+    )
+    const run = await warming
     assert.equal(run.code, 0, run.stdout + run.stderr)
+    // Every live request waited for warm's job (none found the entry already there).
+    assert.deepEqual([...new Set(liveResults)], ['MISS'])
     const warmTransforms = Number(/, (\d+) transforms here/.exec(run.stdout)?.[1])
     const liveTransforms = metric(await (await fetch(`${live.url}/metrics`)).text(), 'next_image_sidecar_transforms_total')
-    // Two variants exist (WebP and the JPEG fallback); each is encoded exactly once in all.
-    assert.equal(warmTransforms + liveTransforms, 2)
+    // Two variants exist (WebP and the JPEG fallback); warm encoded both, the live traffic none.
+    assert.equal(warmTransforms, 2)
+    assert.equal(liveTransforms, 0)
   } finally {
+    await client.close()
     live.child.kill('SIGTERM')
+    await redis.kill()
   }
 })

@@ -1,4 +1,7 @@
-/** Reads one sample from Prometheus text, e.g. metric(text, 'x_total') or metric(text, 'y', { result: 'hit' }). */
+/**
+ * Sums the samples of a series in Prometheus text, e.g. metric(text, 'x_total') or metric(text, 'y', { result: 'hit' }).
+ * A series that is not there at all is an error, not a 0: a renamed metric must fail the test.
+ */
 export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
   const wanted = Object.entries(labels)
   let total = 0
@@ -13,5 +16,6 @@ export function metric(text: string, name: string, labels: Record<string, string
       found = true
     }
   }
-  return found ? total : 0
+  if (!found) throw new Error(`no sample of ${name}${wanted.length ? JSON.stringify(labels) : ''} in /metrics`)
+  return total
 }

@@ -1,9 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createConnection } from 'node:net'
 import { freePort } from './next-app.js'
-
-/** The machine's Redis (127.0.0.1:6379), for tests that only need a shared store. */
-export const SHARED_REDIS = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+import { waitUntil } from './wait.js'
 
 /** A unique key prefix per test, so runs never see each other's entries. */
 export const uniquePrefix = (name: string) => `nis-test:${name}:${process.pid}:${Date.now()}:`
@@ -33,7 +31,11 @@ export class PrivateRedis {
 
   async restart(): Promise<void> {
     this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-    for (let i = 0; i < 100 && !(await reachable(this.port)); i++) await new Promise((r) => setTimeout(r, 50))
+    const child = this.child
+    await waitUntil(async () => {
+      if (child.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited with ${child.exitCode}`)
+      return reachable(this.port)
+    }, `redis-server on port ${this.port}`)
   }
 
   async kill(): Promise<void> {

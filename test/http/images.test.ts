@@ -3,13 +3,14 @@ import assert from 'node:assert/strict'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import request from 'supertest'
 import sharp from 'sharp'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
 import type { Sidecar } from '../../sidecar/app.js'
 import { image } from '../helpers/image-url.js'
+import { frozenClock } from '../helpers/clock.js'
+import { metric } from '../helpers/metrics.js'
 
 let upstream: UpstreamServer
 let sidecar: Sidecar
@@ -19,6 +20,7 @@ const binary = (res: any, cb: (err: Error | null, body: Buffer) => void) => {
   res.on('data', (c: Buffer) => chunks.push(c))
   res.on('end', () => cb(null, Buffer.concat(chunks)))
 }
+const transforms = async (s: Sidecar) => metric(await (await request(s.app).get('/metrics')).text, 'next_image_sidecar_transforms_total')
 const get = (app: Sidecar['app'], path: string, accept = 'image/avif,image/webp,*/*') =>
   request(app).get(path).set('Accept', accept).buffer(true).parse(binary)
 
@@ -181,26 +183,31 @@ describe('cache semantics', () => {
     assert.deepEqual(new Set(responses.map((r) => r.headers['x-nextjs-cache'])), new Set(['MISS']))
     assert.equal(new Set(responses.map((r) => r.headers.etag)).size, 1)
     assert.equal(upstream.requests.filter((r) => r.url === url).length, before + 1)
+    assert.equal(await transforms(s), 1)
     await s.close()
   })
-  test('MISS → HIT → STALE (after expiry) → HIT (after the background refresh)', async () => {
+  test('MISS → HIT → STALE (after expiry) → HIT (after the background refresh)', async (t) => {
+    const clock = frozenClock()
+    t.after(clock.restore)
     const s = testSidecar({ frontend: upstream.url, nextConfig: { images: { minimumCacheTTL: 1 } } })
     const path = image('/corpus/png/coins-gray.png', 64)
     assert.equal((await get(s.app, path)).headers['x-nextjs-cache'], 'MISS')
     assert.equal((await get(s.app, path)).headers['x-nextjs-cache'], 'HIT')
-    await sleep(1100)
+    clock.advance(1001)
     assert.equal((await get(s.app, path)).headers['x-nextjs-cache'], 'STALE')
     await s.idle()
     assert.equal((await get(s.app, path)).headers['x-nextjs-cache'], 'HIT')
     await s.close()
   })
-  test('a replaced upstream file is picked up at the next revalidation', async () => {
+  test('a replaced upstream file is picked up at the next revalidation', async (t) => {
+    const clock = frozenClock()
+    t.after(clock.restore)
     const s = testSidecar({ frontend: upstream.url, nextConfig: { images: { minimumCacheTTL: 1 } } })
     upstream.mutable.set('replaced', { status: 200, body: corpusFile('png/coffee.png') })
     const path = image('/mutable/replaced', 64)
     const before = await get(s.app, path)
     upstream.mutable.set('replaced', { status: 200, body: corpusFile('png/chelsea.png') })
-    await sleep(1100)
+    clock.advance(1001)
     const stale = await get(s.app, path)
     assert.equal(stale.headers['x-nextjs-cache'], 'STALE')
     assert.ok(stale.body.equals(before.body))
@@ -210,31 +217,44 @@ describe('cache semantics', () => {
     assert.notEqual(after.headers.etag, before.headers.etag)
     await s.close()
   })
-  test('a failed refresh keeps the old bytes and retries after Next’s short 3 s', async () => {
+  test('a failed refresh keeps the old bytes for Next’s short 3 s, then revalidates again', async (t) => {
+    const clock = frozenClock()
+    t.after(clock.restore)
     const s = testSidecar({ frontend: upstream.url, nextConfig: { images: { minimumCacheTTL: 1 } } })
     upstream.mutable.set('vanishing', { status: 200, body: corpusFile('png/coffee.png') })
     const path = image('/mutable/vanishing', 64)
+    const fetches = () => upstream.requests.filter((r) => r.url === '/mutable/vanishing').length
     const first = await get(s.app, path)
     upstream.mutable.delete('vanishing')
-    await sleep(1100)
+    clock.advance(1001)
     const stale = await get(s.app, path)
     assert.equal(stale.status, 200)
     assert.equal(stale.headers['x-nextjs-cache'], 'STALE')
     await s.idle()
+    assert.equal(fetches(), 2)
     const kept = await get(s.app, path)
     assert.equal(kept.status, 200)
     assert.equal(kept.headers['x-nextjs-cache'], 'HIT')
     assert.equal(kept.headers['cache-control'], 'public, max-age=3, must-revalidate')
     assert.ok(kept.body.equals(first.body))
+    // The retry: after those 3 s the next request is STALE again and refreshes once more.
+    clock.advance(3001)
+    const retried = await get(s.app, path)
+    assert.equal(retried.headers['x-nextjs-cache'], 'STALE')
+    assert.ok(retried.body.equals(first.body))
+    await s.idle()
+    assert.equal(fetches(), 3)
     await s.close()
   })
-  test('a refreshed entry is a HIT again on a shared SQLite store', async () => {
+  test('a refreshed entry is a HIT again on a shared SQLite store', async (t) => {
+    const clock = frozenClock()
+    t.after(clock.restore)
     const dir = mkdtempSync(join(tmpdir(), 'nis-sqlite-'))
     const cache = `sqlite://${join(dir, 'cache.sqlite')}`
     const s = testSidecar({ frontend: upstream.url, cache, nextConfig: { images: { minimumCacheTTL: 1 } } })
     const path = image('/corpus/png/silk.png', 64)
     assert.equal((await get(s.app, path)).headers['x-nextjs-cache'], 'MISS')
-    await sleep(1100)
+    clock.advance(1001)
     assert.equal((await get(s.app, path)).headers['x-nextjs-cache'], 'STALE')
     await s.close()
     const reopened = testSidecar({ frontend: upstream.url, cache, nextConfig: { images: { minimumCacheTTL: 1 } } })
@@ -243,11 +263,26 @@ describe('cache semantics', () => {
     assert.equal((await sharp(again.body).metadata()).width, 64)
     await reopened.close()
   })
-  test('a failed refresh keeps serving the old bytes', async () => {
+  test('a refresh failing with an upstream 500 keeps serving the old bytes', async (t) => {
+    const clock = frozenClock()
+    t.after(clock.restore)
     const s = testSidecar({ frontend: upstream.url, nextConfig: localRemoteConfig(upstream.port, { minimumCacheTTL: 1 }) })
-    const path = image(`${upstream.url}/flaky/0/png/coins-gray.png`, 64)
+    upstream.mutable.set('failing', { status: 200, body: corpusFile('png/coins-gray.png') })
+    const path = image(`${upstream.url}/mutable/failing`, 64)
     const first = await get(s.app, path)
     assert.equal(first.status, 200)
+    upstream.mutable.set('failing', { status: 500, body: Buffer.from('upstream broke') })
+    clock.advance(1001)
+    const stale = await get(s.app, path)
+    assert.equal(stale.headers['x-nextjs-cache'], 'STALE')
+    assert.ok(stale.body.equals(first.body))
+    await s.idle()
+    const served = upstream.requests.filter((r) => r.url === '/mutable/failing').length
+    assert.equal(served, 2, 'the refresh reached the failing upstream')
+    const kept = await get(s.app, path)
+    assert.equal(kept.status, 200)
+    assert.ok(kept.body.equals(first.body))
+    assert.equal(kept.headers.etag, first.headers.etag)
     await s.close()
   })
 })

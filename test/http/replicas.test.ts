@@ -1,14 +1,14 @@
 /** Real replicas: separate sidecar processes (the CLI) sharing one Redis; and Redis dying under load. */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { setTimeout as sleep } from 'node:timers/promises'
 import request from 'supertest'
 import { createClient } from '@redis/client'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { startCli } from '../helpers/cli.js'
 import { testSidecar } from '../helpers/sidecar.js'
 import { metric } from '../helpers/metrics.js'
-import { PrivateRedis, SHARED_REDIS, uniquePrefix } from '../helpers/redis.js'
+import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
+import { waitUntil } from '../helpers/wait.js'
 import { image } from '../helpers/image-url.js'
 
 let upstream: UpstreamServer
@@ -22,7 +22,8 @@ after(async () => {
 
 test('two sidecar processes sharing Redis: a herd of 64 identical cold requests costs one transform', async () => {
   const prefix = uniquePrefix('processes')
-  const args = ['--frontend', upstream.url, '--cache', SHARED_REDIS, '--cache-prefix', prefix, '--max-attempts', '1']
+  const redis = await PrivateRedis.start()
+  const args = ['--frontend', upstream.url, '--cache', redis.url, '--cache-prefix', prefix, '--max-attempts', '1']
   const replicas = await Promise.all([startCli(args), startCli(args)])
   try {
     const path = image('/corpus/photo-jpeg/garden-progressive.jpg', 1920)
@@ -36,6 +37,7 @@ test('two sidecar processes sharing Redis: a herd of 64 identical cold requests 
     assert.equal(transforms, 1)
   } finally {
     for (const { child } of replicas) child.kill('SIGTERM')
+    await redis.kill()
   }
 })
 
@@ -53,11 +55,14 @@ test('Redis killed mid-load: no request fails, and entries land in Redis again o
       }
     }),
   )
-  await sleep(500)
+  const storeUp = async () => (await s.metrics.storeUp.get()).values[0]!.value
+  await waitUntil(() => statuses.length >= 8, 'load before the outage')
   await redis.kill()
-  await sleep(1500)
+  const atKill = statuses.length
+  await waitUntil(async () => (await storeUp()) === 0 && statuses.length >= atKill + 12, 'the outage noticed and requests served through it')
   await redis.restart()
-  await sleep(500)
+  const atRestart = statuses.length
+  await waitUntil(async () => (await storeUp()) === 1 && statuses.length >= atRestart + 12, 'the store back and requests served after it')
   stop = true
   await load
   assert.ok(statuses.length > 20, `only ${statuses.length} requests ran`)
@@ -66,14 +71,12 @@ test('Redis killed mid-load: no request fails, and entries land in Redis again o
   // Back: a new variant is stored in Redis again (the store recovers by itself).
   const client = createClient({ url: redis.url })
   await client.connect()
-  let stored = 0
-  for (let i = 0; i < 40 && stored === 0; i++) {
-    await request(s.app).get(image('/corpus/photo-jpeg/camera-gray.jpg', 64 + (i % 2) * 64)).set('Accept', 'image/webp')
-    stored = (await client.keys(`${prefix}*`)).length
-    if (stored === 0) await sleep(250)
-  }
+  await client.flushAll()
+  const fresh = image('/corpus/photo-jpeg/camera-gray.jpg', 96)
+  assert.equal((await request(s.app).get(fresh).set('Accept', 'image/webp')).status, 200)
+  const stored = await client.keys(`${prefix}*`)
   await client.close()
-  assert.ok(stored > 0, 'nothing was stored in Redis after it came back')
+  assert.equal(stored.length, 1, 'the new variant was stored in Redis after it came back')
   await s.close()
   await redis.kill()
 })

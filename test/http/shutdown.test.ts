@@ -6,7 +6,6 @@ import { once } from 'node:events'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import request from 'supertest'
 import { pino } from 'pino'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
@@ -14,6 +13,7 @@ import { freePort } from '../helpers/next-app.js'
 import { CLI, startCli } from '../helpers/cli.js'
 import { testSidecar } from '../helpers/sidecar.js'
 import { image } from '../helpers/image-url.js'
+import { waitUntil } from '../helpers/wait.js'
 
 let upstream: UpstreamServer
 
@@ -29,11 +29,11 @@ test('SIGTERM during load: unready first, every in-flight request completes, exi
   const exited = once(child, 'exit')
   const files = ['photo-jpeg/storm.jpg', 'photo-jpeg/garden.jpg', 'photo-jpeg/aqua.jpg', 'photo-jpeg/ladybird.jpg', 'photo-jpeg/green-meadow.jpg', 'large/elephants-3840x2160.jpg']
   const inFlight = files.map((f) => fetch(`${url}${image(`/corpus/${f}`, 1920)}`, { headers: { accept: 'image/webp' } }).then(async (r) => ({ status: r.status, bytes: (await r.arrayBuffer()).byteLength })))
-  await sleep(150)
+  // Stop while the jobs are running: the first sources have reached the sidecar.
+  await waitUntil(() => upstream.requests.filter((r) => files.some((f) => r.url === `/corpus/${f}`)).length >= 1, 'jobs in flight')
   child.kill('SIGTERM')
-  await sleep(100)
-  const ready = await fetch(`${url}/readyz`)
-  assert.equal(ready.status, 503)
+  // Unready within the shutdown delay, while it still accepts connections.
+  await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 503, '/readyz to answer 503 after SIGTERM', 5000)
   const results = await Promise.all(inFlight)
   for (const r of results) {
     assert.equal(r.status, 200)
