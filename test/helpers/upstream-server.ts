@@ -29,6 +29,7 @@ export interface UpstreamServer {
  *   /loop                          redirects to itself forever
  *   /empty                         200 with no body
  *   /encoded/<coding>/<path>       the corpus file with Content-Encoding gzip|br|deflate|deflate-raw|x-gzip
+ *   /codings/<n>/<path>            the corpus file gzip-encoded n times, Content-Encoding listing n codings
  *   /headers/<path>?cc=&etag=      the corpus file with the given Cache-Control / ETag
  *   /hang                          never answers
  *   /slow/<ms>/<path>              the corpus file, its headers only after <ms>
@@ -88,6 +89,12 @@ export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer>
             'deflate-raw': deflateRawSync,
           }[coding]!(body)
           return send(200, encoded, { 'content-encoding': coding === 'deflate-raw' ? 'deflate' : coding })
+        }
+        case 'codings': {
+          const n = Number(parts[1])
+          let body = file(parts.slice(2).join('/'))!
+          for (let i = 0; i < n; i++) body = gzipSync(body)
+          return send(200, body, { 'content-encoding': Array(n).fill('gzip').join(', ') })
         }
         case 'headers': {
           const body = file(parts.slice(1).join('/'))!

@@ -26,6 +26,18 @@ async function closedPort(): Promise<number> {
   return port
 }
 
+/**
+ * A TCP server on every loopback address (IPv4 and IPv6) that counts the connections it gets:
+ * the target of the SSRF tests, so "refused before any connection" is observed where it would happen.
+ */
+async function connectionTrap(): Promise<{ port: number; connections: () => number; close: () => void }> {
+  let connections = 0
+  const server = createServer((socket) => (connections++, socket.destroy())).listen({ port: 0, host: '::', ipv6Only: false })
+  await new Promise((r) => server.once('listening', r))
+  const { port } = server.address() as { port: number }
+  return { port, connections: () => connections, close: () => server.close() }
+}
+
 before(async () => {
   upstream = await startUpstream()
   sidecar = testSidecar({
@@ -56,13 +68,35 @@ async function expectError(path: string, status: number, body: string) {
 describe('validation and policy failures', () => {
   test('validation failure → 400 with Next’s message', () => expectError('/_next/image?url=%2Fa.png&w=385&q=75', 400, '"w" parameter (width) of 385 is not allowed'))
   test('private IP without dangerouslyAllowLocalIP → 400 not allowed, before any connection', async () => {
+    const trap = await connectionTrap()
     const strict = testSidecar({ frontend: upstream.url, nextConfig: { images: { remotePatterns: [{ hostname: '127.0.0.2' }] } } })
-    const before = upstream.requests.length
-    const res = await request(strict.app).get(image('http://127.0.0.2:1/x.png'))
+    const res = await request(strict.app).get(image(`http://127.0.0.2:${trap.port}/x.png`))
     assert.equal(res.status, 400)
     assert.equal(res.text, '"url" parameter is not allowed')
-    assert.equal(upstream.requests.length, before)
+    assert.equal(trap.connections(), 0)
     await strict.close()
+    trap.close()
+  })
+  test('a name that does not resolve → 500 Internal Server Error, as Next', async () => {
+    const strict = testSidecar({
+      frontend: upstream.url,
+      nextConfig: { images: { remotePatterns: [{ hostname: 'nowhere.invalid' }] } },
+      // What dns.lookup rejects with for a name that does not exist.
+      resolve: async (hostname) => {
+        throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname })
+      },
+    })
+    const res = await request(strict.app).get(image('http://nowhere.invalid/x.png'))
+    assert.equal(res.status, 500)
+    assert.equal(res.text, 'Internal Server Error')
+    await strict.close()
+  })
+  test('a non-default images.loader is served (deliberately: Next 404s its route then)', async () => {
+    const custom = testSidecar({ frontend: upstream.url, nextConfig: { images: { loader: 'custom', loaderFile: './image-loader.js' } } })
+    const res = await request(custom.app).get(image('/corpus/png/chelsea.png')).set('Accept', 'image/webp')
+    assert.equal(res.status, 200)
+    assert.equal(res.headers['content-type'], 'image/webp')
+    await custom.close()
   })
   test('a hostname resolving to a private address → 400 not allowed', async () => {
     const strict = testSidecar({
@@ -91,6 +125,12 @@ describe('validation and policy failures', () => {
 describe('external upstream failures', () => {
   const ext = (path: string) => image(`${upstream.url}${path}`)
   test('empty body → 400', () => expectError(ext('/empty'), 400, UPSTREAM_INVALID))
+  test('more than 5 content-encodings → 400', () => expectError(ext('/codings/6/png/coins-gray.png'), 400, UPSTREAM_INVALID))
+  test('5 content-encodings are all decoded → 200', async () => {
+    const res = await request(sidecar.app).get(ext('/codings/5/png/coins-gray.png')).set('Accept', 'image/webp')
+    assert.equal(res.status, 200)
+    assert.equal(res.headers['content-type'], 'image/webp')
+  })
   test('404 → 404', () => expectError(ext('/status/404'), 404, UPSTREAM_INVALID))
   test('503 → 503 with one attempt', () => expectError(ext('/status/503'), 503, UPSTREAM_INVALID))
   test('3xx without Location → 500', () => expectError(ext('/status/304'), 500, UPSTREAM_INVALID))
@@ -178,16 +218,21 @@ describe('hostile inputs', () => {
 describe('SSRF guard (no connection is ever attempted off this machine)', () => {
   // Each literal is a loopback address in disguise; the guard must refuse it before connecting.
   const literals = ['http://127.0.0.2:1/x.png', 'http://[::1]:1/x.png', 'http://[::ffff:127.0.0.2]:1/x.png', 'http://2130706434:1/x.png', 'http://0x7f.0.0.2:1/x.png', 'http://127.1:1/x.png', 'http://[0:0:0:0:0:ffff:7f00:2]:1/x.png']
-  for (const url of literals) {
-    test(`${url} → 400 not allowed`, async () => {
+  for (const literal of literals) {
+    test(`${literal} → 400 not allowed, no connection made`, async () => {
+      const trap = await connectionTrap()
+      const url = literal.replace(':1/', `:${trap.port}/`)
       const s = testSidecar({ frontend: upstream.url, nextConfig: { images: { remotePatterns: [{ hostname: '**' }] } } })
       const res = await request(s.app).get(image(url))
       assert.equal(res.status, 400)
       assert.equal(res.text, '"url" parameter is not allowed')
+      assert.equal(trap.connections(), 0)
       await s.close()
+      trap.close()
     })
   }
-  test('a name resolving to any private address is refused, and resolved only once', async () => {
+  test('a name resolving to any private address is refused, resolved only once, no connection made', async () => {
+    const trap = await connectionTrap()
     let lookups = 0
     const s = testSidecar({
       frontend: upstream.url,
@@ -200,11 +245,13 @@ describe('SSRF guard (no connection is ever attempted off this machine)', () => 
         ]
       },
     })
-    const res = await request(s.app).get(image('http://mixed.test/x.png'))
+    const res = await request(s.app).get(image(`http://mixed.test:${trap.port}/x.png`))
     assert.equal(res.status, 400)
     assert.equal(res.text, '"url" parameter is not allowed')
     assert.equal(lookups, 1)
+    assert.equal(trap.connections(), 0)
     await s.close()
+    trap.close()
   })
   test('the pinned lookup only ever answers with the checked addresses', async () => {
     const { createPinnedLookup } = await import('../../sidecar/upstream.js')
