@@ -56,22 +56,17 @@ function apply(config: NextConfigObject, origin: string, projectDir: string): Ne
   }
   if (images.loaderFile) throw new ImageSidecarConfigError(`images.loaderFile is already set to "${images.loaderFile}"; the sidecar needs its own loader file`)
   if (images.unoptimized) throw new ImageSidecarConfigError('images.unoptimized is true, so no image would be optimized by anyone; remove it or the sidecar')
-  const qualities: unknown = images.qualities ?? [75]
-  if (!Array.isArray(qualities) || qualities.length === 0 || !qualities.every((q) => Number.isInteger(q) && q >= 1 && q <= 100)) {
-    throw new ImageSidecarConfigError(`images.qualities must be a non-empty list of integers from 1 to 100, received ${JSON.stringify(images.qualities)}`)
-  }
-  const basePath: string = config.basePath ?? ''
   const loaderFile = relative(projectDir, LOADER_FILE)
   if (!existsSync(LOADER_FILE)) throw new ImageSidecarConfigError(`the loader file is missing at ${LOADER_FILE}; is the package built?`)
   const deploymentId: string | undefined = config.deploymentId ?? process.env.NEXT_DEPLOYMENT_ID
   return {
     ...config,
     images: { ...images, loader: 'default', loaderFile: loaderFile.startsWith('.') ? loaderFile : `./${loaderFile}` },
+    // Only what Next does not hand its default loader: the optimizer path (with basePath and
+    // trailingSlash), qualities and dangerouslyAllowSVG come from Next's own images config.
     env: {
       ...config.env,
       NEXT_IMAGE_SIDECAR_URL: origin,
-      NEXT_IMAGE_SIDECAR_PATH: `${basePath}/_next/image${config.trailingSlash ? '/' : ''}`,
-      NEXT_IMAGE_SIDECAR_QUALITIES: qualities.join(','),
       ...(deploymentId ? { NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID: deploymentId } : {}),
     },
   }
@@ -80,7 +75,7 @@ function apply(config: NextConfigObject, origin: string, projectDir: string): Ne
 /**
  * Wires the sidecar into a next.config: sets `images.loaderFile` to this package's loader while
  * keeping `images.loader` at 'default' (so Next's own /_next/image stays up as the fallback),
- * and bakes the sidecar URL, basePath and qualities into the bundles through `env`.
+ * and bakes the sidecar URL (and the deployment id) into the bundles through `env`.
  * With no sidecar URL configured, returns the config untouched.
  *
  * @example

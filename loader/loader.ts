@@ -5,40 +5,50 @@ import { sha256 } from '@noble/hashes/sha2'
  * The `next/image` loader file (`images.loaderFile`) that sends image requests to the sidecar.
  *
  * Next bundles this file into server and client code and inlines the `process.env.*` values
- * that `withImageSidecar` (./config) put into next.config `env` at build time. With no sidecar
- * URL it returns exactly what Next's default loader returns, so Next's own optimizer serves.
+ * that `withImageSidecar` (./config) put into next.config `env` at build time.
+ *
+ * The loader carries Next's own default-loader mark (`__next_img_default`, see the bottom of
+ * this file). Next's `getImgProps` decides several things only for its default loader, and with
+ * the mark it decides them for this one exactly as it would without the sidecar: SVG sources are
+ * served as they are unless `images.dangerouslyAllowSVG`, data: and blob: URLs and `unoptimized`
+ * images are never sent to an optimizer (with Next's own `dpl` handling), and the loader is handed
+ * Next's resolved images config (`path` with basePath and trailingSlash, `qualities`). This
+ * function then only builds the optimizer URL — Next's `defaultLoader`, with the sidecar origin.
  */
 
+/** What Next hands its default loader. */
 export interface ImageLoaderProps {
   src: string
   width: number
-  /** The raw `quality` prop: Next does not default or snap it for custom loaders. */
+  /** The raw `quality` prop; snapped to `config.qualities` here, as Next's default loader does. */
   quality?: number
+  /** Next's resolved images config (only what the default loader reads). */
+  config?: LoaderImageConfig
 }
 
-function parseQualities(list: string | undefined): number[] {
-  const parsed = (list ?? '')
-    .split(',')
-    .map((q) => parseInt(q, 10))
-    .filter((q) => q >= 1 && q <= 100)
-  return parsed.length > 0 ? parsed : [75]
-}
-
-/** Next's `findClosestQuality`: the prop (default 75) snapped to the nearest allowed quality. */
-export function findClosestQuality(quality: number | undefined, qualities: number[]): number {
-  const q = quality || 75
-  return qualities.reduce((prev, cur) => (Math.abs(cur - q) < Math.abs(prev - q) ? cur : prev), qualities[0]!)
+export interface LoaderImageConfig {
+  /** `${basePath}/_next/image`, with a trailing slash when `trailingSlash` is on. */
+  path: string
+  qualities?: number[]
+  localPatterns?: Array<{ pathname?: string; search?: string }>
 }
 
 export interface LoaderSettings {
   /** Sidecar origin (optionally with a path prefix), or '' for Next's own optimizer. */
   origin: string
-  /** `${basePath}/_next/image` (with a trailing slash when `trailingSlash`). */
-  path: string
-  qualities: number[]
+  /** Next's deployment id at build time (`deploymentId` / NEXT_DEPLOYMENT_ID), added as `dpl` to relative sources. */
   deploymentId: string | undefined
+  /** Whether the platform serves `/_next/static/immutable` assets without a `dpl` (NEXT_SUPPORTS_IMMUTABLE_ASSETS). */
+  immutableAssets?: boolean
   /** The signing key, on the server only (see `signingKey()`); undefined for unsigned URLs. */
   signingKey?: string
+}
+
+/** Next's `findClosestQuality`: the prop (default 75) snapped to the nearest allowed quality. */
+export function findClosestQuality(quality: number | undefined, qualities: number[] | undefined): number {
+  const q = quality || 75
+  if (!qualities?.length) return q
+  return qualities.reduce((prev, cur) => (Math.abs(cur - q) < Math.abs(prev - q) ? cur : prev), qualities[0]!)
 }
 
 /** base64url without Buffer: this code also runs in browsers. */
@@ -53,35 +63,53 @@ export function signature(key: string, url: string, w: string, q: string): strin
   return base64url(hmac(sha256, key, `${url}\n${w}\n${q}`))
 }
 
-/** The loader as a pure function of its settings, so it can be tested against Next's. */
-export function buildImageUrl({ src, width, quality }: ImageLoaderProps, settings: LoaderSettings): string {
+const DEFAULT_CONFIG: LoaderImageConfig = { path: '/_next/image', qualities: [75] }
+
+/**
+ * Next's production `defaultLoader` (next/dist/shared/lib/image-loader.js), prefixed with the
+ * sidecar origin: a pure function of its settings, so it can be tested against Next's.
+ * (Next's own module cannot be imported here: with a loaderFile, Next aliases it to this file.)
+ */
+export function buildImageUrl({ src, width, quality, config = DEFAULT_CONFIG }: ImageLoaderProps, settings: LoaderSettings): string {
   let deploymentId = settings.deploymentId
   if (src.startsWith('/') && !src.startsWith('//')) {
-    // As Next: a `dpl` already on the src wins and is moved to the optimizer URL.
-    const qIndex = src.indexOf('?')
-    if (qIndex !== -1) {
-      const params = new URLSearchParams(src.slice(qIndex + 1))
-      const srcDpl = params.get('dpl')
-      if (srcDpl) {
-        deploymentId = srcDpl
-        params.delete('dpl')
-        const remaining = params.toString()
-        src = src.slice(0, qIndex) + (remaining ? `?${remaining}` : '')
+    const assetToken = settings.immutableAssets ? undefined : settings.deploymentId
+    if (src.includes('/_next/static/immutable') && !assetToken) {
+      // An immutable static asset the platform serves as such: no `dpl`, as in Next.
+      deploymentId = undefined
+    } else {
+      // As Next: a `dpl` already on the src wins and is moved to the optimizer URL.
+      const qIndex = src.indexOf('?')
+      if (qIndex !== -1) {
+        const params = new URLSearchParams(src.slice(qIndex + 1))
+        const srcDpl = params.get('dpl')
+        if (srcDpl) {
+          deploymentId = srcDpl
+          params.delete('dpl')
+          const remaining = params.toString()
+          src = src.slice(0, qIndex) + (remaining ? `?${remaining}` : '')
+        }
       }
     }
   }
-  const q = findClosestQuality(quality, settings.qualities)
+  const patterns = config.localPatterns
+  if (src.startsWith('/') && src.includes('?') && patterns?.length === 1 && patterns[0]!.pathname === '**' && patterns[0]!.search === '') {
+    // Next's own message, thrown in production too.
+    throw new Error(
+      `Image with src "${src}" is using a query string which is not configured in images.localPatterns.` +
+        `\nRead more: https://nextjs.org/docs/messages/next-image-unconfigured-localpatterns`,
+    )
+  }
+  const q = findClosestQuality(quality, config.qualities)
   const dpl = src.startsWith('/') && deploymentId ? `&dpl=${deploymentId}` : ''
   const signed = settings.origin && settings.signingKey ? `&s=${signature(settings.signingKey, src, String(width), String(q))}` : ''
-  return `${settings.origin}${settings.path}?url=${encodeURIComponent(src)}&w=${width}&q=${q}${dpl}${signed}`
+  return `${settings.origin}${config.path}?url=${encodeURIComponent(src)}&w=${width}&q=${q}${dpl}${signed}`
 }
 
-// Each `process.env.X` is written out in full: that is the form Next's compiler replaces.
-const settings: LoaderSettings = {
-  origin: process.env.NEXT_IMAGE_SIDECAR_URL ?? '',
-  path: process.env.NEXT_IMAGE_SIDECAR_PATH || '/_next/image',
-  qualities: parseQualities(process.env.NEXT_IMAGE_SIDECAR_QUALITIES),
-  deploymentId: process.env.NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID || undefined,
+/** A loader for these settings, carrying Next's default-loader mark (see the top of this file). */
+export function createImageLoader(settings: LoaderSettings | (() => LoaderSettings)): ((props: ImageLoaderProps) => string) & { __next_img_default: true } {
+  const settingsOf = typeof settings === 'function' ? settings : () => settings
+  return Object.assign((props: ImageLoaderProps) => buildImageUrl(props, settingsOf()), { __next_img_default: true as const })
 }
 
 /**
@@ -93,6 +121,12 @@ function signingKey(): string | undefined {
   return typeof window === 'undefined' ? process.env.IMAGE_SIDECAR_SIGNING_KEY || undefined : undefined
 }
 
-export default function imageSidecarLoader(props: ImageLoaderProps): string {
-  return buildImageUrl(props, { ...settings, signingKey: signingKey() })
+// Each `process.env.X` is written out in full: that is the form Next's compiler replaces.
+const baked = {
+  origin: process.env.NEXT_IMAGE_SIDECAR_URL ?? '',
+  deploymentId: process.env.NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID || undefined,
+  immutableAssets: Boolean(process.env.NEXT_SUPPORTS_IMMUTABLE_ASSETS),
 }
+
+const imageSidecarLoader = createImageLoader(() => ({ ...baked, signingKey: signingKey() }))
+export default imageSidecarLoader

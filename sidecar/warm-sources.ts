@@ -66,7 +66,18 @@ export function sitemapPages(xml: string): string[] {
   return [...xml.matchAll(/<loc>\s*([^<]+?)\s*<\/loc>/g)].map((m) => unescape(m[1]!))
 }
 
-const IMAGE_FILE = /\.(jpe?g|png|webp|avif|gif|tiff?)$/i
+const IMAGE_FILE = /\.(jpe?g|png|webp|avif|gif|tiff?|svg)$/i
+
+/**
+ * Whether `next/image` sends this source to the optimizer at all (Next's getImgProps, for the
+ * default loader and the sidecar's): data: and blob: URLs never, SVGs (by the path's extension,
+ * case-sensitive, query ignored) only with `images.dangerouslyAllowSVG`. A browser never asks the
+ * optimizer for anything else, so warming it would only fail.
+ */
+export function isOptimizable(src: string, config: ResolvedNextConfig): boolean {
+  if (!src || src.startsWith('data:') || src.startsWith('blob:')) return false
+  return config.images.dangerouslyAllowSVG || !src.split('?', 1)[0]!.endsWith('.svg')
+}
 
 function walk(dir: string): string[] {
   let names: string[]
@@ -81,8 +92,9 @@ function walk(dir: string): string[] {
   })
 }
 
-/** Every width × quality of a source URL, as `next/image` may request them. */
+/** Every width × quality of a source URL, as `next/image` may request them (none if it is never optimized). */
 export function variantsOf(src: string, config: ResolvedNextConfig): WarmRequest[] {
+  if (!isOptimizable(src, config)) return []
   const widths = [...new Set([...config.images.deviceSizes, ...config.images.imageSizes])].sort((a, b) => a - b)
   return widths.flatMap((w) => config.images.qualities.map((q) => ({ url: src, w: String(w), q: String(q) })))
 }

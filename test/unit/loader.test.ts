@@ -13,17 +13,17 @@ const nextFindClosestQuality = require('next/dist/shared/lib/find-closest-qualit
 
 describe('with no sidecar origin the loader emits exactly Next’s default loader URL', () => {
   const srcs = ['/photos/dawn.jpg', '/shop/_next/static/media/hero.abc.jpg', '/a b/ü.png', '/api/img?id=3&dpl=dep1', 'https://images.example.com/x.png?w=1', '/x.png?dpl=only']
-  const settingsList = [
+  const configs = [
     { path: '/_next/image', qualities: [75] },
     { path: '/shop/_next/image', qualities: [50, 75, 90] },
     { path: '/_next/image/', qualities: [30, 60] },
   ]
-  for (const s of settingsList) {
+  for (const config of configs) {
     for (const src of srcs) {
       for (const [width, quality] of [[64, undefined], [640, 90], [1080, 1], [3840, 62]] as const) {
-        test(`${s.path} ${s.qualities.join(',')} ${src} w=${width} q=${quality}`, () => {
-          const ours = buildImageUrl({ src, width, quality }, { origin: '', path: s.path, qualities: s.qualities, deploymentId: undefined })
-          const theirs = nextDefaultLoader({ config: { path: s.path, qualities: s.qualities }, src, width, quality })
+        test(`${config.path} ${config.qualities.join(',')} ${src} w=${width} q=${quality}`, () => {
+          const ours = buildImageUrl({ src, width, quality, config }, { origin: '', deploymentId: undefined })
+          const theirs = nextDefaultLoader({ config, src, width, quality })
           assert.equal(ours, theirs)
         })
       }
@@ -34,23 +34,24 @@ describe('with no sidecar origin the loader emits exactly Next’s default loade
 describe('with a sidecar origin', () => {
   test('relative src goes to the sidecar origin with basePath and a snapped quality', () => {
     assert.equal(
-      buildImageUrl({ src: '/shop/photos/a.jpg', width: 640, quality: 80 }, { origin: 'https://img.example.com', path: '/shop/_next/image', qualities: [50, 75, 90], deploymentId: undefined }),
+      buildImageUrl({ src: '/shop/photos/a.jpg', width: 640, quality: 80, config: { path: '/shop/_next/image', qualities: [50, 75, 90] } }, { origin: 'https://img.example.com', deploymentId: undefined }),
       'https://img.example.com/shop/_next/image?url=%2Fshop%2Fphotos%2Fa.jpg&w=640&q=75',
     )
   })
   test('absolute src goes to the sidecar too', () => {
     assert.equal(
-      buildImageUrl({ src: 'https://cdn.example.com/a.png', width: 64 }, { origin: 'http://127.0.0.1:3001', path: '/_next/image', qualities: [75], deploymentId: 'd1' }),
+      buildImageUrl({ src: 'https://cdn.example.com/a.png', width: 64, config: { path: '/_next/image', qualities: [75] } }, { origin: 'http://127.0.0.1:3001', deploymentId: 'd1' }),
       'http://127.0.0.1:3001/_next/image?url=https%3A%2F%2Fcdn.example.com%2Fa.png&w=64&q=75',
     )
   })
   test('a deployment id is appended for relative src', () => {
-    assert.equal(
-      buildImageUrl({ src: '/a.png', width: 64 }, { origin: 'http://s', path: '/_next/image', qualities: [75], deploymentId: 'd1' }),
-      'http://s/_next/image?url=%2Fa.png&w=64&q=75&dpl=d1',
-    )
+    assert.equal(buildImageUrl({ src: '/a.png', width: 64, config: { path: '/_next/image', qualities: [75] } }, { origin: 'http://s', deploymentId: 'd1' }), 'http://s/_next/image?url=%2Fa.png&w=64&q=75&dpl=d1')
   })
-  for (const [q, list] of [[undefined, [75]], [80, [50, 75, 90]], [63, [50, 75]], [62, [50, 75]], [100, [10, 20]], [1, [60, 40]]] as const) {
+  test('the default export carries Next’s default-loader mark, so Next decides SVG, data: and unoptimized for it', async () => {
+    const loader = (await import('../../loader/loader.js')).default
+    assert.equal(loader.__next_img_default, true)
+  })
+  for (const [q, list] of [[undefined, [75]], [80, [50, 75, 90]], [63, [50, 75]], [62, [50, 75]], [100, [10, 20]], [1, [60, 40]], [80, []]] as const) {
     test(`quality ${q} snaps to ${JSON.stringify(list)} as Next does`, () => {
       assert.equal(findClosestQuality(q, [...list]), nextFindClosestQuality(q, { qualities: [...list] }))
     })
@@ -71,17 +72,12 @@ describe('withImageSidecar', () => {
       if (saved.b !== undefined) process.env.NEXT_PUBLIC_IMAGE_SIDECAR_URL = saved.b
     }
   })
-  test('with a URL it sets the loader file, keeps the default loader and bakes the settings into env', () => {
-    const config = withImageSidecar({ basePath: '/shop', images: { qualities: [50, 90] }, env: { OTHER: '1' } }, { url: 'https://img.example.com/', projectDir })
+  test('with a URL it sets the loader file, keeps the default loader and bakes the URL and deployment id into env', () => {
+    const config = withImageSidecar({ basePath: '/shop', deploymentId: 'dep-7', images: { qualities: [50, 90] }, env: { OTHER: '1' } }, { url: 'https://img.example.com/', projectDir })
     assert.equal(config.images.loader, 'default')
     assert.match(config.images.loaderFile, /^\.{1,2}\/.*dist\/loader\/loader\.js$/)
     assert.deepEqual(config.images.qualities, [50, 90])
-    assert.deepEqual(config.env, {
-      OTHER: '1',
-      NEXT_IMAGE_SIDECAR_URL: 'https://img.example.com',
-      NEXT_IMAGE_SIDECAR_PATH: '/shop/_next/image',
-      NEXT_IMAGE_SIDECAR_QUALITIES: '50,90',
-    })
+    assert.deepEqual(config.env, { OTHER: '1', NEXT_IMAGE_SIDECAR_URL: 'https://img.example.com', NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID: 'dep-7' })
   })
   test('the loader file path resolves from the project directory', () => {
     const config = withImageSidecar({}, { url: 'http://127.0.0.1:3001', projectDir })
@@ -104,7 +100,6 @@ describe('withImageSidecar', () => {
     ['a custom loader', { images: { loader: 'custom' } }, { url: 'http://s:1' }, /images\.loader/],
     ['an existing loaderFile', { images: { loaderFile: './my-loader.js' } }, { url: 'http://s:1' }, /loaderFile/],
     ['unoptimized images', { images: { unoptimized: true } }, { url: 'http://s:1' }, /unoptimized/],
-    ['an invalid qualities list', { images: { qualities: [0] } }, { url: 'http://s:1' }, /qualities/],
   ] as const) {
     test(`rejects ${name} with a clear message`, () => {
       assert.throws(() => withImageSidecar(config as Record<string, any>, { ...options, projectDir }), (err: unknown) => err instanceof ImageSidecarConfigError && pattern.test(err.message))
@@ -113,22 +108,23 @@ describe('withImageSidecar', () => {
 })
 
 describe('signed URLs', () => {
-  const settings = { origin: 'http://s', path: '/_next/image', qualities: [50, 75], deploymentId: undefined, signingKey: 'k3y' }
+  const settings = { origin: 'http://s', deploymentId: undefined, signingKey: 'k3y' }
+  const config = { path: '/_next/image', qualities: [50, 75] }
   test('the loader’s signature is the one the sidecar verifies', async () => {
     const { verifySignature } = await import('../../sidecar/signature.js')
     const { parseQuery } = await import('../../sidecar/validate.js')
-    const url = buildImageUrl({ src: '/photos/a b.jpg?x=1', width: 640, quality: 70 }, settings)
+    const url = buildImageUrl({ src: '/photos/a b.jpg?x=1', width: 640, quality: 70, config }, settings)
     assert.match(url, /&s=[A-Za-z0-9_-]{43}$/)
     assert.doesNotThrow(() => verifySignature('k3y', parseQuery(url.split('?').slice(1).join('?'))))
   })
   test('a changed width invalidates the signature', async () => {
     const { verifySignature } = await import('../../sidecar/signature.js')
     const { parseQuery } = await import('../../sidecar/validate.js')
-    const url = buildImageUrl({ src: '/a.png', width: 640 }, settings).replace('w=640', 'w=3840')
+    const url = buildImageUrl({ src: '/a.png', width: 640, config }, settings).replace('w=640', 'w=3840')
     assert.throws(() => verifySignature('k3y', parseQuery(url.split('?')[1]!)), /"s" parameter \(signature\) is invalid/)
   })
   test('without a key (or without a sidecar) no signature is added', () => {
-    assert.doesNotMatch(buildImageUrl({ src: '/a.png', width: 640 }, { ...settings, signingKey: undefined }), /&s=/)
-    assert.doesNotMatch(buildImageUrl({ src: '/a.png', width: 640 }, { ...settings, origin: '' }), /&s=/)
+    assert.doesNotMatch(buildImageUrl({ src: '/a.png', width: 640, config }, { ...settings, signingKey: undefined }), /&s=/)
+    assert.doesNotMatch(buildImageUrl({ src: '/a.png', width: 640, config }, { ...settings, origin: '' }), /&s=/)
   })
 })

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { imagesInHtml, parseOptimizerUrl, projectImages, sitemapPages, srcsetUrls } from '../../sidecar/warm-sources.js'
+import { createRequire } from 'node:module'
+import { imagesInHtml, isOptimizable, parseOptimizerUrl, projectImages, sitemapPages, srcsetUrls, variantsOf } from '../../sidecar/warm-sources.js'
 import { planVariants } from '../../sidecar/warm.js'
 import { resolveNextConfig } from '../../sidecar/images-config.js'
 
@@ -57,6 +58,34 @@ describe('a project directory', () => {
       { url: '/shop/_next/static/media/hero.1234.png', w: '640', q: '75' },
     ])
   })
+})
+
+describe('what a browser never asks the optimizer for is never warmed', () => {
+  const plain = resolveNextConfig({ images: { deviceSizes: [640], imageSizes: [64] } })
+  const svgAllowed = resolveNextConfig({ images: { deviceSizes: [640], imageSizes: [64], dangerouslyAllowSVG: true } })
+  test('SVG files in public/ are skipped, unless dangerouslyAllowSVG', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nis-project-svg-'))
+    mkdirSync(join(dir, 'public'), { recursive: true })
+    writeFileSync(join(dir, 'public/logo.svg'), '<svg/>')
+    assert.deepEqual(projectImages(dir, plain), [])
+    assert.deepEqual(projectImages(dir, svgAllowed).map((r) => r.url), ['/logo.svg', '/logo.svg'])
+  })
+  // Next's getImgProps decides, for its default loader, what goes to the optimizer.
+  const require = createRequire(import.meta.url)
+  const { getImgProps } = require('next/dist/shared/lib/get-img-props.js')
+  const nextLoader = require('next/dist/shared/lib/image-loader.js').default
+  const { prepareImageConfig, imageConfigDefault } = require('next/dist/shared/lib/image-config.js')
+  const srcs = ['/logo.svg', '/logo.svg?v=1', '/logo.svg#x', 'https://cdn.test/logo.svg', '/LOGO.SVG', '/logo.svg.png', '/a.svgz', 'data:image/png;base64,AAAA', 'blob:https://app.test/1', '/photo.jpg']
+  for (const [name, config, dangerouslyAllowSVG] of [['default', plain, false], ['dangerouslyAllowSVG', svgAllowed, true]] as const) {
+    for (const src of srcs) {
+      test(`${name}: ${src} is warmed exactly when next/image sends it to the optimizer`, () => {
+        const imgConf = prepareImageConfig({ ...imageConfigDefault, dangerouslyAllowSVG, remotePatterns: [{ hostname: 'cdn.test' }] })
+        const { meta } = getImgProps({ src, width: 64, height: 64, alt: '' }, { defaultLoader: nextLoader, imgConf })
+        assert.equal(isOptimizable(src, config), !meta.unoptimized)
+        assert.equal(variantsOf(src, config).length > 0, !meta.unoptimized)
+      })
+    }
+  }
 })
 
 describe('the plan', () => {
