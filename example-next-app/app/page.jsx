@@ -1,6 +1,7 @@
 import Image from 'next/image'
 import Link from 'next/link'
 import hero from './hero.jpg'
+import mark from './mark.svg'
 
 // Rendered per request, like a real app's SSR page (the benchmarks measure its latency).
 export const dynamic = 'force-dynamic'
@@ -16,6 +17,10 @@ export default function Home() {
         Rendered at {new Date().toISOString()}. Every image below is a plain <code>next/image</code>; where it is optimized depends only
         on <code>IMAGE_SIDECAR_URL</code> at build time. <Link href="/gallery">Gallery</Link>
       </p>
+
+      <h2>SVGs (served as they are, never optimized: Next's rule, kept by the sidecar's loader)</h2>
+      <Image id="logo-svg" src={`${basePath}/logo.svg`} alt="Logo" width={160} height={40} priority />
+      <Image id="mark-svg" src={mark} alt="Mark" />
 
       <h2>Statically imported (served from /_next/static/media)</h2>
       <Image id="static-hero" src={hero} alt="Hero banner" placeholder="empty" sizes="100vw" style={{ width: '100%', height: 'auto' }} priority />
@@ -33,6 +38,9 @@ export default function Home() {
 
       <h2>PNG source</h2>
       <Image id="png-dusk" src={`${basePath}/photos/dusk.png`} alt="Dusk" width={240} height={160} quality={50} />
+
+      <h2>unoptimized (the file as it is)</h2>
+      <Image id="unoptimized-dusk" src={`${basePath}/photos/dusk.png`} alt="Dusk, unoptimized" width={120} height={80} unoptimized />
 
       {remote ? (
         <>

@@ -28,11 +28,21 @@ let withBasePath: RunningNext
 let basePathOrigin: string
 let basePathImages: LoadedImage[]
 const contentTypes = new Map<string, string>()
+/** Every optimizer request the browser made, in every mode: SVGs must never be among them. */
+const optimizerRequests: string[] = []
+/** The images next/image serves as they are (SVGs without dangerouslyAllowSVG, `unoptimized`), as Next decides. */
+const AS_IS = new Set(['logo-svg', 'mark-svg', 'unoptimized-dusk'])
+const optimized = (images: LoadedImage[]) => images.filter((img) => !AS_IS.has(img.id))
+const asIs = (images: LoadedImage[]) => images.filter((img) => AS_IS.has(img.id))
+const optimizedSource = (url: string) => new URL(url).searchParams.get('url') ?? ''
 const results: Record<'sidecar' | 'fallback', Record<string, LoadedImage[]>> = { sidecar: {}, fallback: {} }
 
 async function visit(page: Page, origin: string, path: string): Promise<LoadedImage[]> {
   page.on('response', (res) => {
     if (res.url().includes('/_next/image')) contentTypes.set(res.url(), res.headers()['content-type'] ?? '')
+  })
+  page.on('request', (req) => {
+    if (req.url().includes('/_next/image')) optimizerRequests.push(req.url())
   })
   return loadImages(page, `${origin}${path}`)
 }
@@ -99,8 +109,8 @@ after(async () => {
 
 describe('built with IMAGE_SIDECAR_URL', () => {
   for (const path of PAGES) {
-    test(`${path}: every image loads from the sidecar origin as WebP`, () => {
-      const images = results.sidecar[path]!
+    test(`${path}: every optimized image loads from the sidecar origin as WebP`, () => {
+      const images = optimized(results.sidecar[path]!)
       assert.ok(images.length >= (path === '/' ? 6 : 12), `only ${images.length} images on ${path}`)
       for (const img of images) {
         assert.ok(img.naturalWidth > 0, `${img.id} did not load`)
@@ -114,6 +124,17 @@ describe('built with IMAGE_SIDECAR_URL', () => {
       assert.deepEqual(ours, nexts)
     })
   }
+  test('the SVGs and the unoptimized image load as they are from the frontend, as without the sidecar', () => {
+    const images = asIs(results.sidecar['/']!)
+    assert.deepEqual(images.map((img) => img.id).sort(), [...AS_IS].sort())
+    for (const img of images) {
+      assert.ok(img.naturalWidth > 0, `${img.id} did not load`)
+      assert.ok(img.currentSrc.startsWith(`${withSidecar.url}/`) && !img.currentSrc.includes('/_next/image'), `${img.id} came from ${img.currentSrc}`)
+      assert.equal(img.srcset, '')
+    }
+    const same = (list: LoadedImage[]) => asIs(list).map((img) => [img.id, new URL(img.currentSrc).pathname])
+    assert.deepEqual(same(results.sidecar['/']!), same(results.fallback['/']!))
+  })
   test('the remote image is fetched by the sidecar from its origin', () => {
     const remote = results.sidecar['/']!.find((img) => img.id === 'remote')!
     assert.ok(remote.naturalWidth > 0)
@@ -128,9 +149,10 @@ describe('built with IMAGE_SIDECAR_URL', () => {
 
 describe('built without a sidecar URL (the fallback)', () => {
   for (const path of PAGES) {
-    test(`${path}: every image loads from Next’s own /_next/image as WebP`, () => {
-      const images = results.fallback[path]!
+    test(`${path}: every optimized image loads from Next’s own /_next/image as WebP, the others as they are`, () => {
+      const images = optimized(results.fallback[path]!)
       assert.ok(images.length > 0)
+      for (const img of asIs(results.fallback[path]!)) assert.ok(img.naturalWidth > 0 && !img.currentSrc.includes('/_next/image'), `${img.id}: ${img.currentSrc}`)
       for (const img of images) {
         assert.ok(img.naturalWidth > 0, `${img.id} did not load`)
         assert.ok(img.currentSrc.startsWith(`${fallback.url}/_next/image?`), `${img.id} came from ${img.currentSrc}`)
@@ -141,12 +163,22 @@ describe('built without a sidecar URL (the fallback)', () => {
 })
 
 describe('with a basePath', () => {
-  test('every image loads from the sidecar under {basePath}/_next/image', () => {
-    assert.ok(basePathImages.length >= 5)
-    for (const img of basePathImages) {
+  test('every optimized image loads from the sidecar under {basePath}/_next/image, the others as they are under the basePath', () => {
+    assert.ok(optimized(basePathImages).length >= 5)
+    for (const img of asIs(basePathImages)) {
+      assert.ok(img.naturalWidth > 0, `${img.id} did not load`)
+      assert.ok(img.currentSrc.startsWith(`${withBasePath.url}/shop/`) && !img.currentSrc.includes('/_next/image'), `${img.id} came from ${img.currentSrc}`)
+    }
+    for (const img of optimized(basePathImages)) {
       assert.ok(img.naturalWidth > 0, `${img.id} did not load`)
       assert.ok(img.currentSrc.startsWith(`${basePathOrigin}/shop/_next/image?url=%2Fshop%2F`), `${img.id} came from ${img.currentSrc}`)
       assert.equal(contentTypes.get(img.currentSrc), 'image/webp')
     }
   })
+})
+
+test('no SVG ever reaches an optimizer, in any mode', () => {
+  assert.ok(optimizerRequests.length > 20, `only ${optimizerRequests.length} optimizer requests seen`)
+  const svgs = optimizerRequests.filter((url) => optimizedSource(url).split('?', 1)[0]!.endsWith('.svg'))
+  assert.deepEqual(svgs, [])
 })

@@ -22,7 +22,7 @@ const loadConfig = require('next/dist/server/config.js').default as (phase: stri
 type Props = Record<string, unknown>
 interface NextImage {
   getImgProps(props: Props, state: object): { props: Props; meta: Props }
-  defaultLoader: (p: object) => string
+  defaultLoader: (p: never) => string
   prepareImageConfig(opts?: object): Props & { path: string }
 }
 
@@ -87,7 +87,7 @@ function* matrix(): Generator<Props> {
 }
 
 type Rendered = { props: Props; meta: Props } | { error: string }
-function render(next: NextImage, loader: (p: object) => string, imgConf: object, props: Props): Rendered {
+function render(next: NextImage, loader: (p: never) => string, imgConf: object, props: Props): Rendered {
   try {
     const { props: out, meta } = next.getImgProps({ ...props }, { defaultLoader: loader, imgConf, blurComplete: false, showAltText: false })
     return { props: out, meta }
