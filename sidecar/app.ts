@@ -1,6 +1,7 @@
 import compression from 'compression'
 import express, { type NextFunction, type Request, type Response } from 'express'
 import helmet from 'helmet'
+import sharp from 'sharp'
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
@@ -16,6 +17,8 @@ import { ConfigError, ImageError } from './errors.js'
 import { createImageHandler } from './handler.js'
 import { resolveNextConfig, type ResolvedNextConfig } from './images-config.js'
 import { DEFAULTS, type SidecarOptions } from './options.js'
+import { defaultConcurrency, planMemory, readContainerLimits, type ContainerLimits, type MemoryPlan } from './limits.js'
+import { configureSharp } from './transform.js'
 
 export interface Sidecar {
   /** The Express app; mount it or serve it as it is. */
@@ -23,6 +26,8 @@ export interface Sidecar {
   config: ResolvedNextConfig
   store: CacheStore
   metrics: Metrics
+  /** What the sidecar derived from the container (or host) limits and the options. */
+  limits: DerivedLimits
   /** Starts an HTTP server; resolves once it listens. */
   listen(port?: number, host?: string): Promise<Server & { url: string }>
   /** Resolves when the background revalidations started so far have finished. */
@@ -31,6 +36,12 @@ export interface Sidecar {
   drain(): void
   /** Waits for background revalidations and closes the store. */
   close(): Promise<void>
+}
+
+export interface DerivedLimits extends MemoryPlan {
+  container: ContainerLimits
+  concurrency: number
+  libvipsThreads: number
 }
 
 function positiveInt(name: string, value: number): number {
@@ -56,6 +67,30 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const log: Logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' })
   const metrics = createMetrics()
   metrics.storeUp.set(1)
+  const share = options.clusterShare
+  const workers = share?.count ?? 1
+  const container = readContainerLimits()
+  const memoryPlan = planMemory(container, {
+    memoryLimitBytes: options.memoryLimit === undefined ? undefined : positiveInt('memoryLimit', options.memoryLimit),
+    hotCacheBytes: options.hotCacheSize,
+  })
+  const concurrency = positiveInt('concurrency', options.concurrency ?? defaultConcurrency(container.cpus, workers))
+  const limits: DerivedLimits = {
+    container,
+    ...memoryPlan,
+    // The workers of one cluster share the container's memory.
+    budgetBytes: Math.floor(memoryPlan.budgetBytes / workers),
+    maxJobBytes: Math.floor(memoryPlan.maxJobBytes / workers),
+    concurrency,
+    // libvips' threads per transform: half of this process's share of the CPUs (Next's own default is all cores).
+    libvipsThreads: Math.max(Math.floor(container.cpus / workers / 2), 1),
+  }
+  configureSharp(config.sharp, limits.libvipsThreads)
+  metrics.limitCpus.set(container.cpus)
+  metrics.limitMemory.set(limits.limitBytes)
+  metrics.memoryBudget.set(limits.budgetBytes)
+  metrics.concurrency.set(concurrency)
+  metrics.libvipsThreads.set(sharp.concurrency())
   const opened: OpenedStore =
     typeof options.cache === 'object'
       ? { store: options.cache }
@@ -63,11 +98,10 @@ export function createSidecar(options: SidecarOptions): Sidecar {
           maxSize: options.cacheMaxSize,
           maxEntrySize: options.cacheMaxEntrySize,
           prefix: options.cachePrefix,
-          hotSize: options.hotCacheSize,
+          hotSize: memoryPlan.hotCacheBytes,
           share: options.clusterShare,
           onHealth: (up) => metrics.storeUp.set(up ? 1 : 0),
         })
-  const share = options.clusterShare
   const { store } = opened
   // Redis coordinates every process that shares it; otherwise a cluster's workers coordinate
   // through their primary.
@@ -81,8 +115,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     coordinator,
     onResult: (result) => metrics.cacheRequests.inc({ result: result.toLowerCase() }),
   })
-  const concurrency = positiveInt('concurrency', options.concurrency ?? Math.max(Math.floor(DEFAULTS.concurrency / (share?.count ?? 1)), 1))
-  const queue = new WorkQueue(concurrency, positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot), metrics)
+  const queue = new WorkQueue(concurrency, positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot), metrics, limits)
   if (config.images.domains.length > 0) log.warn('images.domains is deprecated; use images.remotePatterns')
   if (config.images.unoptimized) log.warn('images.unoptimized is true: every image request answers 404, as in Next')
 
@@ -219,6 +252,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     config,
     store,
     metrics,
+    limits,
     async listen(port = 3001, host = '0.0.0.0') {
       const server = createServer(
         {

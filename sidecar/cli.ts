@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import cluster from 'node:cluster'
-import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { reportListening, runPrimary, workerShare } from './cluster.js'
@@ -8,6 +7,7 @@ import { ConfigError } from './errors.js'
 import { resolveNextConfig } from './images-config.js'
 import { findNextConfig, loadNextConfig } from './next-config.js'
 import { DEFAULTS, type SidecarOptions } from './options.js'
+import { allocator, defaultConcurrency, parseBytes, readContainerLimits } from './limits.js'
 import { collectRequests, planVariants, progressReporter, warmVariants } from './warm.js'
 
 // The service itself (Express, sharp, SQLite, Redis clients) is imported only where it runs, so a
@@ -32,12 +32,16 @@ Options (each has an environment variable; the flag wins):
   --cache-prefix P    key prefix in Redis                    CACHE_PREFIX           (next-image-sidecar:)
   --cache-strict      refuse to start when the cache store   CACHE_STRICT=1         (off: serve without it)
                       does not answer
-  --hot-cache-size BYTES  in-process tier before SQLite/Redis HOT_CACHE_SIZE        (64 MiB; 0 = off)
+  --hot-cache-size BYTES  in-process tier before SQLite/Redis HOT_CACHE_SIZE        (64 MiB, at most 1/16 of
+                                                                                    the memory limit; 0 = off)
   --workers N|auto    processes sharing the port (auto: one  WORKERS                (1)
-                      per core); cached images are then
-                      served on every core
-  --concurrency N     transforms at once, per worker (warm:  CONCURRENCY            (cores / workers; warm:
-                      requests in flight)                                           cores - 1)
+                      per CPU of the cgroup quota); cached
+                      images are then served on every core
+  --concurrency N     transforms at once, per worker (warm:  CONCURRENCY            (CPUs of the quota /
+                      requests in flight)                                           workers; warm: CPUs - 1)
+  --memory-limit BYTES  memory to plan for (256Mi, 1Gi, …):  MEMORY_LIMIT           (the cgroup limit, else
+                      image jobs run together only while                            half the host memory)
+                      their estimates fit, see README
   --queue-size N      image jobs waiting (before their fetch); QUEUE_SIZE           (64 × concurrency)
                       beyond → 503
   --max-attempts N    attempts per image job (1 = Next's     MAX_ATTEMPTS           (${DEFAULTS.maxAttempts})
@@ -76,6 +80,7 @@ const COMMON = {
   'cache-strict': { type: 'boolean' },
   concurrency: { type: 'string' },
   'queue-size': { type: 'string' },
+  'memory-limit': { type: 'string' },
   'max-attempts': { type: 'string' },
   timeout: { type: 'string' },
   'upstream-timeout': { type: 'string' },
@@ -124,6 +129,7 @@ async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions
     cachePrefix: values['cache-prefix'] ?? env.CACHE_PREFIX,
     hotCacheSize: optionalInt('--hot-cache-size', values['hot-cache-size'] ?? env.HOT_CACHE_SIZE, 0),
     concurrency: optionalInt('--concurrency', values.concurrency ?? env.CONCURRENCY),
+    memoryLimit: bytesOption('--memory-limit', values['memory-limit'] ?? env.MEMORY_LIMIT),
     queueSize: optionalInt('--queue-size', values['queue-size'] ?? env.QUEUE_SIZE),
     maxAttempts: intOption('--max-attempts', values['max-attempts'] ?? env.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
     timeoutMs: intOption('--timeout', values.timeout ?? env.IMAGE_TIMEOUT_MS, DEFAULTS.timeoutMs),
@@ -136,8 +142,16 @@ async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions
   return { options, configPath }
 }
 
+/** `auto`: one worker per CPU the cgroup quota allows (a 1-CPU container on a 16-core host runs one). */
 function workersOption(raw: string | undefined): number {
-  return raw === 'auto' ? availableParallelism() : intOption('--workers', raw, 1)
+  return raw === 'auto' ? defaultConcurrency(readContainerLimits().cpus) : intOption('--workers', raw, 1)
+}
+
+function bytesOption(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === '') return undefined
+  const bytes = parseBytes(raw)
+  if (bytes === undefined) throw new ConfigError(`${name}: expected bytes such as 268435456, 256Mi or 1Gi, received "${raw}"`)
+  return bytes
 }
 
 async function serve(argv: string[]): Promise<void> {
@@ -174,6 +188,25 @@ async function serve(argv: string[]): Promise<void> {
   }
   const server = await sidecar.listen(port, host)
   reportListening()
+  const { limits } = sidecar
+  log.info(
+    {
+      cpus: limits.container.cpus,
+      limitsFrom: limits.container.source,
+      memoryLimit: limits.limitBytes,
+      memoryBudget: limits.budgetBytes,
+      maxImageMemory: limits.maxJobBytes,
+      hotCache: limits.hotCacheBytes,
+      concurrency: limits.concurrency,
+      libvipsThreads: limits.libvipsThreads,
+      allocator: allocator(),
+      worker: clusterShare?.index,
+    },
+    'limits',
+  )
+  if (allocator() === 'glibc' && process.platform === 'linux') {
+    log.warn('glibc malloc with its default arenas keeps the memory of a burst (RSS stays near the peak): start through the next-image-sidecar command, which preloads jemalloc or sets MALLOC_ARENA_MAX=2, or set one of them yourself')
+  }
   log.info({ url: server.url, config: configPath ?? null, cache: sidecar.store.name, worker: clusterShare?.index }, 'next-image-sidecar listening')
 
   // Graceful shutdown: unready first (a load balancer stops sending), optionally wait for it to
@@ -225,7 +258,7 @@ async function warm(argv: string[]): Promise<number> {
     for (const v of variants) process.stdout.write(`${v.accept.padEnd(10)} ${v.path}\n`)
     return errors.length > 0 ? 1 : 0
   }
-  const concurrency = options.concurrency ?? Math.max(availableParallelism() - 1, 1)
+  const concurrency = options.concurrency ?? Math.max(Math.ceil(readContainerLimits().cpus) - 1, 1)
   // A warm run on a live node leaves room for traffic: one core fewer, also for transforms.
   const { createSidecar } = await loadApp()
   const sidecar = values.target ? values.target : createSidecar({ ...options, concurrency, logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }) })

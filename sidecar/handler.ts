@@ -123,7 +123,7 @@ export function createImageHandler(ctx: HandlerContext) {
               const { expireAt: _expired, ...unchanged } = previous!
               return unchanged
             }
-            const result = await ctx.queue.transform(signal, async () => {
+            const result = await ctx.queue.transform(signal, async (admit) => {
               const stopTimer = ctx.metrics.transformDuration.startTimer()
               try {
                 return await transformImage(
@@ -131,6 +131,7 @@ export function createImageHandler(ctx: HandlerContext) {
                   { href: params.href, width: params.width, quality: params.quality, mimeType },
                   { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
                   reusableOutput(upstream, previous),
+                  admit,
                 )
               } finally {
                 stopTimer()

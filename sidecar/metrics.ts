@@ -53,6 +53,48 @@ export function createMetrics() {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+    memoryRefused: new Counter({
+      name: 'next_image_sidecar_memory_refused_total',
+      help: 'Image jobs refused with 503 because their estimated working set exceeds what this process may hold',
+      registers: [registry],
+    }),
+    memoryReserved: new Gauge({
+      name: 'next_image_sidecar_memory_reserved_bytes',
+      help: 'Estimated working sets of the transforms admitted right now',
+      registers: [registry],
+    }),
+    // The limits the sidecar derived at start (cgroup or host, and flags); constant per process.
+    limitCpus: new Gauge({
+      name: 'next_image_sidecar_limit_cpus',
+      // The same in every worker of a --workers cluster: /metrics shows it once, not summed.
+      aggregator: 'first',
+      help: 'CPUs the cgroup quota allows (or the cores Node may use)',
+      registers: [registry],
+    }),
+    limitMemory: new Gauge({
+      name: 'next_image_sidecar_limit_memory_bytes',
+      // The same in every worker of a --workers cluster: /metrics shows it once, not summed.
+      aggregator: 'first',
+      help: 'The memory limit planned for: the cgroup limit, --memory-limit, or half the host memory',
+      registers: [registry],
+    }),
+    memoryBudget: new Gauge({
+      name: 'next_image_sidecar_memory_budget_bytes',
+      help: 'Bytes the estimated working sets of concurrent transforms may add up to',
+      registers: [registry],
+    }),
+    concurrency: new Gauge({
+      name: 'next_image_sidecar_concurrency',
+      help: 'Transforms allowed to run at once in this process',
+      registers: [registry],
+    }),
+    libvipsThreads: new Gauge({
+      name: 'next_image_sidecar_libvips_threads',
+      // The same in every worker of a --workers cluster: /metrics shows it once, not summed.
+      aggregator: 'first',
+      help: 'Threads libvips uses per transform',
+      registers: [registry],
+    }),
     storeUp: new Gauge({
       name: 'next_image_sidecar_cache_store_up',
       help: '1 while the cache store answers, 0 during an outage',

@@ -1,4 +1,3 @@
-import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import type { CacheStore } from './cache/types.js'
 import type { ClusterShare } from './cluster.js'
@@ -27,10 +26,19 @@ export interface SidecarOptions {
   cacheMaxEntrySize?: number
   /** Key prefix in Redis, so several apps can share one server. Default `next-image-sidecar:`. */
   cachePrefix?: string
-  /** Bytes of the in-process hot tier in front of SQLite/Redis; 0 turns it off. Default 64 MiB. */
+  /** Bytes of the in-process hot tier in front of SQLite/Redis; 0 turns it off. Default 64 MiB, or a sixteenth of the memory limit when smaller. */
   hotCacheSize?: number
-  /** Transforms running at once. Default: the number of CPU cores. */
+  /**
+   * Transforms running at once. Default: the CPUs the cgroup quota allows (else the cores), divided
+   * among `--workers`, at least 1.
+   */
   concurrency?: number
+  /**
+   * The memory limit to plan for, bytes. Default: the cgroup's memory limit, else half the host's
+   * memory. The transforms' estimated working sets share what is left after the runtime and the
+   * hot cache (see README, Memory).
+   */
+  memoryLimit?: number
   /** Transforms allowed to wait for a slot; beyond it requests get 503 + Retry-After. Default 64 per slot. */
   queueSize?: number
   /** Attempts per image job; transient failures are retried with backoff. Default 3; 1 keeps Next's statuses. */
@@ -70,7 +78,6 @@ export interface SidecarOptions {
 
 export const DEFAULTS = {
   cache: 'sqlite://.cache/next-image-sidecar/cache.sqlite',
-  concurrency: availableParallelism(),
   queuePerSlot: 64,
   maxAttempts: 3,
   timeoutMs: 30_000,

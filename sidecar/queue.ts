@@ -5,84 +5,118 @@ import type { Metrics } from './metrics.js'
 /** Sources fetched ahead of the transforms, per transform slot: the CPU never waits on a download. */
 const FETCH_AHEAD = 1
 
+const MiB = 1024 ** 2
+
 /**
- * A counting semaphore whose waiters leave the line the moment their deadline passes.
- * Hand-written on purpose: p-limit and p-queue keep an aborted waiter in line until its turn
- * comes (so the line's length lies), and p-queue frees a slot while the aborted work still runs.
+ * A weighted semaphore whose waiters are served first come, first served and leave the line
+ * the moment their deadline passes. Something heavier than the whole capacity is admitted
+ * only when nothing else holds any (it then runs alone).
+ * Hand-written on purpose: p-limit and p-queue have no weights, keep an aborted waiter in line
+ * until its turn comes (so the line's length lies), and p-queue frees a slot while the aborted
+ * work still runs.
  */
 export class Slots {
-  private active = 0
-  private readonly line = new Set<() => void>()
+  private used = 0
+  private readonly line = new Set<{ weight: number; grant: () => void }>()
 
   constructor(readonly size: number) {}
 
+  /** Weight held by the admitted right now. */
   get running(): number {
-    return this.active
+    return this.used
   }
 
   get waiting(): number {
     return this.line.size
   }
 
-  /** Takes a slot, waiting in line (first come, first served) until one frees or `signal` aborts. */
-  acquire(signal?: AbortSignal): Promise<void> {
+  /** Takes `weight` of the capacity, waiting in line until it fits or `signal` aborts. */
+  acquire(signal?: AbortSignal, weight = 1): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason)
-    if (this.active < this.size) {
-      this.active++
+    if (this.line.size === 0 && this.fits(weight)) {
+      this.used += weight
       return Promise.resolve()
     }
     return new Promise<void>((resolve, reject) => {
-      const grant = () => {
-        signal?.removeEventListener('abort', leave)
-        resolve()
+      const waiter = {
+        weight,
+        grant: () => {
+          signal?.removeEventListener('abort', leave)
+          resolve()
+        },
       }
       const leave = () => {
-        this.line.delete(grant)
+        this.line.delete(waiter)
         reject(signal!.reason)
+        this.admit() // the first in line may have been what blocked the others
       }
-      this.line.add(grant)
+      this.line.add(waiter)
       signal?.addEventListener('abort', leave, { once: true })
     })
   }
 
-  /** Frees a slot, handing it straight to the first in line. */
-  release(): void {
-    const first = this.line.values().next()
-    if (first.done) {
-      this.active--
-    } else {
-      this.line.delete(first.value)
-      first.value()
+  /** Gives `weight` back and admits whoever is first in line, as long as they fit. */
+  release(weight = 1): void {
+    this.used -= weight
+    this.admit()
+  }
+
+  private fits(weight: number): boolean {
+    return this.used === 0 || this.used + weight <= this.size
+  }
+
+  private admit(): void {
+    for (const waiter of this.line) {
+      if (!this.fits(waiter.weight)) return
+      this.line.delete(waiter)
+      this.used += waiter.weight
+      waiter.grant()
     }
   }
 }
 
+/** Memory the transforms may use: their estimates together (`budgetBytes`), and one alone (`maxJobBytes`). */
+export interface MemoryLimits {
+  budgetBytes: number
+  maxJobBytes: number
+}
+
+/** Called by a transform with its estimated working set, before it decodes anything. */
+export type AdmitMemory = (estimatedBytes: number) => Promise<void>
+
 /**
- * The work queue, in two stages so memory stays bounded by the concurrency, not by the traffic:
+ * The work queue, in stages so memory stays bounded by the limits, not by the traffic:
  * - a job (fetch + transform) is admitted when fewer than `concurrency × (1 + FETCH_AHEAD)`
  *   jobs run; at most `maxWaiting` wait for admission, holding nothing but their request.
  *   Beyond that the sidecar sheds load with 503 + Retry-After;
- * - inside a job, the transform takes one of `concurrency` slots.
+ * - inside a job, the transform takes one of `concurrency` slots,
+ * - then, before decoding, its estimated working set from the memory budget: transforms run
+ *   together only while their estimates fit; one larger than the budget runs alone; one larger
+ *   than the process may hold at all is refused with 503 + Retry-After (another replica may
+ *   have more memory) instead of taking the process down with everything else.
  * So at most `concurrency × (1 + FETCH_AHEAD)` source images are in memory at once.
  * Every wait ends at the job's deadline: a request still waiting for a slot then gets 503 + Retry-After.
  */
 export class WorkQueue {
   private readonly jobs: Slots
   private readonly transforms: Slots
+  private readonly memory: Slots
 
   constructor(
     concurrency: number,
     private readonly maxWaiting: number,
     private readonly metrics: Metrics,
+    private readonly memoryLimits: MemoryLimits = { budgetBytes: Number.MAX_SAFE_INTEGER, maxJobBytes: Number.MAX_SAFE_INTEGER },
     private readonly retryAfterSeconds = 1,
   ) {
     this.jobs = new Slots(concurrency * (1 + FETCH_AHEAD))
     this.transforms = new Slots(concurrency)
+    this.memory = new Slots(memoryLimits.budgetBytes)
   }
 
-  /** Jobs waiting for admission or for a transform slot. */
+  /** Jobs waiting for admission, a transform slot or memory. */
   get waiting(): number {
-    return this.jobs.waiting + this.transforms.waiting
+    return this.jobs.waiting + this.transforms.waiting + this.memory.waiting
   }
 
   /** Runs a whole image job (fetch, then `transform`), or sheds it when the line is full. */
@@ -101,21 +135,39 @@ export class WorkQueue {
   }
 
   /**
-   * Runs a transform in one of the `concurrency` slots (call it inside `job`). At the deadline the
-   * caller stops waiting, but the slot stays taken until the transform really ends (sharp cannot be
-   * interrupted; its own timeout bounds it), so no more than `concurrency` transforms ever run.
+   * Runs a transform in one of the `concurrency` slots (call it inside `job`); the transform calls
+   * `admit` with its estimate before it decodes. At the deadline the caller stops waiting, but
+   * the slot and the memory stay taken until the transform really ends (sharp cannot be
+   * interrupted; its own timeout bounds it), so the limits hold for what really runs.
    */
-  async transform<T>(signal: AbortSignal, transform: () => Promise<T>): Promise<T> {
+  async transform<T>(signal: AbortSignal, transform: (admit: AdmitMemory) => Promise<T>): Promise<T> {
     await this.enter(this.transforms, signal)
-    const running = transform().finally(() => {
+    let reserved = 0
+    const admit: AdmitMemory = async (estimatedBytes) => {
+      const bytes = Math.max(Math.round(estimatedBytes), 1)
+      if (bytes > this.memoryLimits.maxJobBytes) {
+        this.metrics.memoryRefused.inc()
+        throw this.unavailable('this image needs more memory than this process may use', {
+          cause: new Error(`estimated working set ${(bytes / MiB).toFixed(0)} MiB > ${(this.memoryLimits.maxJobBytes / MiB).toFixed(0)} MiB this process may hold for one image`),
+        })
+      }
+      await this.enter(this.memory, signal, bytes)
+      reserved = bytes
+      this.metrics.memoryReserved.inc(bytes)
+    }
+    const running = transform(admit).finally(() => {
+      if (reserved > 0) {
+        this.memory.release(reserved)
+        this.metrics.memoryReserved.dec(reserved)
+      }
       this.transforms.release()
       this.updateDepth()
     })
     return untilAborted(running, signal)
   }
 
-  private async enter(slots: Slots, signal: AbortSignal): Promise<void> {
-    const waiting = slots.acquire(signal)
+  private async enter(slots: Slots, signal: AbortSignal, weight = 1): Promise<void> {
+    const waiting = slots.acquire(signal, weight)
     this.updateDepth()
     try {
       await waiting
@@ -127,8 +179,8 @@ export class WorkQueue {
     }
   }
 
-  private unavailable(reason: string): ImageError {
-    return new ImageError(503, `Service Unavailable: ${reason}`, { headers: { 'Retry-After': String(this.retryAfterSeconds) } })
+  private unavailable(reason: string, options: { cause?: unknown } = {}): ImageError {
+    return new ImageError(503, `Service Unavailable: ${reason}`, { headers: { 'Retry-After': String(this.retryAfterSeconds) }, ...options })
   }
 
   private updateDepth(): void {

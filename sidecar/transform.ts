@@ -5,6 +5,8 @@ import { ANIMATABLE_TYPES, AVIF, BYPASS_TYPES, JPEG, PNG, WEBP } from './image-t
 import type { SharpConfig } from './images-config.js'
 import { getMaxAge } from './headers.js'
 import { hashBase64url, type Upstream } from './upstream.js'
+import { estimateWorkingSet } from './memory-estimate.js'
+import type { AdmitMemory } from './queue.js'
 
 export interface TransformParams {
   href: string
@@ -42,9 +44,10 @@ export interface PreviousOutput {
 let configured = false
 /**
  * Applies Next's process-wide sharp settings once: only the loaders Next unblocks
- * (so JP2, PDF, raw and friends are never decoded), the operation cache, concurrency.
+ * (so JP2, PDF, raw and friends are never decoded), the operation cache, and libvips' threads
+ * per transform (Next's `imgOptConcurrency`, else `defaultThreads`, else half the cores).
  */
-export function configureSharp(config: SharpConfig): void {
+export function configureSharp(config: SharpConfig, defaultThreads?: number): void {
   if (configured) return
   configured = true
   sharp.block({ operation: ['VipsForeignLoad'] })
@@ -62,9 +65,9 @@ export function configureSharp(config: SharpConfig): void {
   // libvips' operation cache only pays off for repeated identical operations, which the
   // response cache already absorbs; off by default so memory returns after a burst.
   sharp.cache(config.operationCache ?? false)
-  if (sharp.concurrency() > 1) {
-    sharp.concurrency(config.concurrency ?? Math.floor(Math.max(sharp.concurrency() / 2, 1)))
-  }
+  if (config.concurrency) sharp.concurrency(config.concurrency)
+  else if (defaultThreads) sharp.concurrency(defaultThreads)
+  else if (sharp.concurrency() > 1) sharp.concurrency(Math.floor(Math.max(sharp.concurrency() / 2, 1)))
 }
 
 /** Next's `optimizeImage`: auto-orient, resize without enlargement, Next's encoder settings. */
@@ -100,7 +103,8 @@ export async function optimizeImage(
 /**
  * Next's `imageOptimizerTransform`, step by step: max-age → detect the type from the bytes →
  * refuse non-images and (unless allowed) SVG → pass animated and bypass types through →
- * choose the output type → reuse an unchanged previous output → sharp → on any sharp error,
+ * choose the output type → reuse an unchanged previous output → (beyond Next: wait until its
+ * estimated working set fits the memory budget, see queue.ts) → sharp → on any sharp error,
  * the original bytes.
  */
 export async function transformImage(
@@ -108,6 +112,7 @@ export async function transformImage(
   params: TransformParams,
   config: TransformConfig,
   previousOutput?: PreviousOutput,
+  admit?: AdmitMemory,
 ): Promise<TransformResult> {
   const { buffer: original, etag: upstreamEtag } = upstream
   const maxAge = Math.max(config.minimumCacheTTL, getMaxAge(upstream.cacheControl))
@@ -135,10 +140,24 @@ export async function transformImage(
     }
   }
 
+  if (admit) await admit(await workingSetOf(original, params.width, contentType, config.sharp))
   try {
     const buffer = await optimizeImage(original, contentType, params.width, params.quality, config.sharp)
     return { buffer, contentType, maxAge, etag: hashBase64url(buffer), upstreamEtag }
   } catch (error) {
     return { buffer: original, contentType: upstreamType, maxAge: config.minimumCacheTTL, etag: upstreamEtag, upstreamEtag, error }
   }
+}
+
+/** The estimated peak memory of optimizing `original`, from its header (nothing is decoded). */
+async function workingSetOf(original: Buffer, width: number, contentType: string, config: SharpConfig): Promise<number> {
+  const header = await sharp(original).metadata().catch(() => undefined)
+  // Unreadable, or past Next's pixel limit: sharp fails at once without decoding, as in Next.
+  if (!header?.width || !header.height || header.width * header.height > config.maxInputPixels) return original.byteLength
+  return estimateWorkingSet(
+    { format: header.format ?? '', width: header.width, height: header.height, channels: header.channels ?? 3, depth: header.depth, orientation: header.orientation },
+    original.byteLength,
+    width,
+    contentType,
+  )
 }
