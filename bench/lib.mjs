@@ -177,3 +177,48 @@ export async function metricValue(origin, name) {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `))
   return line ? Number(line.split(' ')[1]) : 0
 }
+
+/** A line chart as a standalone SVG (no dependency): one polyline per series, a dashed line for `limit`. */
+export function lineChart({ title, xLabel, yLabel, series, limit }) {
+  const W = 760
+  const H = 360
+  const pad = { left: 56, right: 150, top: 36, bottom: 44 }
+  const xs = series.flatMap((s) => s.points.map((p) => p[0]))
+  const ys = series.flatMap((s) => s.points.map((p) => p[1])).concat(limit ? [limit.value] : [])
+  const xMax = Math.max(...xs, 1)
+  const yMax = Math.max(...ys, 1) * 1.1
+  const x = (v) => pad.left + (v / xMax) * (W - pad.left - pad.right)
+  const y = (v) => H - pad.bottom - (v / yMax) * (H - pad.top - pad.bottom)
+  const colors = ['#d62728', '#1f77b4', '#2ca02c', '#9467bd']
+  const ticks = (max, n) => Array.from({ length: n + 1 }, (_, i) => (max * i) / n)
+  const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;')
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="#fff"/>`,
+    `<text x="${pad.left}" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`,
+    ...ticks(yMax, 5).map((v) => `<line x1="${pad.left}" x2="${W - pad.right}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="${pad.left - 6}" y="${y(v) + 4}" text-anchor="end">${Math.round(v)}</text>`),
+    ...ticks(xMax, 6).map((v) => `<text x="${x(v)}" y="${H - pad.bottom + 16}" text-anchor="middle">${Math.round(v)}</text>`),
+    `<text x="${(pad.left + W - pad.right) / 2}" y="${H - 8}" text-anchor="middle">${esc(xLabel)}</text>`,
+    `<text x="14" y="${(pad.top + H - pad.bottom) / 2}" transform="rotate(-90 14 ${(pad.top + H - pad.bottom) / 2})" text-anchor="middle">${esc(yLabel)}</text>`,
+    `<line x1="${pad.left}" x2="${pad.left}" y1="${pad.top}" y2="${H - pad.bottom}" stroke="#000"/><line x1="${pad.left}" x2="${W - pad.right}" y1="${H - pad.bottom}" y2="${H - pad.bottom}" stroke="#000"/>`,
+  ]
+  if (limit) parts.push(`<line x1="${pad.left}" x2="${W - pad.right}" y1="${y(limit.value)}" y2="${y(limit.value)}" stroke="#555" stroke-dasharray="6 4"/><text x="${W - pad.right + 6}" y="${y(limit.value) + 4}">${esc(limit.label)}</text>`)
+  series.forEach((s, i) => {
+    const color = colors[i % colors.length]
+    if (s.points.length > 0) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${s.points.map(([px, py]) => `${x(px).toFixed(1)},${y(py).toFixed(1)}`).join(' ')}"/>`)
+    parts.push(`<rect x="${W - pad.right + 6}" y="${pad.top + 10 + i * 20}" width="12" height="3" fill="${color}"/><text x="${W - pad.right + 22}" y="${pad.top + 15 + i * 20}">${esc(s.name)}</text>`)
+  })
+  parts.push('</svg>')
+  return parts.join('\n')
+}
+
+/** Least-squares slope of (x, y) points. */
+export function slope(points) {
+  const n = points.length
+  if (n < 2) return 0
+  const mx = points.reduce((s, p) => s + p[0], 0) / n
+  const my = points.reduce((s, p) => s + p[1], 0) / n
+  const sxy = points.reduce((s, p) => s + (p[0] - mx) * (p[1] - my), 0)
+  const sxx = points.reduce((s, p) => s + (p[0] - mx) ** 2, 0)
+  return sxx === 0 ? 0 : sxy / sxx
+}
