@@ -202,7 +202,7 @@ export function lineChart({ title, xLabel, yLabel, series, limit }) {
     `<text x="14" y="${(pad.top + H - pad.bottom) / 2}" transform="rotate(-90 14 ${(pad.top + H - pad.bottom) / 2})" text-anchor="middle">${esc(yLabel)}</text>`,
     `<line x1="${pad.left}" x2="${pad.left}" y1="${pad.top}" y2="${H - pad.bottom}" stroke="#000"/><line x1="${pad.left}" x2="${W - pad.right}" y1="${H - pad.bottom}" y2="${H - pad.bottom}" stroke="#000"/>`,
   ]
-  if (limit) parts.push(`<line x1="${pad.left}" x2="${W - pad.right}" y1="${y(limit.value)}" y2="${y(limit.value)}" stroke="#555" stroke-dasharray="6 4"/><text x="${W - pad.right + 6}" y="${y(limit.value) + 4}">${esc(limit.label)}</text>`)
+  if (limit) parts.push(`<line x1="${pad.left}" x2="${W - pad.right}" y1="${y(limit.value)}" y2="${y(limit.value)}" stroke="#555" stroke-dasharray="6 4"/><text x="${W - pad.right - 4}" y="${y(limit.value) - 6}" text-anchor="end">${esc(limit.label)}</text>`)
   series.forEach((s, i) => {
     const color = colors[i % colors.length]
     if (s.points.length > 0) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${s.points.map(([px, py]) => `${x(px).toFixed(1)},${y(py).toFixed(1)}`).join(' ')}"/>`)

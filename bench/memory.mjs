@@ -24,6 +24,7 @@ const BIN = join(ROOT, 'bin/next-image-sidecar')
 const DIST = '.next-bench-memory'
 const MiB = 1024 ** 2
 const POD_MEMORY = Number(process.env.BENCH_POD_MIB ?? 256) * MiB
+const SECTIONS = (process.env.BENCH_SECTIONS ?? 'M1,M2,M3').split(',')
 const SOAK_MINUTES = Number(process.env.BENCH_SOAK_MINUTES ?? 10)
 const AFTER_SECONDS = 20
 const env = { NEXT_TELEMETRY_DISABLED: '1', EXAMPLE_DIST_DIR: DIST, NODE_ENV: 'production' }
@@ -47,8 +48,8 @@ function groupRss(group) {
 }
 
 /** Starts a command in `group` and waits for `readyUrl`. */
-async function startIn(group, command, args, readyUrl, extraEnv = {}) {
-  const child = group.spawn(command, args, { env: { ...process.env, ...env, LOG_LEVEL: 'warn', ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] })
+async function startIn(group, command, args, readyUrl, extraEnv = {}, cwd = ROOT) {
+  const child = group.spawn(command, args, { env: { ...process.env, ...env, LOG_LEVEL: 'warn', ...extraEnv }, cwd, stdio: ['ignore', 'ignore', 'inherit'] })
   let exit
   child.on('exit', (code, signal) => (exit = { code, signal }))
   for (let i = 0; ; i++) {
@@ -89,12 +90,12 @@ async function startFrontend() {
   return { url, stop: () => child.kill('SIGKILL') }
 }
 
-async function startSidecarIn(group, frontend, extraArgs = [], extraEnv = {}) {
+async function startSidecarIn(group, frontend, extraArgs = [], extraEnv = {}, command = BIN, commandArgs = []) {
   const port = await freePort()
   const cache = join(mkdtempSync(join(tmpdir(), 'nis-bench-mem-')), 'cache.sqlite')
   const url = `http://127.0.0.1:${port}`
   const args = ['--port', String(port), '--host', '127.0.0.1', '--frontend', frontend, '--config', join(APP, 'next.config.mjs'), '--cache', `sqlite://${cache}`, '--max-attempts', '1', ...extraArgs]
-  return { url, ...(await startIn(group, BIN, args, `${url}/readyz`, extraEnv)) }
+  return { url, ...(await startIn(group, command, [...commandArgs, ...args], `${url}/readyz`, extraEnv)) }
 }
 
 async function startNextIn(group) {
@@ -102,7 +103,7 @@ async function startNextIn(group) {
   const url = `http://127.0.0.1:${port}`
   // Next's image cache directory starts empty, as for the sidecar.
   execFileSync('rm', ['-rf', join(APP, DIST, 'cache/images')])
-  return { url, ...(await startIn(group, process.execPath, [NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'], `${url}/`, {})) }
+  return { url, ...(await startIn(group, process.execPath, [NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'], `${url}/`, {}, APP)) }
 }
 
 /** Requests `paths` at `concurrency`, each once; counts the answers. */
@@ -141,7 +142,7 @@ const frontend = await startFrontend()
 
 // ---------------------------------------------------------------- M1: the burst, Next and the sidecar in the same pod size
 const burstPlot = []
-for (const name of ['next', 'sidecar']) {
+for (const name of SECTIONS.includes('M1') ? ['next', 'sidecar'] : []) {
   log(`M1 burst: ${name} in ${POD_MEMORY / MiB} MiB / 1 CPU`)
   const group = PodCgroup.create(POD_MEMORY, 1)
   const server = name === 'next' ? await startNextIn(group) : await startSidecarIn(group, frontend.url)
@@ -162,7 +163,7 @@ for (const name of ['next', 'sidecar']) {
 }
 
 // ---------------------------------------------------------------- M2: the soak
-{
+if (SECTIONS.includes('M2')) {
   log(`M2 soak: ${SOAK_MINUTES} min`)
   const group = PodCgroup.create(POD_MEMORY, 1)
   const sidecar = await startSidecarIn(group, frontend.url)
@@ -181,26 +182,34 @@ for (const name of ['next', 'sidecar']) {
   const stopSampling = sampler(group, points)
   const until = performance.now() + SOAK_MINUTES * 60_000
   let fresh = 0
-  await Promise.all(
-    Array.from({ length: 4 }, async () => {
-      while (performance.now() < until) {
-        // One request in four is a variant never asked for before; the others revisit served ones.
-        const isNew = served.length === 0 || random() < 0.25
-        const variant = isNew ? pool[fresh++ % pool.length] : served[Math.floor(random() * served.length)]
-        try {
-          const res = await get(`${sidecar.url}${variant.path}`, { accept: variant.accept })
-          counts[isNew ? 'new' : 'hits']++
-          if (res.status === 200) (counts[200]++, isNew && served.push(variant))
-          else if (res.status === 503) counts[503]++
-        } catch {
-          counts.errors++
-        }
-      }
-    }),
-  )
+  // A steady stream, as a site's image traffic is: 4 requests a second, one of them a variant never
+  // asked for before (a transform), the others revisits of served ones (hits).
+  for (let tick = 0; performance.now() < until; tick++) {
+    const due = performance.now() + 250
+    const isNew = tick % 4 === 0 || served.length === 0
+    const variant = isNew ? pool[fresh++ % pool.length] : served[Math.floor(random() * served.length)]
+    try {
+      const res = await get(`${sidecar.url}${variant.path}`, { accept: variant.accept })
+      counts[isNew ? 'new' : 'hits']++
+      if (res.status === 200) (counts[200]++, isNew && served.push(variant))
+      else if (res.status === 503) counts[503]++
+    } catch {
+      counts.errors++
+    }
+    await sleep(Math.max(due - performance.now(), 0))
+  }
   stopSampling()
   const afterWarmUp = points.filter(([t]) => t >= 120).map(([t, mib]) => [t / 60, mib])
+  // Transforms make RSS spike and fall; the floor between them (the 10th percentile of each minute)
+  // is what would show a leak.
+  const perMinute = Array.from({ length: SOAK_MINUTES }, (_, m) => {
+    const minute = points.filter(([t]) => t >= m * 60 && t < (m + 1) * 60).map((p) => p[1]).sort((a, b) => a - b)
+    return { minute: m + 1, p10: minute[Math.floor(minute.length * 0.1)], p50: minute[Math.floor(minute.length / 2)], max: minute.at(-1) }
+  })
+  const floors = perMinute.filter((m) => m.minute > 2 && m.p10 !== undefined).map((m) => [m.minute, m.p10])
   results.M2 = {
+    perMinute,
+    floorTrendMiBPerMinute: slope(floors),
     survived: group.oomKills === 0 && !sidecar.exited(),
     ...counts,
     peakMiB: Math.max(...points.map((p) => p[1])),
@@ -214,7 +223,7 @@ for (const name of ['next', 'sidecar']) {
 }
 
 // ---------------------------------------------------------------- M3: cold throughput at 1 CPU
-{
+if (SECTIONS.includes('M3')) {
   log('M3 cold throughput at 1 CPU')
   const cold = photos.filter((p) => p.startsWith('photo-jpeg/')).flatMap((p) => [640, 828, 1080, 1200, 1920].map((w) => ({ p, w, path: imagePath(p, w) })))
   const group = PodCgroup.create(1024 * MiB, 1)
@@ -233,10 +242,21 @@ for (const name of ['next', 'sidecar']) {
   ceiling.stdout.on('data', (c) => (out += c))
   await new Promise((r) => ceiling.once('exit', r))
   results.M3.inProcessSharpRps = Number(out.trim())
-  for (const [name, args] of [['sidecar', []], ['sidecarNoMemoryAdmission', ['--memory-limit', '64Gi']]]) {
-    const sidecar = await startSidecarIn(group, frontend.url, args)
+  for (const [name, args, allocatorEnv] of [
+    ['sidecar', [], {}],
+    ['sidecarNoMemoryAdmission', ['--memory-limit', '64Gi'], {}],
+    ['sidecarGlibc', [], { NIS_ALLOCATOR: 'glibc', MALLOC_ARENA_MAX: '2' }],
+  ]) {
+    const sidecar = await startSidecarIn(group, frontend.url, args, allocatorEnv)
     const counts = await burst(sidecar.url, cold.map((c) => c.path), 8)
     results.M3[name] = { rps: counts[200] / counts.seconds, ...counts }
+    await sidecar.stop()
+  }
+  // BENCH_BASELINE_CLI=path/to/an/older/dist/sidecar/cli.js: the same load on another build (as its Dockerfile ran it).
+  if (process.env.BENCH_BASELINE_CLI) {
+    const sidecar = await startSidecarIn(group, frontend.url, [], { MALLOC_ARENA_MAX: '2' }, process.execPath, [process.env.BENCH_BASELINE_CLI])
+    const counts = await burst(sidecar.url, cold.map((c) => c.path), 8)
+    results.M3.baseline = { cli: process.env.BENCH_BASELINE_CLI, rps: counts[200] / counts.seconds, ...counts }
     await sidecar.stop()
   }
   await group.remove()
@@ -245,13 +265,12 @@ frontend.stop()
 
 // ---------------------------------------------------------------- report
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
-writeFileSync(join(ROOT, 'bench/results/memory-burst.svg'), lineChart({ title: `RSS during a burst of ${burstSet.length} large cold variants at c32, ${POD_MEMORY / MiB} MiB / 1 CPU`, xLabel: 'seconds', yLabel: 'RSS (MiB)', series: burstPlot, limit: { value: POD_MEMORY / MiB, label: 'limit' } }))
+if (SECTIONS.includes('M1')) writeFileSync(join(ROOT, 'bench/results/memory-burst.svg'), lineChart({ title: `RSS during a burst of ${burstSet.length} large cold variants at c32, ${POD_MEMORY / MiB} MiB / 1 CPU`, xLabel: 'seconds', yLabel: 'RSS (MiB)', series: burstPlot, limit: { value: POD_MEMORY / MiB, label: 'limit' } }))
 const { M1, M2, M3 } = results
 const MB = (v) => (v === undefined ? '–' : `${round(v, 0)} MiB`)
 const row = (cells) => `| ${cells.join(' | ')} |`
-const lines = [
-  `Memory in a ${POD_MEMORY / MiB} MiB / 1-CPU cgroup (v1), ${new Date().toISOString()}`,
-  '',
+const lines = [`Memory in a ${POD_MEMORY / MiB} MiB / 1-CPU cgroup (v1), ${new Date().toISOString()}`, '']
+if (M1.next) lines.push(
   row(['M1 burst', 'Next built-in', 'sidecar']),
   row(['---', '---', '---']),
   row(['survived (no OOM kill)', M1.next.survived ? 'yes' : `**no** (${M1.next.oomKills} OOM kills)`, M1.sidecar.survived ? 'yes' : `**no** (${M1.sidecar.oomKills} OOM kills)`]),
@@ -259,10 +278,14 @@ const lines = [
   row(['RSS idle / peak / right after / 20 s after', `${MB(M1.next.idleMiB)} / ${MB(M1.next.peakMiB)} / ${MB(M1.next.afterBurstMiB)} / ${MB(M1.next.after20sMiB)}`, `${MB(M1.sidecar.idleMiB)} / ${MB(M1.sidecar.peakMiB)} / ${MB(M1.sidecar.afterBurstMiB)} / ${MB(M1.sidecar.after20sMiB)}`]),
   row(['RSS 20 s after ÷ idle', M1.next.after20sMiB ? `${round(M1.next.after20sMiB / M1.next.idleMiB, 2)}×` : '–', `${round(M1.sidecar.after20sMiB / M1.sidecar.idleMiB, 2)}×`]),
   '',
-  `M2 soak (${SOAK_MINUTES} min, c4, a new variant in one request of four): ${M2.survived ? 'survived' : '**OOM-killed**'}; ${M2.new} new variants, ${M2.hits} revisits; 200 ${M2[200]}, 503 ${M2[503]}, errors ${M2.errors}; RSS peak ${MB(M2.peakMiB)}, after 1 min ${MB(M2.firstMinuteMiB)}, at the end ${MB(M2.lastMiB)}; trend after the first 2 minutes **${round(M2.trendMiBPerMinute, 2)} MiB/min**.`,
+)
+if (M2.peakMiB) lines.push(
+  `M2 soak (${SOAK_MINUTES} min, 4 requests a second, one of them a new variant): ${M2.survived ? 'survived' : '**OOM-killed**'}; ${M2.new} new variants, ${M2.hits} revisits; 200 ${M2[200]}, 503 ${M2[503]}, errors ${M2.errors}; RSS peak ${MB(M2.peakMiB)}, after 1 min ${MB(M2.firstMinuteMiB)}, at the end ${MB(M2.lastMiB)}; trend after the first 2 minutes ${round(M2.trendMiBPerMinute, 2)} MiB/min, of the per-minute floor (10th percentile) **${round(M2.floorTrendMiBPerMinute, 2)} MiB/min**; floor by minute: ${M2.perMinute.map((m) => round(m.p10, 0)).join(', ')} MiB.`,
   '',
-  `M3 cold throughput at 1 CPU (${M3.sidecar[200] + M3.sidecar[503]} photo variants, c8): sidecar ${round(M3.sidecar.rps, 2)} req/s = **${round(M3.sidecar.rps / M3.inProcessSharpRps, 2)}×** in-process sharp on one core (${round(M3.inProcessSharpRps, 2)} req/s); without memory admission ${round(M3.sidecarNoMemoryAdmission.rps, 2)} req/s (admission costs ${round((1 - M3.sidecar.rps / M3.sidecarNoMemoryAdmission.rps) * 100, 0)}%).`,
-]
+)
+if (M3.sidecar) lines.push(
+  `M3 cold throughput at 1 CPU (${M3.sidecar[200] + M3.sidecar[503]} photo variants, c8): sidecar ${round(M3.sidecar.rps, 2)} req/s = **${round(M3.sidecar.rps / M3.inProcessSharpRps, 2)}×** in-process sharp on one core (${round(M3.inProcessSharpRps, 2)} req/s); without memory admission ${round(M3.sidecarNoMemoryAdmission.rps, 2)} req/s (admission costs ${round((1 - M3.sidecar.rps / M3.sidecarNoMemoryAdmission.rps) * 100, 0)}%); on glibc with MALLOC_ARENA_MAX=2 instead of jemalloc ${round(M3.sidecarGlibc.rps, 2)} req/s (${round(M3.sidecarGlibc.rps / M3.inProcessSharpRps, 2)}×)${M3.baseline ? `; the baseline build ${round(M3.baseline.rps, 2)} req/s (this build ${round(M3.sidecar.rps / M3.baseline.rps, 2)}× it)` : ''}.`,
+)
 const markdown = lines.join('\n')
 writeFileSync(join(ROOT, 'bench/results/memory.json'), JSON.stringify(results, null, 2))
 writeFileSync(join(ROOT, 'bench/results/memory.md'), `${markdown}\n`)

@@ -4,6 +4,7 @@ import { ConfigError } from '../errors.js'
 import type { Coordinator } from './coordinator.js'
 import { MemoryStore } from './memory-store.js'
 import { RedisCoordinator, RedisStore } from './redis-store.js'
+import { isRedisUrl } from './redis-url.js'
 import { ResilientStore } from './resilient-store.js'
 import { SqliteStore } from './sqlite-store.js'
 import { TieredStore } from './tiered-store.js'
@@ -42,7 +43,7 @@ export interface OpenedStore {
 
 /**
  * Opens a cache store from its URL: `sqlite://PATH` (the embedded default), `memory://`,
- * or `redis://` / `rediss://` (also Valkey).
+ * `redis://` / `rediss://` (also Valkey), `redis+cluster://` (Cluster) or `redis+sentinel://` (Sentinel).
  */
 export function openStore(cacheUrl: string, log: Logger, options: StoreOptions = {}): OpenedStore {
   const maxEntrySize = options.maxEntrySize ?? STORE_DEFAULTS.maxEntrySize
@@ -60,9 +61,9 @@ export function openStore(cacheUrl: string, log: Logger, options: StoreOptions =
     const sqlite = new SqliteStore(path, { maxSize: options.maxSize ?? STORE_DEFAULTS.sqliteMaxSize, maxEntrySize }, log, options.share)
     return { store: withHot(resilient(sqlite)) }
   }
-  if (cacheUrl.startsWith('redis://') || cacheUrl.startsWith('rediss://')) {
+  if (isRedisUrl(cacheUrl)) {
     const redis = new RedisStore(cacheUrl, options.prefix ?? STORE_DEFAULTS.prefix, { maxSize: Infinity, maxEntrySize }, log)
     return { store: withHot(resilient(redis)), coordinator: new RedisCoordinator(redis, log) }
   }
-  throw new ConfigError(`--cache: unsupported cache URL "${cacheUrl}" (expected sqlite://PATH, memory:// or redis://HOST:PORT)`)
+  throw new ConfigError(`--cache: unsupported cache URL "${cacheUrl}" (expected sqlite://PATH, memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,… or redis+sentinel://HOST:PORT,…/MASTER)`)
 }

@@ -1,31 +1,126 @@
 import { randomUUID } from 'node:crypto'
 import KeyvRedis from '@keyv/redis'
-import { createClient, RESP_TYPES } from '@redis/client'
+import { createClient, createCluster, createSentinel, RESP_TYPES } from '@redis/client'
 import type { Logger } from 'pino'
 import { decodeEntry, encodeEntry } from './codec.js'
 import type { CacheEntry, CacheStore, StoreLimits } from './types.js'
 import type { Coordinator, Lock } from './coordinator.js'
+import { parseRedisUrl, redactRedisUrl, type RedisTarget } from './redis-url.js'
 
-function makeClient(url: string, log: Logger) {
-  const client = createClient({
-    url,
-    // Fail fast while disconnected instead of queueing: a request must never wait on the cache.
-    disableOfflineQueue: true,
-    socket: { connectTimeout: 2000, reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 2000) },
-  }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })
-  client.on('error', (err: unknown) => log.debug({ err }, 'redis client error'))
-  return client
+type PubSubListener = (message: Buffer | string) => void
+
+/** What the store and the coordinator use of a node-redis client, whichever the topology. */
+interface Client {
+  readonly isOpen: boolean
+  connect(): Promise<unknown>
+  close(): Promise<void>
+  set(key: string, value: string, options: { condition: 'NX'; expiration: { type: 'PX'; value: number } }): Promise<unknown>
+  eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>
+  on(event: 'error', listener: (err: unknown) => void): unknown
 }
-type Client = ReturnType<typeof makeClient>
+
+const socket = {
+  connectTimeout: 2000,
+  reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 2000),
+}
+// Binary values come back as Buffers.
+const typeMapping = { [RESP_TYPES.BLOB_STRING]: Buffer }
 
 /**
- * Redis or Valkey (`redis://`, `rediss://`) through @keyv/redis: entries are binary values
+ * A client for the target: one server, a Cluster (commands routed by key slot, the slot map
+ * followed when it changes) or Sentinel (the current master, followed through failovers).
+ * The offline queue is off everywhere: while disconnected, commands fail fast instead of
+ * waiting, so a request never waits on the cache.
+ */
+interface Connection {
+  client: Client
+  ping: () => Promise<unknown>
+  subscribe: (channel: string, listener: PubSubListener) => Promise<() => Promise<void>>
+  /** Called when a command failed: a chance to follow a topology that changed. */
+  onFailure?: () => void
+}
+
+function makeClient(target: RedisTarget, log: Logger): Connection {
+  const onError = (err: unknown) => log.debug({ err }, 'redis client error')
+  if (target.kind === 'single') {
+    const client = createClient({ url: target.url, disableOfflineQueue: true, socket }).withTypeMapping(typeMapping)
+    client.on('error', onError)
+    return {
+      client: client as unknown as Client,
+      ping: () => client.ping(),
+      // A connection in subscriber mode can send nothing else: pub/sub gets its own.
+      subscribe: async (channel, listener) => {
+        const subscriber = client.duplicate()
+        subscriber.on('error', () => {})
+        await subscriber.connect()
+        await subscriber.subscribe(channel, listener)
+        return async () => void (subscriber.isOpen && (await subscriber.close()))
+      },
+    }
+  }
+  const auth = { ...(target.username ? { username: target.username } : {}), ...(target.password ? { password: target.password } : {}) }
+  const nodeSocket = { ...socket, ...(target.tls ? { tls: true as const } : {}) }
+  if (target.kind === 'cluster') {
+    const cluster = createCluster({
+      rootNodes: target.nodes.map(({ host, port }) => ({ socket: { host, port } })),
+      defaults: { ...auth, disableOfflineQueue: true, socket: nodeSocket },
+    }).withTypeMapping(typeMapping)
+    cluster.on('error', onError)
+    // node-redis re-reads the slot map only when a node answers MOVED or ASK; a master that died
+    // answers nothing, so its slots would point at it forever after its replica took over. A failed
+    // command therefore asks for a fresh map (at most once a second), through the client's own
+    // rediscovery, which also moves the pub/sub connection off a dead node.
+    const slots = (cluster as unknown as { _slots?: { rediscover(startWith: { options: object }): Promise<void> } })._slots
+    let lastRefresh = 0
+    const refreshSlots = () => {
+      if (!slots || Date.now() - lastRefresh < 1000) return
+      lastRefresh = Date.now()
+      slots.rediscover({ options: { ...auth, socket: { ...nodeSocket, ...target.nodes[0]! } } }).catch((err: unknown) => log.debug({ err }, 'redis cluster: slot map refresh failed'))
+    }
+    return {
+      client: cluster as unknown as Client,
+      onFailure: refreshSlots,
+      // PING names no key: any master answers for the cluster being reachable.
+      ping: () => cluster.sendCommand(undefined, true, ['PING']),
+      // Classic pub/sub is cluster-wide (every node relays PUBLISH), and the cluster client keeps
+      // a subscriber connection of its own, moved to another node if its node fails.
+      subscribe: async (channel, listener) => {
+        await cluster.subscribe(channel, listener)
+        return async () => {}
+      },
+    }
+  }
+  const sentinel = createSentinel({
+    name: target.masterName,
+    sentinelRootNodes: target.sentinels,
+    nodeClientOptions: { ...auth, ...(target.database !== undefined ? { database: target.database } : {}), disableOfflineQueue: true, socket: nodeSocket },
+    sentinelClientOptions: { socket },
+  }).withTypeMapping(typeMapping)
+  sentinel.on('error', onError)
+  return {
+    client: sentinel as unknown as Client,
+    ping: () => sentinel.ping(),
+    // The sentinel client's own pub/sub connection, re-subscribed on the new master after a failover.
+    subscribe: async (channel, listener) => {
+      await sentinel.subscribe(channel, listener)
+      return async () => {}
+    },
+  }
+}
+
+/**
+ * Redis or Valkey — one server (`redis://`, `rediss://`), a Cluster (`redis+cluster://`) or a
+ * master behind Sentinel (`redis+sentinel://`) — through @keyv/redis: entries are binary values
  * under `<prefix><key>` with a TTL, so the server's own maxmemory policy can bound them. The
- * same connection backs the cross-replica single-flight lock (see RedisCoordinator).
+ * same client backs the cross-replica single-flight lock (see RedisCoordinator).
  */
 export class RedisStore implements CacheStore {
   readonly name: string
   readonly client: Client
+  readonly subscribe: (channel: string, listener: PubSubListener) => Promise<() => Promise<void>>
+  private readonly pingServer: () => Promise<unknown>
+  /** Tells the client a command failed (the Cluster client then re-reads its slot map). */
+  readonly onFailure: () => void
   private readonly adapter: KeyvRedis<Buffer>
   private connecting: Promise<unknown> | undefined
 
@@ -35,10 +130,19 @@ export class RedisStore implements CacheStore {
     private readonly limits: StoreLimits,
     log: Logger,
   ) {
-    const shown = new URL(url)
-    shown.password = shown.password ? '***' : ''
-    this.name = shown.href
-    this.client = makeClient(url, log)
+    const target = parseRedisUrl(url)
+    if (target.kind === 'single') {
+      const shown = new URL(url)
+      shown.password = shown.password ? '***' : ''
+      this.name = shown.href
+    } else {
+      this.name = redactRedisUrl(url)
+    }
+    const { client, ping, subscribe, onFailure } = makeClient(target, log)
+    this.client = client
+    this.pingServer = ping
+    this.subscribe = subscribe
+    this.onFailure = onFailure ?? (() => {})
     this.adapter = new KeyvRedis<Buffer>(this.client as never, { namespace: undefined, throwOnErrors: true, throwOnConnectError: true, connectionTimeout: 2000 })
     this.adapter.on('error', () => {})
     void this.connected().catch(() => {})
@@ -60,26 +164,33 @@ export class RedisStore implements CacheStore {
     return `${this.prefix}${key}`
   }
 
+  /** Runs a command once connected; a failure is reported to the client before it is rethrown. */
+  async run<T>(command: () => Promise<T>): Promise<T> {
+    try {
+      await this.connected()
+      return await command()
+    } catch (err) {
+      this.onFailure()
+      throw err
+    }
+  }
+
   async get(key: string): Promise<CacheEntry | undefined> {
-    await this.connected()
-    const value = (await this.adapter.get(this.k(key))) as unknown
+    const value = (await this.run(() => this.adapter.get(this.k(key)))) as unknown
     return Buffer.isBuffer(value) ? decodeEntry(value) : undefined
   }
 
   async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
-    await this.connected()
-    await this.adapter.set(this.k(key), encodeEntry(entry) as never, Math.max(Math.round(ttlMs), 1000))
+    await this.run(() => this.adapter.set(this.k(key), encodeEntry(entry) as never, Math.max(Math.round(ttlMs), 1000)))
   }
 
   async delete(key: string): Promise<void> {
-    await this.connected()
-    await this.adapter.delete(this.k(key))
+    await this.run(() => this.adapter.delete(this.k(key)))
   }
 
   async ping(): Promise<void> {
-    await this.connected()
-    await this.client.ping()
+    await this.run(() => this.pingServer())
   }
 
   async close(): Promise<void> {
@@ -98,19 +209,23 @@ function bounded<T>(promise: Promise<T>, ms = 1000): Promise<T> {
   ]).finally(() => clearTimeout(timer))
 }
 
-// Deletes the lock only if we still own it, then tells the waiters.
+// Deletes the lock only if we still own it, then tells the waiters. One key per script (the
+// lock): a Cluster routes the script by it, and a channel is not a key, so it is an argument.
 const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
-redis.call('publish', KEYS[2], ARGV[2])
+redis.call('publish', ARGV[2], ARGV[3])
 return 1`
 
 /**
  * Cluster-wide single flight over Redis: `SET lock NX PX ttl` elects one replica per cache
  * key; it publishes the key when its entry has landed, and waiters wake on that message
  * (or on a short poll if pub/sub is unavailable). A replica that dies holding the lock
- * delays the others by at most the lock's TTL.
+ * delays the others by at most the lock's TTL. Each lock is one key and each script touches
+ * only it, so on a Cluster every lock operation lands on the one node owning that key's slot
+ * (no cross-slot commands); the announcement is classic pub/sub, which a Cluster relays to
+ * every node (sharded pub/sub would need one channel per slot for what is one small message).
  */
 export class RedisCoordinator implements Coordinator {
-  private subscriber: Client | undefined
+  private unsubscribe: (() => Promise<void>) | undefined
   private subscribing: Promise<void> | undefined
   private readonly waiters = new Map<string, Set<() => void>>()
   private readonly channel: string
@@ -128,14 +243,12 @@ export class RedisCoordinator implements Coordinator {
 
   async acquire(key: string, ttlMs: number): Promise<Lock | undefined> {
     const token = randomUUID()
-    const ok = await bounded(
-      this.store.connected().then(() => this.store.client.set(this.lockKey(key), token, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })),
-    )
+    const ok = await bounded(this.store.run(() => this.store.client.set(this.lockKey(key), token, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })))
     return ok === null ? undefined : { key, token }
   }
 
   async release(lock: Lock): Promise<void> {
-    await bounded(this.store.client.eval(RELEASE, { keys: [this.lockKey(lock.key), this.channel], arguments: [lock.token, lock.key] }))
+    await bounded(this.store.run(() => this.store.client.eval(RELEASE, { keys: [this.lockKey(lock.key)], arguments: [lock.token, this.channel, lock.key] })))
   }
 
   async waitFor(key: string, maxMs: number): Promise<void> {
@@ -155,15 +268,12 @@ export class RedisCoordinator implements Coordinator {
 
   private subscribe(): Promise<void> {
     this.subscribing ??= (async () => {
-      const subscriber = this.store.client.duplicate()
-      subscriber.on('error', () => {})
-      await subscriber.connect()
-      await subscriber.subscribe(this.channel, (message: Buffer | string) => {
+      await this.store.connected()
+      this.unsubscribe = await this.store.subscribe(this.channel, (message: Buffer | string) => {
         const key = message.toString()
         for (const wake of [...(this.waiters.get(key) ?? [])]) wake()
         this.waiters.delete(key)
       })
-      this.subscriber = subscriber
     })().catch((err: unknown) => {
       this.subscribing = undefined
       throw err
@@ -173,6 +283,6 @@ export class RedisCoordinator implements Coordinator {
 
   async close(): Promise<void> {
     for (const set of this.waiters.values()) for (const wake of [...set]) wake()
-    if (this.subscriber?.isOpen) await this.subscriber.close()
+    await this.unsubscribe?.()
   }
 }

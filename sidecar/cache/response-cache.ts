@@ -116,6 +116,9 @@ export class ResponseCache {
       await untilAborted(this.coordinator!.waitFor(key, this.pollMs * 4), signal).catch(() => undefined)
       const landed = await this.read(key)
       if (landed) return landed
+      // The store is failing (a failover, an outage): whatever the holder makes may never land
+      // there, and its lock may outlive it. Serve around the store instead of waiting on it.
+      if (this.store.available === false) break
     }
     if (signal.aborted) {
       throw new ImageError(504, MESSAGES.upstreamTimedOut, { cause: new Error(`another process held the lock of ${key} past the deadline`) })

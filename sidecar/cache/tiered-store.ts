@@ -15,6 +15,10 @@ export class TieredStore implements CacheStore {
     this.name = cold.name
   }
 
+  get available(): boolean | undefined {
+    return this.cold.available
+  }
+
   async get(key: string): Promise<CacheEntry | undefined> {
     const hot = await this.hot.get(key)
     if (hot && Date.now() <= hot.expireAt) return hot

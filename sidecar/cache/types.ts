@@ -24,6 +24,8 @@ export interface UpstreamValidators {
 export interface CacheStore {
   /** A human-readable name for logs and /readyz, e.g. `sqlite:///path/cache.sqlite`. */
   readonly name: string
+  /** False while the store is known to be failing (see ResilientStore); undefined when it cannot tell. */
+  readonly available?: boolean
   get(key: string): Promise<CacheEntry | undefined>
   /** `ttlMs` is a hint for how long the entry is worth keeping at all. */
   set(key: string, entry: CacheEntry, ttlMs: number): Promise<void>

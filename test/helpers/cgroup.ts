@@ -49,10 +49,10 @@ export class PodCgroup {
   }
 
   /** Runs a command inside the group: a shell joins it, then execs the command (so the pid is the command's). */
-  spawn(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdio?: Array<'ignore' | 'pipe' | 'inherit'> } = {}): ChildProcess {
+  spawn(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; stdio?: Array<'ignore' | 'pipe' | 'inherit'> } = {}): ChildProcess {
     const quoted = [command, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')
     const join = `echo $$ > ${this.dir('memory')}/cgroup.procs && echo $$ > ${this.dir('cpu')}/cgroup.procs && exec ${quoted}`
-    return spawn('sh', ['-c', join], { env: options.env ?? process.env, stdio: (options.stdio as never) ?? ['ignore', 'pipe', 'pipe'] })
+    return spawn('sh', ['-c', join], { env: options.env ?? process.env, cwd: options.cwd, stdio: (options.stdio as never) ?? ['ignore', 'pipe', 'pipe'] })
   }
 
   /** The group's peak memory use (page cache included, as the OOM killer counts it), bytes. */

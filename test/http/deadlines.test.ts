@@ -150,7 +150,7 @@ test('a replica waiting on another replica’s stalled lock ends at its own dead
     const seen = upstream.requests.length
     await waitUntil(() => upstream.requests.slice(seen).some((r) => r.url === '/hang'), 'the holder to reach the stalled upstream')
     const waiting = await timedGet(`${waiter}${path}`)
-    assert.equal(waiting.status, 504)
+    assert.equal(waiting.status, 504, waiting.text)
     assert.equal(waiting.text, TIMED_OUT)
     endedAtDeadline(waiting, 3000)
     assert.equal((await holding).status, 504)
