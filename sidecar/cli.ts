@@ -25,8 +25,10 @@ Options (each has an environment variable; the flag wins):
   --frontend URL      the Next app's internal URL; relative  FRONTEND_INTERNAL_URL  (http://127.0.0.1:3000)
                       image URLs are fetched from it
   --config PATH       the app's next.config.{js,mjs,cjs,ts}  NEXT_CONFIG_PATH       (./next.config.* if present)
-  --cache URL         sqlite://PATH, memory:// or            IMAGE_CACHE_URL        (${DEFAULTS.cache})
-                      redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS; Valkey too)
+  --cache URL         sqlite://PATH, memory://,              IMAGE_CACHE_URL        (${DEFAULTS.cache})
+                      redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS; Valkey too),
+                      redis+cluster://HOST:PORT[,HOST:PORT…] (a Cluster),
+                      redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME[/DB] (Sentinel)
   --cache-max-size BYTES   SQLite/memory budget, LRU         CACHE_MAX_SIZE         (1 GiB SQLite, 256 MiB memory)
   --cache-max-entry-size BYTES  larger images are not stored CACHE_MAX_ENTRY_SIZE   (16 MiB)
   --cache-prefix P    key prefix in Redis                    CACHE_PREFIX           (next-image-sidecar:)
