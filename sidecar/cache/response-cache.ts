@@ -108,6 +108,8 @@ export class ResponseCache {
       if (lock === 'unavailable') break
       if (lock) {
         try {
+          // The holder may have let go just as this request's own deadline passed.
+          if (signal.aborted) break
           return await this.produceAndStore(key, undefined, produce, signal)
         } finally {
           await this.unlock(lock)
