@@ -18,7 +18,8 @@ execFileSync('npm', ['run', 'build'], { cwd: app, env, stdio: 'inherit' })
 
 const children = [
   spawn('npx', ['next', 'start', '-p', appPort], { cwd: app, env, stdio: 'inherit' }),
-  spawn(process.execPath, [join(root, 'dist/sidecar/cli.js'), '--port', sidecarPort, '--frontend', `http://127.0.0.1:${appPort}`, '--config', join(app, 'next.config.mjs')], {
+  // The package's command: it picks the allocator (jemalloc when installed) before starting the CLI.
+  spawn(join(root, 'bin/next-image-sidecar'), ['--port', sidecarPort, '--frontend', `http://127.0.0.1:${appPort}`, '--config', join(app, 'next.config.mjs')], {
     cwd: root,
     env,
     stdio: 'inherit',
