@@ -11,7 +11,7 @@ import type { ResolvedNextConfig } from './images-config.js'
 import { negotiateMimeType } from './negotiate.js'
 import { verifySignature } from './signature.js'
 import type { Metrics } from './metrics.js'
-import type { WorkQueue } from './queue.js'
+import type { AdmitSource, WorkQueue } from './queue.js'
 import { withAttempts } from './retry.js'
 import { transformImage, type PreviousOutput } from './transform.js'
 import { fetchExternal, fetchInternal, type NotModified, type Resolver, type Upstream } from './upstream.js'
@@ -85,9 +85,9 @@ export function createImageHandler(ctx: HandlerContext) {
     return plan
   }
 
-  async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined): Promise<Upstream | NotModified> {
+  async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined, admitSource: AdmitSource): Promise<Upstream | NotModified> {
     const kind = params.isAbsolute ? 'external' : 'internal'
-    const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators }
+    const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators, beforeBody: admitSource }
     const stopTimer = ctx.metrics.upstreamDuration.startTimer({ kind })
     try {
       const upstream = params.isAbsolute
@@ -114,10 +114,10 @@ export function createImageHandler(ctx: HandlerContext) {
    */
   function producer(params: ImageParams, mimeType: string) {
     return (previous: CacheEntry | undefined, signal: AbortSignal): Promise<Produced> =>
-      ctx.queue.job(signal, () =>
+      ctx.queue.job(signal, (admitSource) =>
         withAttempts(
           async () => {
-            const upstream = await fetchUpstream(params, signal, previous)
+            const upstream = await fetchUpstream(params, signal, previous, admitSource)
             if (upstream.notModified) {
               // Beyond Next: the source is unchanged, so the stored output is reused as it is.
               const { expireAt: _expired, ...unchanged } = previous!

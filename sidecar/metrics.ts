@@ -53,6 +53,11 @@ export function createMetrics() {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+    sourcesHeld: new Gauge({
+      name: 'next_image_sidecar_sources_held',
+      help: 'Source images being downloaded or waiting for their transform (bounded by 2 × concurrency)',
+      registers: [registry],
+    }),
     memoryRefused: new Counter({
       name: 'next_image_sidecar_memory_refused_total',
       help: 'Image jobs refused with 503 because their estimated working set exceeds what this process may hold',

@@ -2,8 +2,14 @@ import { untilAborted } from './deadline.js'
 import { ImageError } from './errors.js'
 import type { Metrics } from './metrics.js'
 
-/** Sources fetched ahead of the transforms, per transform slot: the CPU never waits on a download. */
+/** Sources downloaded ahead of the transforms, per transform slot: the CPU never waits on a download. */
 const FETCH_AHEAD = 1
+/**
+ * Upstream requests in flight: 8 per transform slot, at least 32. Waiting for an upstream's answer
+ * costs a socket, not memory, so stalled upstreams must not hold the slots of images whose
+ * upstreams answer.
+ */
+const requestSlots = (concurrency: number) => Math.max(concurrency * 8, 32)
 
 const MiB = 1024 ** 2
 
@@ -84,12 +90,17 @@ export interface MemoryLimits {
 /** Called by a transform with its estimated working set, before it decodes anything. */
 export type AdmitMemory = (estimatedBytes: number) => Promise<void>
 
+/** Called by a job once its upstream answered with an image body, before the body is read. */
+export type AdmitSource = (signal: AbortSignal) => Promise<void>
+
 /**
  * The work queue, in stages so memory stays bounded by the limits, not by the traffic:
- * - a job (fetch + transform) is admitted when fewer than `concurrency × (1 + FETCH_AHEAD)`
+ * - a job (fetch + transform) is admitted when fewer than `max(8 × concurrency, 32)`
  *   jobs run; at most `maxWaiting` wait for admission, holding nothing but their request.
  *   Beyond that the sidecar sheds load with 503 + Retry-After;
- * - inside a job, the transform takes one of `concurrency` slots,
+ * - once its upstream answers with an image, a job takes one of `concurrency × (1 + FETCH_AHEAD)`
+ *   source slots before reading the body (so a stalled upstream holds a socket, not a slot);
+ * - the transform takes one of `concurrency` slots,
  * - then, before decoding, its estimated working set from the memory budget: transforms run
  *   together only while their estimates fit; one larger than the budget runs alone; one larger
  *   than the process may hold at all is refused with 503 + Retry-After (another replica may
@@ -99,6 +110,7 @@ export type AdmitMemory = (estimatedBytes: number) => Promise<void>
  */
 export class WorkQueue {
   private readonly jobs: Slots
+  private readonly sources: Slots
   private readonly transforms: Slots
   private readonly memory: Slots
 
@@ -109,26 +121,42 @@ export class WorkQueue {
     private readonly memoryLimits: MemoryLimits = { budgetBytes: Number.MAX_SAFE_INTEGER, maxJobBytes: Number.MAX_SAFE_INTEGER },
     private readonly retryAfterSeconds = 1,
   ) {
-    this.jobs = new Slots(concurrency * (1 + FETCH_AHEAD))
+    this.jobs = new Slots(requestSlots(concurrency))
+    this.sources = new Slots(concurrency * (1 + FETCH_AHEAD))
     this.transforms = new Slots(concurrency)
     this.memory = new Slots(memoryLimits.budgetBytes)
   }
 
-  /** Jobs waiting for admission, a transform slot or memory. */
+  /** Jobs waiting for admission, a source slot, a transform slot or memory. */
   get waiting(): number {
-    return this.jobs.waiting + this.transforms.waiting + this.memory.waiting
+    return this.jobs.waiting + this.sources.waiting + this.transforms.waiting + this.memory.waiting
   }
 
-  /** Runs a whole image job (fetch, then `transform`), or sheds it when the line is full. */
-  async job<T>(signal: AbortSignal, job: () => Promise<T>): Promise<T> {
+  /** Source images downloading or downloaded, not yet transformed. */
+  get sourcesHeld(): number {
+    return this.sources.running
+  }
+
+  /**
+   * Runs a whole image job (fetch, then `transform`), or sheds it when the line is full. The job
+   * calls `admitSource` when its upstream has answered with a body, before reading it.
+   */
+  async job<T>(signal: AbortSignal, job: (admitSource: AdmitSource) => Promise<T>): Promise<T> {
     if (this.jobs.waiting >= this.maxWaiting && this.jobs.running >= this.jobs.size) {
       this.metrics.shed.inc()
       throw this.unavailable('the image queue is full, retry shortly')
     }
     await this.enter(this.jobs, signal)
+    let holdsSource = false
+    const admitSource: AdmitSource = async (bodySignal) => {
+      if (holdsSource) return // a retry of the same job
+      await this.enter(this.sources, bodySignal)
+      holdsSource = true
+    }
     try {
-      return await job()
+      return await job(admitSource)
     } finally {
+      if (holdsSource) this.sources.release()
       this.jobs.release()
       this.updateDepth()
     }
@@ -185,5 +213,6 @@ export class WorkQueue {
 
   private updateDepth(): void {
     this.metrics.queueDepth.set(this.waiting)
+    this.metrics.sourcesHeld.set(this.sources.running)
   }
 }

@@ -40,6 +40,27 @@ export interface UpstreamOptions {
   signal?: AbortSignal
   /** Validators of a cached copy: the request becomes conditional and may answer NotModified. */
   validators?: UpstreamValidators
+  /**
+   * Called once the upstream has answered with a body to read, before reading it (the queue then
+   * admits the source; see queue.ts). Its rejection is the fetch's answer, unchanged.
+   */
+  beforeBody?: (signal: AbortSignal) => Promise<void>
+}
+
+/** Carries a refusal of `beforeBody` through the fetch's own error mapping unchanged. */
+class BodyNotAdmitted extends Error {
+  constructor(readonly reason: unknown) {
+    super('the body was not admitted')
+  }
+}
+
+async function admitBody(res: IncomingMessage, options: UpstreamOptions, signal: AbortSignal): Promise<void> {
+  try {
+    await options.beforeBody?.(signal)
+  } catch (err) {
+    res.destroy()
+    throw new BodyNotAdmitted(err)
+  }
 }
 
 export interface ExternalOptions extends UpstreamOptions {
@@ -222,7 +243,9 @@ const validatorsOf = (res: IncomingMessage): UpstreamValidators => ({
  */
 export async function fetchExternal(href: string, options: ExternalOptions): Promise<Upstream | NotModified> {
   for (let redirectsLeft = options.maximumRedirects; ; redirectsLeft--) {
-    const hop = await Deadline.run(options.timeoutMs, options.signal, (signal) => fetchHop(href, options, signal))
+    const hop = await Deadline.run(options.timeoutMs, options.signal, (signal) => fetchHop(href, options, signal)).catch((err: unknown) => {
+      throw err instanceof BodyNotAdmitted ? err.reason : err
+    })
     if (!('redirect' in hop)) return hop
     if (redirectsLeft === 0) throw new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${href}`) })
     href = hop.redirect
@@ -284,6 +307,7 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
     throw status >= 500 ? new TransientUpstreamError(status, MESSAGES.upstreamInvalid, { cause }) : new ImageError(status, MESSAGES.upstreamInvalid, { cause })
   }
 
+  await admitBody(res, options, signal)
   let buffer: Buffer
   try {
     buffer = await readBody(res, options.maximumResponseBody, MESSAGES.upstreamInvalid)
@@ -327,6 +351,7 @@ async function fetchFromFrontend(url: URL, options: UpstreamOptions, signal: Abo
       const cause = new Error(`frontend ${url.href} answered ${status}`)
       throw status >= 500 ? new TransientUpstreamError(status, MESSAGES.internalInvalid, { cause }) : new ImageError(status, MESSAGES.internalInvalid, { cause })
     }
+    await admitBody(res, options, signal)
     const buffer = await readBody(res, options.maximumResponseBody, MESSAGES.internalInvalid)
     if (buffer.byteLength === 0) throw new ImageError(400, MESSAGES.internalInvalid, { cause: new Error(`empty body from ${url.href}`) })
     return {
@@ -337,6 +362,7 @@ async function fetchFromFrontend(url: URL, options: UpstreamOptions, signal: Abo
       validators: validatorsOf(res),
     }
   } catch (err) {
+    if (err instanceof BodyNotAdmitted) throw err.reason
     if (signal.aborted) throw timedOut(err)
     if (err instanceof ImageError) throw err
     // Next answers any other failure of the internal fetch with a 500 and this message.

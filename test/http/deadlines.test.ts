@@ -95,6 +95,16 @@ describe('the upstream timeout under GC pressure (upstream timeout 1 s)', () => 
     assert.equal(r.status, 504)
     endedAtDeadline(r, 1000)
   })
+  test('stalled upstreams hold no image slot: eight at once all end at 1 s, and a good image is served meanwhile', async () => {
+    const stalled = Promise.all([64, 96, 128, 256, 384, 640, 750, 828].map((w) => timedGet(`${sidecar}${image(`${upstream.url}/hang`, w)}`)))
+    const good = await timedGet(`${sidecar}${image('/corpus/png/coins-gray.png', 64)}`)
+    assert.equal(good.status, 200)
+    assert.ok(good.ms < 900, `the good image waited ${Math.round(good.ms)} ms behind the stalled ones`)
+    for (const r of await stalled) {
+      assert.deepEqual([r.status, r.text], [504, TIMED_OUT])
+      endedAtDeadline(r, 1000)
+    }
+  })
   test('after the timeouts the one transform slot is free: a good image is served at once', async () => {
     const r = await timedGet(`${sidecar}${image('/corpus/png/chelsea.png', 96)}`)
     assert.equal(r.status, 200)

@@ -12,11 +12,16 @@ function held() {
   return { job: () => ended, end }
 }
 
+/** Admits `count` jobs that run until ended (with one transform slot, 32 jobs may be in flight at once). */
+function fill(queue: WorkQueue, count: number) {
+  const jobs = Array.from({ length: count }, () => held())
+  const running = jobs.map((j) => queue.job(new AbortController().signal, j.job))
+  return { end: async () => (jobs.forEach((j) => j.end()), await Promise.all(running)) }
+}
+
 test('a job still in line when its deadline passes is refused with 503 + Retry-After and leaves the line', async () => {
   const queue = new WorkQueue(1, 10, createMetrics())
-  const a = held()
-  const b = held()
-  const running = [queue.job(new AbortController().signal, a.job), queue.job(new AbortController().signal, b.job)]
+  const running = fill(queue, 32)
   const deadline = new AbortController()
   let ran = false
   const waiting = queue.job(deadline.signal, async () => void (ran = true))
@@ -24,10 +29,36 @@ test('a job still in line when its deadline passes is refused with 503 + Retry-A
   deadline.abort(new Error('deadline'))
   await assert.rejects(waiting, (err: unknown) => err instanceof ImageError && err.statusCode === 503 && err.headers['Retry-After'] === '1')
   assert.equal(queue.waiting, 0)
-  a.end()
-  b.end()
-  await Promise.all(running)
+  await running.end()
   assert.equal(ran, false)
+})
+
+test('jobs waiting on their upstream hold no source slot; bodies are read two per transform slot', async () => {
+  const queue = new WorkQueue(1, 10, createMetrics())
+  const upstreams = Array.from({ length: 5 }, () => held())
+  const admitted: number[] = []
+  let reading = 0
+  let most = 0
+  let started = 0
+  const jobs = upstreams.map((upstream, i) =>
+    queue.job(new AbortController().signal, async (admitSource) => {
+      started++
+      await upstream.job() // the upstream answers when the test says so
+      await admitSource(new AbortController().signal)
+      most = Math.max(most, ++reading)
+      admitted.push(i)
+      await new Promise((r) => setImmediate(r))
+      reading--
+    }),
+  )
+  // All five requests are in flight at once, holding no source slot while their upstreams are silent.
+  while (started < 5) await new Promise((r) => setImmediate(r))
+  assert.equal(queue.sourcesHeld, 0)
+  for (const u of upstreams) u.end()
+  await Promise.all(jobs)
+  assert.equal(most, 2)
+  assert.deepEqual(admitted.sort(), [0, 1, 2, 3, 4])
+  assert.equal(queue.sourcesHeld, 0)
 })
 
 test('a freed slot goes to the first in line, not to a newcomer', async () => {
@@ -67,11 +98,9 @@ test('a transform whose caller gave up keeps its slot until it really ends', asy
 
 test('the line is full: the next job is shed at once with 503 + Retry-After', async () => {
   const queue = new WorkQueue(1, 1, createMetrics())
-  const jobs = [held(), held(), held()]
-  const admitted = jobs.map((j) => queue.job(new AbortController().signal, j.job))
+  const running = fill(queue, 33) // 32 in flight, one in line
   await assert.rejects(queue.job(new AbortController().signal, async () => undefined), (err: unknown) => err instanceof ImageError && err.statusCode === 503)
-  for (const j of jobs) j.end()
-  await Promise.all(admitted)
+  await running.end()
 })
 
 describe('admission by memory', () => {
