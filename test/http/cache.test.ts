@@ -197,9 +197,11 @@ describe('Redis store', () => {
 
 describe('load shedding', () => {
   test('a full queue answers 503 with Retry-After and counts the shed requests', async () => {
+    // One transform slot admits 32 jobs in flight; with a line of one, the 34th request and beyond are shed.
     const s = testSidecar({ frontend: upstream.url, concurrency: 1, queueSize: 1 })
-    const files = ['photo-jpeg/storm.jpg', 'photo-jpeg/garden.jpg', 'photo-jpeg/aqua.jpg', 'photo-jpeg/ladybird.jpg', 'photo-jpeg/green-meadow.jpg', 'photo-jpeg/fresh-flower.jpg']
-    const responses = await Promise.all(files.map((f) => get(s, image(`/corpus/${f}`, 1920))))
+    const widths = [32, 48, 64, 96, 128, 256, 384, 640, 750, 828, 1080, 1200, 1920, 2048, 3840]
+    const files = ['photo-jpeg/storm.jpg', 'photo-jpeg/garden.jpg', 'photo-jpeg/aqua.jpg']
+    const responses = await Promise.all(files.flatMap((f) => widths.map((w) => get(s, image(`/corpus/${f}`, w)))))
     const shed = responses.filter((r) => r.status === 503)
     assert.ok(shed.length >= 1, `statuses: ${responses.map((r) => r.status).join(',')}`)
     assert.ok(responses.some((r) => r.status === 200))
