@@ -75,6 +75,9 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     hotCacheBytes: options.hotCacheSize,
   })
   const concurrency = positiveInt('concurrency', options.concurrency ?? defaultConcurrency(container.cpus, workers))
+  // libvips' threads per transform: half of this process's share of the CPUs (Next's own default is
+  // all cores); Next's imgOptConcurrency, when set, wins. Recorded as sharp really runs.
+  configureSharp(config.sharp, Math.max(Math.floor(container.cpus / workers / 2), 1))
   const limits: DerivedLimits = {
     container,
     ...memoryPlan,
@@ -82,15 +85,13 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     budgetBytes: Math.floor(memoryPlan.budgetBytes / workers),
     maxJobBytes: Math.floor(memoryPlan.maxJobBytes / workers),
     concurrency,
-    // libvips' threads per transform: half of this process's share of the CPUs (Next's own default is all cores).
-    libvipsThreads: Math.max(Math.floor(container.cpus / workers / 2), 1),
+    libvipsThreads: sharp.concurrency(),
   }
-  configureSharp(config.sharp, limits.libvipsThreads)
   metrics.limitCpus.set(container.cpus)
   metrics.limitMemory.set(limits.limitBytes)
   metrics.memoryBudget.set(limits.budgetBytes)
   metrics.concurrency.set(concurrency)
-  metrics.libvipsThreads.set(sharp.concurrency())
+  metrics.libvipsThreads.set(limits.libvipsThreads)
   const opened: OpenedStore =
     typeof options.cache === 'object'
       ? { store: options.cache }
@@ -134,11 +135,12 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     signingKey: options.signingKey || undefined,
   })
 
+  const headersTimeoutMs = positiveInt('headersTimeoutMs', options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs)
   const serverTimeouts = {
-    headersTimeoutMs: positiveInt('headersTimeoutMs', options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs),
+    headersTimeoutMs,
     keepAliveTimeoutMs: positiveInt('keepAliveTimeoutMs', options.keepAliveTimeoutMs ?? DEFAULTS.keepAliveTimeoutMs),
     // Image requests have no body: receiving one whole request takes as long as its headers may.
-    requestTimeoutMs: positiveInt('headersTimeoutMs', options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs),
+    requestTimeoutMs: headersTimeoutMs,
   }
 
   let draining = false

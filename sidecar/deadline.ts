@@ -24,10 +24,7 @@ export class Deadline {
    * Aborts after `ms`, or as soon as `parent` aborts (with the parent's reason). Call `clear()`
    * when the work ends, so the timer and the parent's listener go with it.
    */
-  constructor(
-    readonly ms: number,
-    parent?: AbortSignal,
-  ) {
+  constructor(ms: number, parent?: AbortSignal) {
     this.timer = setTimeout(() => this.abort(new DeadlineExceeded(ms)), ms)
     // The timer must not keep a process alive that has nothing else to do; unref'd, it still fires.
     this.timer.unref()
@@ -42,10 +39,6 @@ export class Deadline {
 
   get signal(): AbortSignal {
     return this.controller.signal
-  }
-
-  get expired(): boolean {
-    return this.controller.signal.aborted
   }
 
   /** Stops the timer and detaches from the parent; the signal stays as it is. */

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { availableParallelism, totalmem } from 'node:os'
 import { join } from 'node:path'
 
@@ -94,7 +94,7 @@ export function readContainerLimits(root = '/sys/fs/cgroup', read: (path: string
 
 function readIfExists(path: string): string | undefined {
   try {
-    return existsSync(path) ? readFileSync(path, 'utf8') : undefined
+    return readFileSync(path, 'utf8')
   } catch {
     return undefined
   }
