@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { reportListening, runPrimary, workerShare } from './cluster.js'
 import { ConfigError } from './errors.js'
-import { resolveNextConfig } from './images-config.js'
+import { resolveSidecarConfig } from './images-config.js'
+import { detectNextVersion, majorOfVersion, parseNextVersion, type NextMajor } from './next-version.js'
 import { findNextConfig, loadNextConfig } from './next-config.js'
 import { DEFAULTS, type SidecarOptions } from './options.js'
 import { allocator, defaultConcurrency, parseBytes, readContainerLimits } from './limits.js'
@@ -14,7 +15,7 @@ import { collectRequests, planVariants, progressReporter, warmVariants } from '.
 // `--workers` primary, which serves nothing, stays small.
 const loadApp = () => import('./app.js')
 
-const HELP = `next-image-sidecar — Next.js 16's /_next/image optimizer as its own service
+const HELP = `next-image-sidecar — Next.js's /_next/image optimizer (15.5 and 16) as its own service
 
 Usage: next-image-sidecar [options]                serve
        next-image-sidecar warm [sources] [options] fill the cache before traffic arrives
@@ -25,6 +26,13 @@ Options (each has an environment variable; the flag wins):
   --frontend URL      the Next app's internal URL; relative  FRONTEND_INTERNAL_URL  (http://127.0.0.1:3000)
                       image URLs are fetched from it
   --config PATH       the app's next.config.{js,mjs,cjs,ts}  NEXT_CONFIG_PATH       (./next.config.* if present)
+  --next-version 15|16  whose optimizer semantics to serve   NEXT_VERSION           (the next package the
+                                                                                    config resolves, else 16)
+  --dangerously-allow-local-ip  fetch absolute URLs that      DANGEROUSLY_ALLOW_LOCAL_IP=1  (off)
+                      resolve to private/loopback addresses
+  --maximum-redirects N  redirects followed for absolute URLs MAXIMUM_REDIRECTS     (Next 16: images.
+                      (0–20)                                                        maximumRedirects, 3;
+                                                                                    Next 15: fetch's 20)
   --cache URL         sqlite://PATH, memory://,              IMAGE_CACHE_URL        (${DEFAULTS.cache})
                       redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS; Valkey too),
                       redis+cluster://HOST:PORT[,HOST:PORT…] (a Cluster),
@@ -74,6 +82,9 @@ const COMMON = {
   host: { type: 'string' },
   frontend: { type: 'string' },
   config: { type: 'string' },
+  'next-version': { type: 'string' },
+  'dangerously-allow-local-ip': { type: 'boolean' },
+  'maximum-redirects': { type: 'string' },
   cache: { type: 'string' },
   'cache-max-size': { type: 'string' },
   'cache-max-entry-size': { type: 'string' },
@@ -106,7 +117,30 @@ const WARM = {
   'dry-run': { type: 'boolean' },
 } as const
 
-type Values = Partial<Record<Exclude<keyof typeof COMMON, 'help' | 'cache-strict'>, string>>
+type Values = Partial<Record<Exclude<keyof typeof COMMON, 'help' | 'cache-strict' | 'dangerously-allow-local-ip'>, string>> & {
+  'dangerously-allow-local-ip'?: boolean
+}
+
+/** Which Next line's semantics to serve, and how that was decided (logged at start). */
+export interface NextVersionChoice {
+  major: NextMajor
+  /** The installed version when detected, else undefined. */
+  version?: string
+  from: '--next-version' | 'NEXT_VERSION' | 'detected' | 'default'
+}
+
+/**
+ * The flag, else the environment, else the `next` package the config file resolves (its
+ * directory's node_modules), else 16. An unsupported version is refused, never guessed.
+ */
+function chooseNextVersion(flag: string | undefined, configPath: string | undefined): NextVersionChoice {
+  if (flag) return { major: parseNextVersion(flag, '--next-version'), from: '--next-version' }
+  const env = process.env.NEXT_VERSION
+  if (env) return { major: parseNextVersion(env, 'NEXT_VERSION'), from: 'NEXT_VERSION' }
+  const version = configPath ? detectNextVersion(configPath) : undefined
+  if (version) return { major: majorOfVersion(version, `the next package beside ${configPath}`), version, from: 'detected' }
+  return { major: 16, from: 'default' }
+}
 
 function intOption(name: string, raw: string | undefined, fallback: number, min = 1): number {
   if (raw === undefined || raw === '') return fallback
@@ -119,12 +153,16 @@ function optionalInt(name: string, raw: string | undefined, min = 1): number | u
 }
 
 /** The sidecar options from flags and environment, shared by `serve` and `warm`. */
-async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions; configPath: string | undefined }> {
+async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions; configPath: string | undefined; nextVersion: NextVersionChoice }> {
   const env = process.env
   const configPath = values.config ?? env.NEXT_CONFIG_PATH ?? findNextConfig(process.cwd())
+  const nextVersion = chooseNextVersion(values['next-version'], configPath)
   const options: SidecarOptions = {
     frontend: values.frontend ?? env.FRONTEND_INTERNAL_URL ?? 'http://127.0.0.1:3000',
     nextConfig: configPath ? await loadNextConfig(configPath) : {},
+    nextVersion: nextVersion.major,
+    dangerouslyAllowLocalIP: values['dangerously-allow-local-ip'] === true || env.DANGEROUSLY_ALLOW_LOCAL_IP === '1',
+    maximumRedirects: optionalInt('--maximum-redirects', values['maximum-redirects'] ?? env.MAXIMUM_REDIRECTS, 0),
     cache: values.cache ?? env.IMAGE_CACHE_URL ?? DEFAULTS.cache,
     cacheMaxSize: optionalInt('--cache-max-size', values['cache-max-size'] ?? env.CACHE_MAX_SIZE),
     cacheMaxEntrySize: optionalInt('--cache-max-entry-size', values['cache-max-entry-size'] ?? env.CACHE_MAX_ENTRY_SIZE),
@@ -141,7 +179,7 @@ async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions
     // A secret: read from the environment only, never from the command line.
     signingKey: env.IMAGE_SIDECAR_SIGNING_KEY || undefined,
   }
-  return { options, configPath }
+  return { options, configPath, nextVersion }
 }
 
 /** `auto`: one worker per CPU the cgroup quota allows (a 1-CPU container on a 16-core host runs one). */
@@ -162,14 +200,14 @@ async function serve(argv: string[]): Promise<void> {
   const port = intOption('--port', values.port ?? process.env.PORT, 3001)
   const host = values.host ?? process.env.HOST ?? '0.0.0.0'
   const workers = workersOption(values.workers ?? process.env.WORKERS)
-  const { options, configPath } = await sidecarOptions(values)
+  const { options, configPath, nextVersion } = await sidecarOptions(values)
   const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
   const delayMs = intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0)
   const deadlineMs = intOption('SHUTDOWN_TIMEOUT_MS', process.env.SHUTDOWN_TIMEOUT_MS, 25_000)
   if (workers > 1 && cluster.isPrimary) {
     // A bad next.config is reported here, once, before any worker starts. Store problems (e.g.
     // memory:// with workers) end the first worker's start, which stops the cluster with exit 1.
-    resolveNextConfig(options.nextConfig ?? {})
+    resolveSidecarConfig(options)
     runPrimary({ workers, log, shutdownTimeoutMs: delayMs + deadlineMs })
     log.info({ workers, port, config: configPath ?? null, cache: options.cache }, 'next-image-sidecar cluster starting')
     return
@@ -190,6 +228,14 @@ async function serve(argv: string[]): Promise<void> {
   }
   const server = await sidecar.listen(port, host)
   reportListening()
+  const { profile } = sidecar.config
+  log.info(
+    { nextVersion: profile.major, semanticsOf: `next@${profile.reference}`, installed: nextVersion.version, from: nextVersion.from, worker: clusterShare?.index },
+    `serving Next.js ${profile.major} image semantics`,
+  )
+  if (profile.major === 15 && !sidecar.config.images.dangerouslyAllowLocalIP) {
+    log.info('Next 15 has no private-IP guard; the sidecar keeps its own on (--dangerously-allow-local-ip turns it off)')
+  }
   const { limits } = sidecar
   log.info(
     {
@@ -244,7 +290,7 @@ async function warm(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, options: WARM, strict: true, allowPositionals: true })
   if (values.help) return void process.stdout.write(HELP), 0
   const { options } = await sidecarOptions(values)
-  const config = resolveNextConfig(options.nextConfig ?? {})
+  const config = resolveSidecarConfig(options)
   // `--pages A B C`: parseArgs sees B and C as positionals; they are pages too.
   if (positionals.length > 0 && !values.pages) throw new ConfigError(`warm: unexpected argument "${positionals[0]}" (pages go after --pages)`)
   const sources = { pages: [...(values.pages ?? []), ...positionals], sitemap: values.sitemap, from: values.from, urls: values.urls }

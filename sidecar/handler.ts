@@ -95,9 +95,10 @@ export function createImageHandler(ctx: HandlerContext) {
             ...common,
             dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
             maximumRedirects: images.maximumRedirects,
+            fetchSemantics: config.profile.upstream.fetch,
             resolve: ctx.resolve,
           })
-        : await fetchInternal(ctx.frontend, params.href, common)
+        : await fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: config.profile.upstream.checkInternalStatus })
       ctx.metrics.upstreamFetches.inc({ kind, outcome: upstream.notModified ? 'not_modified' : 'ok' })
       return upstream
     } catch (err) {

@@ -1,15 +1,17 @@
 import { z } from 'zod'
 import { ConfigError } from './errors.js'
 import { hasRemoteMatch, type RemotePattern, type LocalPattern } from './match.js'
+import { PROFILES, type NextMajor, type NextProfile } from './next-version.js'
 
 /**
- * The part of a next.config the optimizer reads, with Next 16.4's defaults applied and
- * normalised exactly as `next/src/server/config.ts` does it.
+ * The part of a next.config the optimizer reads, with the Next line's defaults applied and
+ * normalised exactly as its `next/src/server/config.ts` does it.
  */
 export interface ImagesConfig {
   deviceSizes: number[]
   imageSizes: number[]
-  qualities: number[]
+  /** undefined: any quality 1–100 (Next 15 without `images.qualities`). */
+  qualities: number[] | undefined
   formats: Array<'image/avif' | 'image/webp'>
   minimumCacheTTL: number
   dangerouslyAllowSVG: boolean
@@ -18,7 +20,8 @@ export interface ImagesConfig {
   contentDispositionType: 'inline' | 'attachment'
   maximumRedirects: number
   maximumResponseBody: number
-  localPatterns: LocalPattern[]
+  /** undefined: every local path and query (Next 15 without `images.localPatterns`). */
+  localPatterns: LocalPattern[] | undefined
   remotePatterns: RemotePattern[]
   domains: string[]
   unoptimized: boolean
@@ -36,23 +39,24 @@ export interface SharpConfig {
 }
 
 export interface ResolvedNextConfig {
+  /** The Next line whose semantics apply (see next-version.ts). */
+  profile: NextProfile
   basePath: string
   images: ImagesConfig
   sharp: SharpConfig
 }
 
-/** `imageConfigDefault` of next 16.4.6 (shared/lib/image-config.ts). */
+/**
+ * `imageConfigDefault` (shared/lib/image-config.ts) where Next 15.5 and 16.4 agree; the profile
+ * has the rest.
+ */
 export const IMAGE_DEFAULTS = {
   deviceSizes: [640, 750, 828, 1080, 1200, 1920, 2048, 3840],
-  imageSizes: [32, 48, 64, 96, 128, 256, 384],
-  qualities: [75],
   formats: ['image/webp'] as Array<'image/avif' | 'image/webp'>,
-  minimumCacheTTL: 14400,
   dangerouslyAllowSVG: false,
   dangerouslyAllowLocalIP: false,
   contentSecurityPolicy: "script-src 'none'; frame-src 'none'; sandbox;",
   contentDispositionType: 'attachment' as const,
-  maximumRedirects: 3,
   maximumResponseBody: 50_000_000,
   remotePatterns: [] as RemotePattern[],
   domains: [] as string[],
@@ -71,8 +75,8 @@ const SHARP_DEFAULTS: SharpConfig = {
 
 const sizes = z.array(z.number().int().gte(1).lte(10000)).max(25)
 
-/** Next's zod schema for `images` (server/config-schema.ts), same limits. */
-const imagesSchema = z
+/** Next's zod schema for `images` (server/config-schema.ts), same limits; trimmed per line below. */
+const imagesSchema16 = z
   .object({
     localPatterns: z
       .array(z.object({ pathname: z.string().optional(), search: z.string().optional() }).strict())
@@ -117,6 +121,9 @@ const imagesSchema = z
   })
   .strict()
 
+/** Next 15.5's: without the keys 16 added (a 15.5 `next build` exits 1 on them). */
+const imagesSchema15 = imagesSchema16.omit({ dangerouslyAllowLocalIP: true, maximumRedirects: true, customCacheHandler: true }).strict()
+
 const experimentalSchema = z
   .object({
     imgOptConcurrency: z.number().int().min(1).nullable().optional(),
@@ -144,7 +151,7 @@ function describeIssues(prefix: string, error: z.ZodError): string {
  * function) and returns what the optimizer needs, with Next's defaults and normalisation.
  * Throws a ConfigError naming each offending key and its rule.
  */
-export function resolveNextConfig(userConfig: Record<string, unknown>, source = 'next.config'): ResolvedNextConfig {
+export function resolveNextConfig(userConfig: Record<string, unknown>, source = 'next.config', profile: NextProfile = PROFILES[16]): ResolvedNextConfig {
   const basePath = userConfig.basePath ?? ''
   if (typeof basePath !== 'string') {
     throw new ConfigError(`${source}: basePath: expected a string, received ${typeof basePath}`)
@@ -155,9 +162,12 @@ export function resolveNextConfig(userConfig: Record<string, unknown>, source = 
     )
   }
 
+  const imagesSchema = profile.major === 15 ? imagesSchema15 : imagesSchema16
   const imagesResult = imagesSchema.safeParse(userConfig.images ?? {})
   if (!imagesResult.success) {
-    throw new ConfigError(`${source}: invalid images configuration:\n${describeIssues('images', imagesResult.error)}`)
+    throw new ConfigError(
+      `${source}: invalid images configuration for Next.js ${profile.major}:\n${describeIssues('images', imagesResult.error)}`,
+    )
   }
   const experimentalResult = experimentalSchema.safeParse(userConfig.experimental ?? {})
   if (!experimentalResult.success) {
@@ -165,13 +175,17 @@ export function resolveNextConfig(userConfig: Record<string, unknown>, source = 
       `${source}: invalid experimental configuration:\n${describeIssues('experimental', experimentalResult.error)}`,
     )
   }
-  const user = imagesResult.data
+  // The keys one line lacks are absent from its parsed result.
+  const user = imagesResult.data as z.infer<typeof imagesSchema16>
   const experimental = experimentalResult.data
 
-  const localPatterns: LocalPattern[] = user.localPatterns ? user.localPatterns.map((p) => ({ ...p })) : [{ pathname: '**', search: '' }]
-  if (user.localPatterns) {
+  const localPatterns: LocalPattern[] | undefined = user.localPatterns
+    ? user.localPatterns.map((p) => ({ ...p }))
+    : profile.defaults.localPatterns?.map((p) => ({ ...p }))
+  if (user.localPatterns && localPatterns) {
     // Next always allows statically imported images once the user lists localPatterns.
-    for (const pathname of ['/_next/static/media/**', '/_next/static/immutable/media/**']) {
+    for (const prefix of profile.staticMedia) {
+      const pathname = `${prefix}/**`
       if (!localPatterns.some((p) => p.pathname === pathname && p.search === '')) {
         localPatterns.push({ pathname, search: '' })
       }
@@ -211,18 +225,19 @@ export function resolveNextConfig(userConfig: Record<string, unknown>, source = 
   }
 
   return {
+    profile,
     basePath,
     images: {
       deviceSizes: user.deviceSizes ?? IMAGE_DEFAULTS.deviceSizes,
-      imageSizes: user.imageSizes ?? IMAGE_DEFAULTS.imageSizes,
-      qualities: user.qualities ?? IMAGE_DEFAULTS.qualities,
+      imageSizes: user.imageSizes ?? profile.defaults.imageSizes,
+      qualities: user.qualities ?? profile.defaults.qualities,
       formats: user.formats ?? IMAGE_DEFAULTS.formats,
-      minimumCacheTTL: user.minimumCacheTTL ?? IMAGE_DEFAULTS.minimumCacheTTL,
+      minimumCacheTTL: user.minimumCacheTTL ?? profile.defaults.minimumCacheTTL,
       dangerouslyAllowSVG: user.dangerouslyAllowSVG ?? IMAGE_DEFAULTS.dangerouslyAllowSVG,
       dangerouslyAllowLocalIP: user.dangerouslyAllowLocalIP ?? IMAGE_DEFAULTS.dangerouslyAllowLocalIP,
       contentSecurityPolicy: user.contentSecurityPolicy ?? IMAGE_DEFAULTS.contentSecurityPolicy,
       contentDispositionType: user.contentDispositionType ?? IMAGE_DEFAULTS.contentDispositionType,
-      maximumRedirects: user.maximumRedirects ?? IMAGE_DEFAULTS.maximumRedirects,
+      maximumRedirects: user.maximumRedirects ?? profile.defaults.maximumRedirects,
       maximumResponseBody: user.maximumResponseBody ?? IMAGE_DEFAULTS.maximumResponseBody,
       localPatterns,
       remotePatterns,
@@ -232,11 +247,36 @@ export function resolveNextConfig(userConfig: Record<string, unknown>, source = 
     },
     sharp: {
       concurrency: experimental.imgOptConcurrency ?? SHARP_DEFAULTS.concurrency,
-      operationCache: experimental.imgOptOperationCache ?? SHARP_DEFAULTS.operationCache,
+      operationCache: (profile.sharpKeys.has('imgOptOperationCache') ? experimental.imgOptOperationCache : undefined) ?? SHARP_DEFAULTS.operationCache,
       maxInputPixels: experimental.imgOptMaxInputPixels ?? SHARP_DEFAULTS.maxInputPixels,
       sequentialRead: experimental.imgOptSequentialRead ?? SHARP_DEFAULTS.sequentialRead,
       timeoutInSeconds: experimental.imgOptTimeoutInSeconds ?? SHARP_DEFAULTS.timeoutInSeconds,
-      mozjpeg: experimental.imgOptMozjpeg ?? SHARP_DEFAULTS.mozjpeg,
+      mozjpeg: (profile.sharpKeys.has('imgOptMozjpeg') ? experimental.imgOptMozjpeg : undefined) ?? SHARP_DEFAULTS.mozjpeg,
     },
   }
+}
+
+/** What the sidecar's own options change in the resolved config (see SidecarOptions). */
+export interface ConfigOverrides {
+  nextConfig?: Record<string, unknown>
+  nextVersion?: NextMajor
+  dangerouslyAllowLocalIP?: boolean
+  maximumRedirects?: number
+}
+
+/**
+ * The next.config resolved under the chosen Next line, with the sidecar's own switches applied:
+ * `dangerouslyAllowLocalIP` turns the private-IP guard off on any line (Next 15's schema has no such
+ * key; on 16 either it or the config key does), and `maximumRedirects` overrides the line's limit.
+ */
+export function resolveSidecarConfig(options: ConfigOverrides): ResolvedNextConfig {
+  const resolved = resolveNextConfig(options.nextConfig ?? {}, 'next.config', PROFILES[options.nextVersion ?? 16])
+  if (options.dangerouslyAllowLocalIP) resolved.images.dangerouslyAllowLocalIP = true
+  if (options.maximumRedirects !== undefined) {
+    if (!Number.isInteger(options.maximumRedirects) || options.maximumRedirects < 0 || options.maximumRedirects > 20) {
+      throw new ConfigError(`maximumRedirects: expected an integer from 0 to 20, received ${options.maximumRedirects}`)
+    }
+    resolved.images.maximumRedirects = options.maximumRedirects
+  }
+  return resolved
 }

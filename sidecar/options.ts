@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { CacheStore } from './cache/types.js'
 import type { ClusterShare } from './cluster.js'
+import type { NextMajor } from './next-version.js'
 import type { Resolver } from './upstream.js'
 
 /** Options of `createSidecar`. Everything but `frontend` has a default. */
@@ -15,6 +16,23 @@ export interface SidecarOptions {
    * function). Only `images`, `basePath`, `assetPrefix` and `experimental.imgOpt*` are read.
    */
   nextConfig?: Record<string, unknown>
+  /**
+   * The Next.js major whose optimizer semantics apply: config defaults and schema, validation,
+   * upstream rules (see README, Next.js versions). Default 16. The CLI detects it from the `next`
+   * package the config file resolves.
+   */
+  nextVersion?: NextMajor
+  /**
+   * Allow absolute image URLs that resolve to private, loopback or link-local addresses (the
+   * private-IP guard is on by default on every Next line; Next 15 has none, a deliberate deviation).
+   * On Next 16 `images.dangerouslyAllowLocalIP` does the same.
+   */
+  dangerouslyAllowLocalIP?: boolean
+  /**
+   * Redirects followed for an absolute image URL, 0–20. Default: `images.maximumRedirects` on
+   * Next 16 (3), fetch's 20 on Next 15.
+   */
+  maximumRedirects?: number
   /**
    * `sqlite://PATH` (default `sqlite://.cache/next-image-sidecar/cache.sqlite`), `memory://`,
    * `redis://HOST:PORT` / `rediss://…` (also Valkey), or a CacheStore of your own.

@@ -66,8 +66,19 @@ async function admitBody(res: IncomingMessage, options: UpstreamOptions, signal:
 export interface ExternalOptions extends UpstreamOptions {
   dangerouslyAllowLocalIP: boolean
   maximumRedirects: number
+  /**
+   * How the Next line fetches (see next-version.ts): 'per-hop' is Next 16's own redirect loop;
+   * 'whatwg-fetch' is Next 15's `fetch()`, as it answers when the same things go wrong.
+   */
+  fetchSemantics?: 'per-hop' | 'whatwg-fetch'
   resolve?: Resolver
 }
+
+export interface InternalOptions extends UpstreamOptions {
+  /** Next 16 refuses a non-2xx answer of the frontend; Next 15 hands its body to the image checks. */
+  checkStatus?: boolean
+}
+
 
 /** Marks failures worth retrying: connection errors, timeouts, upstream 5xx. */
 export class TransientUpstreamError extends ImageError {
@@ -75,6 +86,15 @@ export class TransientUpstreamError extends ImageError {
     super(statusCode, message, options)
     this.name = 'TransientUpstreamError'
   }
+}
+
+/**
+ * A failure Next 15's `fetch()` reports as a plain error (the redirect limit, an unparsable
+ * Location, too many content-codings, a body cut by the timeout), which Next answers with a bare 500.
+ */
+const fetchFailed = (reason: string, transient = false) => {
+  const cause = new Error(`fetch failed: ${reason}`)
+  return transient ? new TransientUpstreamError(500, 'Internal Server Error', { cause }) : new ImageError(500, 'Internal Server Error', { cause })
 }
 
 export function hashBase64url(...items: Array<string | Buffer>): string {
@@ -163,11 +183,13 @@ class DeflateDecoder extends Transform {
 const MAX_CONTENT_ENCODINGS = 5
 
 /** Decodes Content-Encoding as Next does; an unknown coding leaves the body as it is. */
-function decodeBody(res: IncomingMessage, invalidMessage: string): Readable {
+function decodeBody(res: IncomingMessage, invalidMessage: string, asFetch: boolean): Readable {
   const header = res.headers['content-encoding']
   if (!header) return res
   const codings = header.toLowerCase().split(',')
-  if (codings.length > MAX_CONTENT_ENCODINGS) throw new ImageError(400, invalidMessage)
+  if (codings.length > MAX_CONTENT_ENCODINGS) {
+    throw asFetch ? fetchFailed(`${codings.length} content-codings`) : new ImageError(400, invalidMessage)
+  }
   const decoders: Transform[] = []
   for (let i = codings.length - 1; i >= 0; i--) {
     switch (codings[i]!.trim()) {
@@ -190,11 +212,11 @@ function decodeBody(res: IncomingMessage, invalidMessage: string): Readable {
 }
 
 /** Reads a body, stopping (not buffering on) once it passes the byte limit. */
-async function readBody(res: IncomingMessage, limit: number, invalidMessage: string): Promise<Buffer> {
+async function readBody(res: IncomingMessage, limit: number, invalidMessage: string, asFetch = false): Promise<Buffer> {
   const chunks: Buffer[] = []
   let total = 0
   try {
-    for await (const chunk of decodeBody(res, invalidMessage) as AsyncIterable<Buffer>) {
+    for await (const chunk of decodeBody(res, invalidMessage, asFetch) as AsyncIterable<Buffer>) {
       total += chunk.byteLength
       if (total > limit) throw new ImageError(413, invalidMessage)
       chunks.push(chunk)
@@ -238,21 +260,31 @@ const validatorsOf = (res: IncomingMessage): UpstreamValidators => ({
  * Fetches an absolute image URL as Next's `fetchExternalImage`: Next's request headers,
  * the private-IP guard on every hop with the connection pinned to the checked addresses,
  * at most `maximumRedirects` redirects (whose targets are not re-checked against
- * remotePatterns, as in Next), Content-Encoding decoding, the body limit and a timeout per hop
- * (as Next's recursion gives each hop its own) covering DNS, connect, headers and body.
+ * remotePatterns, as in Next), Content-Encoding decoding, the body limit and the timeout covering
+ * DNS, connect, headers and body: per hop in Next 16 (its recursion gives each hop its own), over
+ * the whole fetch in Next 15 (one `AbortSignal.timeout` on `fetch()`).
  */
 export async function fetchExternal(href: string, options: ExternalOptions): Promise<Upstream | NotModified> {
-  for (let redirectsLeft = options.maximumRedirects; ; redirectsLeft--) {
-    const hop = await Deadline.run(options.timeoutMs, options.signal, (signal) => fetchHop(href, options, signal)).catch((err: unknown) => {
-      throw err instanceof BodyNotAdmitted ? err.reason : err
-    })
-    if (!('redirect' in hop)) return hop
-    if (redirectsLeft === 0) throw new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${href}`) })
-    href = hop.redirect
+  const asFetch = options.fetchSemantics === 'whatwg-fetch'
+  const follow = async (whole?: AbortSignal): Promise<Upstream | NotModified> => {
+    for (let redirectsLeft = options.maximumRedirects; ; redirectsLeft--) {
+      const hop = whole ? await fetchHop(href, options, whole) : await Deadline.run(options.timeoutMs, options.signal, (signal) => fetchHop(href, options, signal))
+      if (!('redirect' in hop)) return hop
+      if (redirectsLeft === 0) {
+        throw asFetch ? fetchFailed(`redirect count exceeded for ${href}`) : new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${href}`) })
+      }
+      href = hop.redirect
+    }
+  }
+  try {
+    return asFetch ? await Deadline.run(options.timeoutMs, options.signal, follow) : await follow()
+  } catch (err) {
+    throw err instanceof BodyNotAdmitted ? err.reason : err
   }
 }
 
 async function fetchHop(href: string, options: ExternalOptions, signal: AbortSignal): Promise<Upstream | NotModified | { redirect: string }> {
+  const asFetch = options.fetchSemantics === 'whatwg-fetch'
   const url = new URL(href)
   const hostname = url.hostname.replace(/^\[|\]$/g, '')
   let lookup: LookupFunction | undefined
@@ -297,6 +329,10 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
     res.destroy()
     return { redirect: new URL(location, href).href }
   }
+  if (isRedirect(status) && location && asFetch) {
+    res.destroy()
+    throw fetchFailed(`unparsable Location ${JSON.stringify(location)} from ${href}`)
+  }
   if (status === 304 && options.validators) {
     res.destroy()
     return { notModified: true, cacheControl: res.headers['cache-control'] }
@@ -310,12 +346,16 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
   await admitBody(res, options, signal)
   let buffer: Buffer
   try {
-    buffer = await readBody(res, options.maximumResponseBody, MESSAGES.upstreamInvalid)
+    buffer = await readBody(res, options.maximumResponseBody, MESSAGES.upstreamInvalid, asFetch)
   } catch (err) {
-    if (signal.aborted) throw timedOut(err)
+    // fetch() maps only a timeout before the response to Next 15's 504; one in the body escapes.
+    if (signal.aborted) throw asFetch ? fetchFailed(`body of ${href} timed out`, true) : timedOut(err)
     throw err
   }
-  if (buffer.byteLength === 0) throw new ImageError(400, MESSAGES.upstreamInvalid, { cause: new Error(`empty body from ${href}`) })
+  // fetch() gives a 204/205 no body at all (Next 15: "upstream response is invalid"), while an empty
+  // 200 body reaches the image checks (Next 15: "isn't a valid image").
+  const noBody = !asFetch || status === 204 || status === 205
+  if (buffer.byteLength === 0 && noBody) throw new ImageError(400, MESSAGES.upstreamInvalid, { cause: new Error(`empty body from ${href}`) })
   return {
     buffer,
     contentType: res.headers['content-type'],
@@ -330,11 +370,11 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
  * through itself: no client headers are forwarded, no redirect is followed, and failures
  * carry Next's "internal response" messages. The frontend is trusted (no private-IP guard).
  */
-export function fetchInternal(frontend: URL, href: string, options: UpstreamOptions): Promise<Upstream | NotModified> {
+export function fetchInternal(frontend: URL, href: string, options: InternalOptions): Promise<Upstream | NotModified> {
   return Deadline.run(options.timeoutMs, options.signal, (signal) => fetchFromFrontend(new URL(href, frontend), options, signal))
 }
 
-async function fetchFromFrontend(url: URL, options: UpstreamOptions, signal: AbortSignal): Promise<Upstream | NotModified> {
+async function fetchFromFrontend(url: URL, options: InternalOptions, signal: AbortSignal): Promise<Upstream | NotModified> {
   try {
     const res = await request(url, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,
@@ -346,7 +386,7 @@ async function fetchFromFrontend(url: URL, options: UpstreamOptions, signal: Abo
       res.destroy()
       return { notModified: true, cacheControl: res.headers['cache-control'] }
     }
-    if (status < 200 || status > 299) {
+    if ((status < 200 || status > 299) && options.checkStatus !== false) {
       res.destroy()
       const cause = new Error(`frontend ${url.href} answered ${status}`)
       throw status >= 500 ? new TransientUpstreamError(status, MESSAGES.internalInvalid, { cause }) : new ImageError(status, MESSAGES.internalInvalid, { cause })

@@ -30,7 +30,7 @@ const fail = (message: string): never => {
 }
 
 /**
- * Next's `ImageOptimizerCache.validateParams` (next 16.4.6, production mode): the same checks
+ * Next's `ImageOptimizerCache.validateParams` (next 16.4.6 and 15.5, production mode): the same checks
  * in the same order with the same 400 messages. The Accept negotiation is separate
  * (negotiate.ts) because it reads a header, not the query.
  */
@@ -88,7 +88,7 @@ export function validateParams(query: Query, config: ResolvedNextConfig): ImageP
   if (qualities && !qualities.includes(quality)) fail(`"q" parameter (quality) of ${q as string} is not allowed`)
 
   const { basePath } = config
-  const isStatic = u.startsWith(`${basePath}/_next/static/media`) || u.startsWith(`${basePath}/_next/static/immutable/media`)
+  const isStatic = config.profile.staticMedia.some((prefix) => u.startsWith(`${basePath}${prefix}`))
 
   return { href: href!, isAbsolute: isAbsolute!, isStatic, width, quality }
 }

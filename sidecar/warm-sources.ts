@@ -96,7 +96,9 @@ function walk(dir: string): string[] {
 export function variantsOf(src: string, config: ResolvedNextConfig): WarmRequest[] {
   if (!isOptimizable(src, config)) return []
   const widths = [...new Set([...config.images.deviceSizes, ...config.images.imageSizes])].sort((a, b) => a - b)
-  return widths.flatMap((w) => config.images.qualities.map((q) => ({ url: src, w: String(w), q: String(q) })))
+  // Without `images.qualities` (Next 15) any quality is allowed; <Image> without a quality prop asks for 75.
+  const qualities = config.images.qualities ?? [75]
+  return widths.flatMap((w) => qualities.map((q) => ({ url: src, w: String(w), q: String(q) })))
 }
 
 /** A Next project's images: public/ files and built static media, crossed with widths and qualities. */

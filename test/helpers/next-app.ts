@@ -1,12 +1,43 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync, statSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync, statSync, symlinkSync } from 'node:fs'
 import { createHash } from 'node:crypto'
+import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { join, resolve } from 'node:path'
 import { CORPUS } from './upstream-server.js'
 
 export const REPO = resolve(import.meta.dirname, '../..')
-const NEXT_BIN = join(REPO, 'node_modules/next/dist/bin/next')
+
+/** The Next majors the tests run, and where each is installed (15 is the test/next15 workspace). */
+export type NextMajor = 15 | 16
+export const NEXT_PACKAGES: Record<NextMajor, string> = {
+  16: join(REPO, 'node_modules/next'),
+  15: join(REPO, 'test/next15/node_modules/next'),
+}
+
+/** NEXT_MAJOR=15 runs the Next-app tests that follow it (example app, e2e) against Next 15.5. */
+export function nextMajorFromEnv(): NextMajor {
+  const raw = process.env.NEXT_MAJOR ?? '16'
+  if (raw !== '15' && raw !== '16') throw new Error(`NEXT_MAJOR: expected 15 or 16, received "${raw}"`)
+  return Number(raw) as NextMajor
+}
+
+/** The `next` binary an app directory resolves (its own node_modules/next first, as `next build` there). */
+function nextBin(dir: string): string {
+  return createRequire(join(dir, 'package.json')).resolve('next/dist/bin/next')
+}
+
+/**
+ * Makes `dir` resolve `next` to the given major: Next 16 is the root's, Next 15 is linked into the
+ * app's own node_modules (Next follows the link to its real directory, where its own files resolve).
+ */
+export function useNextMajor(dir: string, major: NextMajor): void {
+  const link = join(dir, 'node_modules/next')
+  rmSync(link, { recursive: true, force: true })
+  if (major === 16) return
+  mkdirSync(join(dir, 'node_modules'), { recursive: true })
+  symlinkSync(NEXT_PACKAGES[major], link, 'dir')
+}
 const env = { ...process.env, NEXT_TELEMETRY_DISABLED: '1' }
 
 export async function freePort(): Promise<number> {
@@ -35,15 +66,16 @@ function hashTree(dir: string): string {
  * `react` from the root node_modules), puts the given corpus folders into public/ and
  * builds it with the real `next build`, unless an identical build is already there.
  */
-export function buildFixtureApp(fixture: string, target: string, corpusDirs: string[], staticImports: Record<string, string> = {}): void {
+export function buildFixtureApp(fixture: string, target: string, corpusDirs: string[], staticImports: Record<string, string> = {}, major: NextMajor = 16): void {
   const stamp = join(target, '.fixture-hash')
-  const wanted = hashTree(fixture) + corpusDirs.join(',') + JSON.stringify(staticImports)
+  const wanted = hashTree(fixture) + corpusDirs.join(',') + JSON.stringify(staticImports) + `next${major}`
   if (existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted && existsSync(join(target, '.next/BUILD_ID'))) return
   rmSync(target, { recursive: true, force: true })
   cpSync(fixture, target, { recursive: true })
   for (const dir of corpusDirs) cpSync(join(CORPUS, dir), join(target, 'public', dir), { recursive: true })
   for (const [to, from] of Object.entries(staticImports)) cpSync(join(CORPUS, from), join(target, to))
-  execFileSync(process.execPath, [NEXT_BIN, 'build'], { cwd: target, env, stdio: ['ignore', 'ignore', 'inherit'] })
+  useNextMajor(target, major)
+  execFileSync(process.execPath, [nextBin(target), 'build'], { cwd: target, env, stdio: ['ignore', 'ignore', 'inherit'] })
   writeFileSync(stamp, wanted)
 }
 
@@ -58,7 +90,7 @@ export async function startNext(dir: string, extraEnv: Record<string, string> = 
   rmSync(join(dir, '.next/cache/images'), { recursive: true, force: true })
   mkdirSync(join(dir, '.next/cache'), { recursive: true })
   const port = await freePort()
-  const child: ChildProcess = spawn(process.execPath, [NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'], {
+  const child: ChildProcess = spawn(process.execPath, [nextBin(dir), 'start', '-p', String(port), '-H', '127.0.0.1'], {
     cwd: dir,
     env: { ...env, ...extraEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
