@@ -1,7 +1,8 @@
 /**
  * Differential tests: each pure rule of the sidecar against the same rule in the installed
- * `next` (16.4.6), which is the reference. Next's own modules are the oracle here; nothing
- * is hard-coded from observation.
+ * `next` (16.4.6), which is the reference, and config normalisation, validateParams and
+ * negotiation also against Next 15.5 (the test/next15 workspace) under the sidecar's 15 profile.
+ * Next's own modules are the oracle here; nothing is hard-coded from observation.
  */
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
@@ -11,6 +12,8 @@ import { join } from 'node:path'
 import { createRequire } from 'node:module'
 import { parseQuery, validateParams } from '../../sidecar/validate.js'
 import { resolveNextConfig } from '../../sidecar/images-config.js'
+import { PROFILES, type NextMajor } from '../../sidecar/next-version.js'
+import { NEXT_PACKAGES } from '../helpers/next-app.js'
 import { negotiateMimeType } from '../../sidecar/negotiate.js'
 import { detectContentType, isAnimated } from '../../sidecar/detect.js'
 import { isPrivateIp } from '../../sidecar/private-ip.js'
@@ -33,6 +36,18 @@ const next = {
   fresh: require('next/dist/compiled/fresh/index.js') as (h: object, r: object) => boolean,
   getExtension: require('next/dist/server/serve-static.js').getExtension as (t: string) => string,
 }
+
+type Oracle = {
+  loadConfig: (phase: string, dir: string, opts: object) => Promise<any>
+  validateParams: (req: object, query: object, config: object, dev: boolean) => any
+}
+/** What each Next line's own code decides: its loadConfig and its validateParams (with negotiation). */
+const oracles = Object.fromEntries(
+  ([16, 15] as NextMajor[]).map((major) => {
+    const at = (path: string) => require(join(NEXT_PACKAGES[major], path))
+    return [major, { loadConfig: at('dist/server/config.js').default, validateParams: at('dist/server/image-optimizer.js').ImageOptimizerCache.validateParams }]
+  }),
+) as Record<NextMajor, Oracle>
 
 // Functions, because a config holds URL objects that structuredClone would flatten.
 const userConfigs: Record<string, () => Record<string, unknown>> = {
@@ -58,37 +73,42 @@ const userConfigs: Record<string, () => Record<string, unknown>> = {
 }
 
 /** Next's loadConfig caches per directory, so every oracle config gets its own. */
-function loadNextOracle(customConfig: Record<string, unknown>): Promise<any> {
+function loadNextOracle(customConfig: Record<string, unknown>, major: NextMajor = 16): Promise<any> {
   const dir = mkdtempSync(join(tmpdir(), 'nis-oracle-'))
-  return next.loadConfig('phase-production-server', dir, { customConfig, silent: true })
+  return oracles[major].loadConfig('phase-production-server', dir, { customConfig, silent: true })
 }
 
 const nextConfigs = new Map<string, any>()
-async function nextConfig(name: string) {
-  if (!nextConfigs.has(name)) {
-    nextConfigs.set(name, await loadNextOracle(userConfigs[name]!()))
+async function nextConfig(name: string, major: NextMajor = 16) {
+  const key = `${major}:${name}`
+  if (!nextConfigs.has(key)) {
+    nextConfigs.set(key, await loadNextOracle(userConfigs[name]!(), major))
   }
-  return nextConfigs.get(name)
+  return nextConfigs.get(key)
 }
 
-describe('config normalisation matches next loadConfig', () => {
-  for (const name of Object.keys(userConfigs)) {
-    test(`${name} config`, async () => {
-      const theirs = await nextConfig(name)
-      const ours = resolveNextConfig(userConfigs[name]!())
-      assert.equal(ours.basePath, theirs.basePath)
-      for (const key of ['deviceSizes', 'imageSizes', 'qualities', 'formats', 'minimumCacheTTL', 'dangerouslyAllowSVG', 'dangerouslyAllowLocalIP', 'contentSecurityPolicy', 'contentDispositionType', 'maximumRedirects', 'maximumResponseBody', 'localPatterns', 'domains', 'unoptimized', 'loader'] as const) {
-        assert.deepEqual(ours.images[key], theirs.images[key], key)
-      }
-      // Next keeps explicit `undefined` keys on normalised patterns; compare what is set.
-      const defined = (p: object) => Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined))
-      assert.deepEqual(ours.images.remotePatterns.map(defined), theirs.images.remotePatterns.map(defined))
-      assert.equal(ours.sharp.maxInputPixels, theirs.experimental.imgOptMaxInputPixels)
-      assert.equal(ours.sharp.timeoutInSeconds, theirs.experimental.imgOptTimeoutInSeconds)
-      assert.equal(ours.sharp.mozjpeg, theirs.experimental.imgOptMozjpeg)
-    })
-  }
-})
+for (const major of [16, 15] as NextMajor[]) {
+  describe(`Next ${major}: config normalisation matches next loadConfig`, () => {
+    for (const name of Object.keys(userConfigs)) {
+      test(`${name} config`, async () => {
+        const theirs = await nextConfig(name, major)
+        const ours = resolveNextConfig(userConfigs[name]!(), 'next.config', PROFILES[major])
+        assert.equal(ours.basePath, theirs.basePath)
+        // Next 15 has no dangerouslyAllowLocalIP and no maximumRedirects (see the profile).
+        const only16 = ['dangerouslyAllowLocalIP', 'maximumRedirects'] as const
+        for (const key of ['deviceSizes', 'imageSizes', 'qualities', 'formats', 'minimumCacheTTL', 'dangerouslyAllowSVG', 'contentSecurityPolicy', 'contentDispositionType', 'maximumResponseBody', 'localPatterns', 'domains', 'unoptimized', 'loader', ...(major === 16 ? only16 : [])] as const) {
+          assert.deepEqual(ours.images[key], theirs.images[key], key)
+        }
+        // Next keeps explicit `undefined` keys on normalised patterns; compare what is set.
+        const defined = (p: object) => Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined))
+        assert.deepEqual(ours.images.remotePatterns.map(defined), theirs.images.remotePatterns.map(defined))
+        assert.equal(ours.sharp.maxInputPixels, theirs.experimental.imgOptMaxInputPixels)
+        assert.equal(ours.sharp.timeoutInSeconds, theirs.experimental.imgOptTimeoutInSeconds)
+        if (major === 16) assert.equal(ours.sharp.mozjpeg, theirs.experimental.imgOptMozjpeg)
+      })
+    }
+  })
+}
 
 const urls = [
   '', '/test.png', '/test.png?v=1', '/test.png?', '/shop/img/a.jpg', '/shop/img/a.jpg?x=1', '/api/img', '/api/img?id=3',
@@ -100,7 +120,7 @@ const urls = [
   'https://cdn.example.com/_next/static/media/a.png', 'https://LEGACY.test/x', 'data:image/png;base64,AAAA', 'http://[::1]/x.png',
   `/${'x'.repeat(3071)}`, `/${'x'.repeat(3072)}`,
 ]
-const widths = ['', '384', '399', '1080', '64', '0', '000', '-1', '1.5', '0399', '1000', 'x']
+const widths = ['', '16', '384', '399', '1080', '64', '0', '000', '-1', '1.5', '0399', '1000', 'x']
 const qualities = ['', '75', '50', '100', '80', '0', '101', '075', 'q', '1']
 
 function ourOutcome(search: string, config: ReturnType<typeof resolveNextConfig>, accept: string) {
@@ -113,18 +133,19 @@ function ourOutcome(search: string, config: ReturnType<typeof resolveNextConfig>
   }
 }
 
-describe('validateParams matches ImageOptimizerCache.validateParams', () => {
+for (const major of [16, 15] as NextMajor[])
+describe(`Next ${major}: validateParams matches ImageOptimizerCache.validateParams`, () => {
   for (const name of Object.keys(userConfigs)) {
     test(`${name} config: ${urls.length * widths.length * qualities.length} queries`, async () => {
-      const theirsConfig = await nextConfig(name)
-      const ours = resolveNextConfig(userConfigs[name]!())
+      const theirsConfig = await nextConfig(name, major)
+      const ours = resolveNextConfig(userConfigs[name]!(), 'next.config', PROFILES[major])
       let compared = 0
       for (const url of urls) {
         for (const w of widths) {
           for (const q of qualities) {
             const search = `url=${encodeURIComponent(url)}&w=${w}&q=${q}`
             const accept = 'image/avif,image/webp,*/*'
-            const theirs = next.optimizer.ImageOptimizerCache.validateParams({ headers: { accept } }, parseQuery(search), theirsConfig, false)
+            const theirs = oracles[major].validateParams({ headers: { accept } }, parseQuery(search), theirsConfig, false)
             const mine = ourOutcome(search, ours, accept)
             if ('errorMessage' in theirs) {
               assert.deepEqual(mine, { errorMessage: theirs.errorMessage }, search)
@@ -141,7 +162,8 @@ describe('validateParams matches ImageOptimizerCache.validateParams', () => {
   }
 })
 
-describe('Accept negotiation matches getSupportedMimeType', () => {
+for (const major of [16, 15] as NextMajor[])
+describe(`Next ${major}: Accept negotiation matches getSupportedMimeType`, () => {
   const accepts = [
     undefined, '', '*/*', 'image/*', 'image/webp', 'image/avif', 'image/avif,image/webp', 'image/webp,image/avif',
     'image/webp,*/*', 'image/avif,image/webp,image/apng,image/*,*/*;q=0.8', 'IMAGE/WEBP', 'image/webp;q=0', 'image/webp;q=0.5,image/avif;q=0.4',
@@ -150,8 +172,8 @@ describe('Accept negotiation matches getSupportedMimeType', () => {
   for (const formats of [['image/webp'], ['image/avif', 'image/webp'], ['image/webp', 'image/avif'], ['image/avif']]) {
     for (const accept of accepts) {
       test(`formats ${formats.join('+')} / Accept ${JSON.stringify(accept)}`, async () => {
-        const config = await loadNextOracle({ images: { formats } })
-        const theirs = next.optimizer.ImageOptimizerCache.validateParams({ headers: { accept } }, { url: '/a.png', w: '384', q: '75' }, config, false)
+        const config = await loadNextOracle({ images: { formats } }, major)
+        const theirs = oracles[major].validateParams({ headers: { accept } }, { url: '/a.png', w: '384', q: '75' }, config, false)
         assert.equal(negotiateMimeType(formats, accept), theirs.mimeType)
       })
     }
