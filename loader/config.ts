@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs'
-import { relative, resolve } from 'node:path'
+import { join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { detectNextVersion, majorOfVersion } from '../sidecar/next-version.js'
 
 /** Options of `withImageSidecar`. */
 export interface ImageSidecarOptions {
@@ -59,6 +60,14 @@ function apply(config: NextConfigObject, origin: string, projectDir: string): Ne
   const loaderFile = relative(projectDir, LOADER_FILE)
   if (!existsSync(LOADER_FILE)) throw new ImageSidecarConfigError(`the loader file is missing at ${LOADER_FILE}; is the package built?`)
   const deploymentId: string | undefined = config.deploymentId ?? process.env.NEXT_DEPLOYMENT_ID
+  // The loader builds URLs as the app's own Next major does (15 and 16 differ in quality and dpl).
+  const version = detectNextVersion(join(projectDir, 'package.json'))
+  let nextMajor: number = 16
+  try {
+    if (version) nextMajor = majorOfVersion(version, 'next')
+  } catch (err) {
+    throw new ImageSidecarConfigError((err as Error).message)
+  }
   return {
     ...config,
     images: { ...images, loader: 'default', loaderFile: loaderFile.startsWith('.') ? loaderFile : `./${loaderFile}` },
@@ -67,6 +76,7 @@ function apply(config: NextConfigObject, origin: string, projectDir: string): Ne
     env: {
       ...config.env,
       NEXT_IMAGE_SIDECAR_URL: origin,
+      NEXT_IMAGE_SIDECAR_NEXT_MAJOR: String(nextMajor),
       ...(deploymentId ? { NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID: deploymentId } : {}),
     },
   }

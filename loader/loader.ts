@@ -42,9 +42,11 @@ export interface LoaderSettings {
   immutableAssets?: boolean
   /** The signing key, on the server only (see `signingKey()`); undefined for unsigned URLs. */
   signingKey?: string
+  /** The Next major the app is built with (its default loaders differ); default 16. */
+  nextMajor?: 15 | 16
 }
 
-/** Next's `findClosestQuality`: the prop (default 75) snapped to the nearest allowed quality. */
+/** Next 16's `findClosestQuality`: the prop (default 75) snapped to the nearest allowed quality. */
 export function findClosestQuality(quality: number | undefined, qualities: number[] | undefined): number {
   const q = quality || 75
   if (!qualities?.length) return q
@@ -63,14 +65,30 @@ export function signature(key: string, url: string, w: string, q: string): strin
   return base64url(hmac(sha256, key, `${url}\n${w}\n${q}`))
 }
 
+/** Next 15's quality: the prop as it is; without one, the allowed quality nearest 75, else 75. */
+export function defaultQuality15(quality: number | undefined, qualities: number[] | undefined): number {
+  return quality || qualities?.reduce((prev, cur) => (Math.abs(cur - 75) < Math.abs(prev - 75) ? cur : prev)) || 75
+}
+
 const DEFAULT_CONFIG: LoaderImageConfig = { path: '/_next/image', qualities: [75] }
 
+/** Next 15.5's production `defaultLoader`: no `dpl` handling beyond static media, no query check. */
+function buildImageUrl15({ src, width, quality, config = DEFAULT_CONFIG }: ImageLoaderProps, settings: LoaderSettings): string {
+  const q = defaultQuality15(quality, config.qualities)
+  const dpl = src.startsWith('/_next/static/media/') && settings.deploymentId ? `&dpl=${settings.deploymentId}` : ''
+  const signed = settings.origin && settings.signingKey ? `&s=${signature(settings.signingKey, src, String(width), String(q))}` : ''
+  return `${settings.origin}${config.path}?url=${encodeURIComponent(src)}&w=${width}&q=${q}${dpl}${signed}`
+}
+
 /**
- * Next's production `defaultLoader` (next/dist/shared/lib/image-loader.js), prefixed with the
+ * Next's production `defaultLoader` (next/dist/shared/lib/image-loader.js) of the app's major, prefixed with the
  * sidecar origin: a pure function of its settings, so it can be tested against Next's.
  * (Next's own module cannot be imported here: with a loaderFile, Next aliases it to this file.)
  */
-export function buildImageUrl({ src, width, quality, config = DEFAULT_CONFIG }: ImageLoaderProps, settings: LoaderSettings): string {
+export function buildImageUrl(props: ImageLoaderProps, settings: LoaderSettings): string {
+  if (settings.nextMajor === 15) return buildImageUrl15(props, settings)
+  let { src } = props
+  const { width, quality, config = DEFAULT_CONFIG } = props
   let deploymentId = settings.deploymentId
   if (src.startsWith('/') && !src.startsWith('//')) {
     const assetToken = settings.immutableAssets ? undefined : settings.deploymentId
@@ -126,6 +144,7 @@ const baked = {
   origin: process.env.NEXT_IMAGE_SIDECAR_URL ?? '',
   deploymentId: process.env.NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID || undefined,
   immutableAssets: Boolean(process.env.NEXT_SUPPORTS_IMMUTABLE_ASSETS),
+  nextMajor: process.env.NEXT_IMAGE_SIDECAR_NEXT_MAJOR === '15' ? (15 as const) : (16 as const),
 }
 
 const imageSidecarLoader = createImageLoader(() => ({ ...baked, signingKey: signingKey() }))

@@ -1,5 +1,6 @@
 /**
- * Next as the oracle for the loader. Next 16's `getImgProps` — what `next/image` renders and its
+ * Next as the oracle for the loader, for each major (16.4 and 15.5, whose default loaders differ in
+ * quality and `dpl`). Next's `getImgProps` — what `next/image` renders and its
  * exported `getImageProps` returns — renders a generated matrix of <Image> props under several
  * configs (resolved by Next's own loadConfig), once with Next's default loader, and once with the
  * sidecar's loader in its place, as `images.loaderFile` installs it (with and without a sidecar URL).
@@ -14,15 +15,17 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createImageLoader } from '../../loader/loader.js'
+import { NEXT_PACKAGES, type NextMajor } from '../helpers/next-app.js'
 
 const require = createRequire(import.meta.url)
-const NEXT_SHARED_LIB = dirname(require.resolve('next/dist/shared/lib/get-img-props.js'))
-const loadConfig = require('next/dist/server/config.js').default as (phase: string, dir: string, opts: object) => Promise<any>
+const sharedLib = (major: NextMajor) => dirname(require.resolve(join(NEXT_PACKAGES[major], 'dist/shared/lib/get-img-props.js')))
+const loadConfig = (major: NextMajor) => require(join(NEXT_PACKAGES[major], 'dist/server/config.js')).default as (phase: string, dir: string, opts: object) => Promise<any>
 
 type Props = Record<string, unknown>
 interface NextImage {
   getImgProps(props: Props, state: object): { props: Props; meta: Props }
   defaultLoader: (p: never) => string
+  /** What next/image makes of `__NEXT_IMAGE_OPTS` (Next 15 hands it to getImgProps as it is). */
   prepareImageConfig(opts?: object): Props & { path: string }
 }
 
@@ -31,15 +34,16 @@ interface NextImage {
  * set (Next reads it when its deployment-id module loads, and again for asset tokens), and each
  * id gets fresh copies of the modules. Restore the environment with the returned function.
  */
-function loadNextImage(deploymentId: string | undefined): NextImage & { restore(): void } {
-  for (const key of Object.keys(require.cache)) if (key.startsWith(NEXT_SHARED_LIB)) delete require.cache[key]
+function loadNextImage(major: NextMajor, deploymentId: string | undefined): NextImage & { restore(): void } {
+  const lib = sharedLib(major)
+  for (const key of Object.keys(require.cache)) if (key.startsWith(lib)) delete require.cache[key]
   const saved = process.env.NEXT_DEPLOYMENT_ID
   if (deploymentId) process.env.NEXT_DEPLOYMENT_ID = deploymentId
   else delete process.env.NEXT_DEPLOYMENT_ID
   return {
-    getImgProps: require('next/dist/shared/lib/get-img-props.js').getImgProps,
-    defaultLoader: require('next/dist/shared/lib/image-loader.js').default,
-    prepareImageConfig: require('next/dist/shared/lib/image-config.js').prepareImageConfig,
+    getImgProps: require(join(lib, 'get-img-props.js')).getImgProps,
+    defaultLoader: require(join(lib, 'image-loader.js')).default,
+    prepareImageConfig: require(join(lib, 'image-config.js')).prepareImageConfig ?? ((opts?: Props) => ({ ...require(join(lib, 'image-config.js')).imageConfigDefault, ...opts })),
     restore: () => {
       if (saved === undefined) delete process.env.NEXT_DEPLOYMENT_ID
       else process.env.NEXT_DEPLOYMENT_ID = saved
@@ -116,7 +120,8 @@ function atOrigin(rendered: Rendered, path: string, origin: string): Rendered {
 
 const ORIGIN = 'https://img.example.com'
 
-describe('the loader renders every <Image> as Next’s default loader does (Next’s getImgProps as the oracle)', () => {
+for (const major of [16, 15] as NextMajor[])
+describe(`Next ${major}: the loader renders every <Image> as Next’s default loader does (Next’s getImgProps as the oracle)`, () => {
   const savedEnv = process.env.NODE_ENV
   before(() => {
     // `next build` output: production rendering (no dev-only warnings and checks).
@@ -128,15 +133,15 @@ describe('the loader renders every <Image> as Next’s default loader does (Next
   let total = 0
   for (const [name, userConfig] of Object.entries(CONFIGS)) {
     test(`${name}: identical without a sidecar URL, only the origin differs with one`, async (t) => {
-      const resolved = await loadConfig('phase-production-build', mkdtempSync(join(tmpdir(), 'nis-loader-oracle-')), { customConfig: userConfig, silent: true })
+      const resolved = await loadConfig(major)('phase-production-build', mkdtempSync(join(tmpdir(), 'nis-loader-oracle-')), { customConfig: userConfig, silent: true })
       const deploymentId: string | undefined = resolved.deploymentId || undefined
-      const next = loadNextImage(deploymentId)
+      const next = loadNextImage(major, deploymentId)
       t.after(next.restore)
       // What `next build` puts into process.env.__NEXT_IMAGE_OPTS (build/define-env.js), prepared as next/image does.
       const { deviceSizes, imageSizes, qualities, path, loader, dangerouslyAllowSVG, unoptimized } = resolved.images
       const imgConf = next.prepareImageConfig({ deviceSizes, imageSizes, qualities, path, loader, dangerouslyAllowSVG, unoptimized })
-      const sidecar = createImageLoader({ origin: ORIGIN, deploymentId })
-      const fallback = createImageLoader({ origin: '', deploymentId })
+      const sidecar = createImageLoader({ origin: ORIGIN, deploymentId, nextMajor: major })
+      const fallback = createImageLoader({ origin: '', deploymentId, nextMajor: major })
       let optimized = 0
       let asIs = 0
       for (const props of matrix()) {
@@ -159,7 +164,7 @@ describe('the loader renders every <Image> as Next’s default loader does (Next
 })
 
 describe('decisions Next takes only for its default loader hold with the sidecar’s', () => {
-  const next = loadNextImage(undefined)
+  const next = loadNextImage(16, undefined)
   next.restore()
   const imgConf = next.prepareImageConfig() // Next's defaults
   const sidecar = createImageLoader({ origin: ORIGIN, deploymentId: undefined })
