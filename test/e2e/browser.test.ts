@@ -1,6 +1,7 @@
 /**
  * End to end, in a real browser: the example app built with the sidecar URL serves every
  * <Image> from the sidecar; built without it, Next's own /_next/image serves them.
+ * NEXT_MAJOR=15 builds and serves the same app with Next 15.5 (browser-next15.test.ts does).
  */
 import { test, before, after, describe } from 'node:test'
 import assert from 'node:assert/strict'
@@ -8,14 +9,16 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Browser, Page } from 'playwright-core'
-import { freePort, nextBuild, startNext, REPO, type RunningNext } from '../helpers/next-app.js'
+import { exampleAppFor, freePort, nextBuild, nextMajorFromEnv, startNext, type RunningNext } from '../helpers/next-app.js'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { launchBrowser, loadImages, type LoadedImage } from '../helpers/browser.js'
 import { silentLogger } from '../helpers/sidecar.js'
 import { createSidecar } from '../../sidecar/app.js'
 import { loadNextConfig } from '../../sidecar/next-config.js'
+import { detectNextVersion, majorOfVersion } from '../../sidecar/next-version.js'
 
-const APP = join(REPO, 'example-next-app')
+const MAJOR = nextMajorFromEnv()
+const APP = exampleAppFor(MAJOR)
 const PAGES = ['/', '/gallery']
 
 let upstream: UpstreamServer
@@ -66,11 +69,16 @@ before(async () => {
     launchBrowser(),
   ])
 
-  // The sidecar reads the app's own next.config, as the CLI does with --config.
+  // The sidecar reads the app's own next.config, and detects its Next major, as the CLI does with --config.
   Object.assign(process.env, common)
+  const nextVersion = majorOfVersion(detectNextVersion(join(APP, 'next.config.mjs'))!, 'the app')
+  assert.equal(nextVersion, MAJOR)
   const sidecar = createSidecar({
     frontend: withSidecar.url,
     nextConfig: await loadNextConfig(join(APP, 'next.config.mjs')),
+    nextVersion,
+    // The remote image is on 127.0.0.1: Next 15 has no guard to lift in its config; ours is lifted here.
+    dangerouslyAllowLocalIP: nextVersion === 15,
     cache: `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-e2e-')), 'cache.sqlite')}`,
     logger: silentLogger,
   })
@@ -79,6 +87,7 @@ before(async () => {
   const shop = createSidecar({
     frontend: withBasePath.url,
     nextConfig: { ...(await loadNextConfig(join(APP, 'next.config.mjs'))), basePath: '/shop' },
+    nextVersion,
     cache: 'memory://',
     logger: silentLogger,
   })
@@ -107,7 +116,7 @@ after(async () => {
   await Promise.all([withSidecar?.stop(), fallback?.stop(), withBasePath?.stop(), upstream?.close()])
 })
 
-describe('built with IMAGE_SIDECAR_URL', () => {
+describe(`Next ${MAJOR}, built with IMAGE_SIDECAR_URL`, () => {
   for (const path of PAGES) {
     test(`${path}: every optimized image loads from the sidecar origin as WebP`, () => {
       const images = optimized(results.sidecar[path]!)
@@ -147,7 +156,7 @@ describe('built with IMAGE_SIDECAR_URL', () => {
   })
 })
 
-describe('built without a sidecar URL (the fallback)', () => {
+describe(`Next ${MAJOR}, built without a sidecar URL (the fallback)`, () => {
   for (const path of PAGES) {
     test(`${path}: every optimized image loads from Next’s own /_next/image as WebP, the others as they are`, () => {
       const images = optimized(results.fallback[path]!)
@@ -162,7 +171,7 @@ describe('built without a sidecar URL (the fallback)', () => {
   }
 })
 
-describe('with a basePath', () => {
+describe(`Next ${MAJOR}, with a basePath`, () => {
   test('every optimized image loads from the sidecar under {basePath}/_next/image, the others as they are under the basePath', () => {
     assert.ok(optimized(basePathImages).length >= 5)
     for (const img of asIs(basePathImages)) {

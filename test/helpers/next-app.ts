@@ -32,11 +32,27 @@ function nextBin(dir: string): string {
  * app's own node_modules (Next follows the link to its real directory, where its own files resolve).
  */
 export function useNextMajor(dir: string, major: NextMajor): void {
-  const link = join(dir, 'node_modules/next')
-  rmSync(link, { recursive: true, force: true })
+  const [link, bin] = [join(dir, 'node_modules/next'), join(dir, 'node_modules/.bin/next')]
+  for (const path of [link, bin]) rmSync(path, { recursive: true, force: true })
   if (major === 16) return
-  mkdirSync(join(dir, 'node_modules'), { recursive: true })
+  mkdirSync(join(dir, 'node_modules/.bin'), { recursive: true })
   symlinkSync(NEXT_PACKAGES[major], link, 'dir')
+  // `npm run build` there finds this `next` first, as after an install.
+  symlinkSync(join(NEXT_PACKAGES[major], 'dist/bin/next'), bin)
+}
+
+/**
+ * The example app for a major: itself for 16; for 15 a copy beside the tests (sources only) whose
+ * `next` is Next 15.5, so the same app is built and served by each.
+ */
+export function exampleAppFor(major: NextMajor): string {
+  const source = join(REPO, 'example-next-app')
+  if (major === 16) return source
+  const copy = join(REPO, `test/.example-app-${major}`)
+  rmSync(copy, { recursive: true, force: true })
+  cpSync(source, copy, { recursive: true, filter: (path) => !/[/\\](node_modules|\.next[^/\\]*)$/.test(path) })
+  useNextMajor(copy, major)
+  return copy
 }
 const env = { ...process.env, NEXT_TELEMETRY_DISABLED: '1' }
 
