@@ -149,6 +149,11 @@ describe(`Next ${MAJOR}, built with IMAGE_SIDECAR_URL`, () => {
     assert.ok(remote.naturalWidth > 0)
     assert.ok(upstream.requests.some((r) => r.url === '/corpus/photo-jpeg/rocket.jpg'))
   })
+  test('Next’s own /_next/image stays up in this build (loader "default" + loaderFile): the fallback a gateway needs', async () => {
+    const res = await fetch(`${withSidecar.url}/_next/image?url=%2Fphotos%2Fdawn.jpg&w=640&q=75`, { headers: { accept: 'image/webp' } })
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('content-type'), 'image/webp')
+  })
   test('the statically imported image gets the immutable Cache-Control', async () => {
     const hero = results.sidecar['/']!.find((img) => img.id === 'static-hero')!
     const res = await fetch(hero.currentSrc, { headers: { accept: 'image/webp' } })
