@@ -1,5 +1,5 @@
 import compression from 'compression'
-import express, { type NextFunction, type Request, type Response } from 'express'
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express'
 import helmet from 'helmet'
 import sharp from 'sharp'
 import { randomUUID } from 'node:crypto'
@@ -30,6 +30,11 @@ export interface Sidecar {
   limits: DerivedLimits
   /** Starts an HTTP server; resolves once it listens. */
   listen(port?: number, host?: string): Promise<Server & { url: string }>
+  /**
+   * The operations endpoints alone (`/metrics`, `/healthz`, `/readyz`) on their own server, for a
+   * port that is not exposed with the images (see `metricsOnMainPort`).
+   */
+  listenOps(port: number, host?: string): Promise<Server & { url: string }>
   /** Resolves when the background revalidations started so far have finished. */
   idle(): Promise<void>
   /** Marks the sidecar as draining: /readyz answers 503 and responses close their connection. */
@@ -116,7 +121,9 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     coordinator,
     onResult: (result) => metrics.cacheRequests.inc({ result: result.toLowerCase() }),
   })
-  const queue = new WorkQueue(concurrency, positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot), metrics, limits)
+  const queueSize = positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot)
+  metrics.queueCapacity.set(queueSize)
+  const queue = new WorkQueue(concurrency, queueSize, metrics, limits)
   if (config.images.domains.length > 0) log.warn('images.domains is deprecated; use images.remotePatterns')
   if (config.images.unoptimized) log.warn('images.unoptimized is true: every image request answers 404, as in Next')
 
@@ -191,10 +198,10 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.
   app.get(imagePath, handleImage)
   app.post(imagePath, handleImage)
-  app.get('/healthz', (_req, res) => {
+  const healthz: RequestHandler = (_req, res) => {
     res.status(200).type('text/plain').end('ok')
-  })
-  app.get('/metrics', async (_req, res) => {
+  }
+  const metricsRoute: RequestHandler = async (_req, res) => {
     try {
       const text = await metricsText()
       res.status(200).type(metrics.registry.contentType).end(text)
@@ -202,8 +209,8 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       log.warn({ err }, 'metrics unavailable')
       res.status(503).type('text/plain').end('metrics unavailable')
     }
-  })
-  app.get('/readyz', async (_req, res) => {
+  }
+  const readyz: RequestHandler = async (_req, res) => {
     if (draining) {
       res.status(503).type('text/plain').end('shutting down')
       return
@@ -215,6 +222,18 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       log.warn({ err, store: store.name }, 'readiness check: cache store unreachable')
       res.status(503).type('text/plain').end('cache store unreachable')
     }
+  }
+  app.get('/healthz', healthz)
+  // With a metrics port, the image origin (often public) does not publish the metrics.
+  if (options.metricsOnMainPort !== false) app.get('/metrics', metricsRoute)
+  app.get('/readyz', readyz)
+  const opsApp = express()
+  opsApp.disable('x-powered-by')
+  opsApp.get('/metrics', metricsRoute)
+  opsApp.get('/healthz', healthz)
+  opsApp.get('/readyz', readyz)
+  opsApp.use((_req, res) => {
+    res.status(404).type('text/plain').end('Not Found')
   })
   // Next normalises the trailing slash before routing: /_next/image/?... → 308 /_next/image?...
   app.get(`${imagePath}/`, (req, res) => {
@@ -255,7 +274,8 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     store,
     metrics,
     limits,
-    async listen(port = 3001, host = '0.0.0.0') {
+    listenOps: (port: number, host = '0.0.0.0') => listenOn(createServer({ keepAliveTimeout: serverTimeouts.keepAliveTimeoutMs }, opsApp), port, host),
+    listen(port = 3001, host = '0.0.0.0') {
       const server = createServer(
         {
           // How often Node looks for requests past headersTimeout/requestTimeout (its default, 30 s,
@@ -267,11 +287,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
         },
         app,
       )
-      server.listen(port, host)
-      await once(server, 'listening')
-      const address = server.address() as AddressInfo
-      const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address
-      return Object.assign(server, { url: `http://${shownHost}:${address.port}` })
+      return listenOn(server, port, host)
     },
     idle: () => cache.settled(),
     drain: () => {
@@ -283,4 +299,12 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       await store.close()
     },
   }
+}
+
+async function listenOn(server: Server, port: number, host: string): Promise<Server & { url: string }> {
+  server.listen(port, host)
+  await once(server, 'listening')
+  const address = server.address() as AddressInfo
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  return Object.assign(server, { url: `http://${shownHost}:${address.port}` })
 }

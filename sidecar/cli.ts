@@ -23,6 +23,9 @@ Usage: next-image-sidecar [options]                serve
 Options (each has an environment variable; the flag wins):
   --port N            port to listen on                      PORT                   (3001)
   --host HOST         address to bind                        HOST                   (0.0.0.0)
+  --metrics-port N    serve /metrics (and /healthz, /readyz) METRICS_PORT          (none: /metrics on --port)
+                      on this port only, not on --port
+  --metrics-host HOST  address of the metrics listener       METRICS_HOST           (--host)
   --frontend URL      the Next app's internal URL; relative  FRONTEND_INTERNAL_URL  (http://127.0.0.1:3000)
                       image URLs are fetched from it
   --config PATH       the app's next.config.{js,mjs,cjs,ts}  NEXT_CONFIG_PATH       (./next.config.* if present)
@@ -105,6 +108,8 @@ const COMMON = {
 const SERVE = {
   ...COMMON,
   workers: { type: 'string' },
+  'metrics-port': { type: 'string' },
+  'metrics-host': { type: 'string' },
 } as const
 
 const WARM = {
@@ -200,6 +205,9 @@ async function serve(argv: string[]): Promise<void> {
   const port = intOption('--port', values.port ?? process.env.PORT, 3001)
   const host = values.host ?? process.env.HOST ?? '0.0.0.0'
   const workers = workersOption(values.workers ?? process.env.WORKERS)
+  const metricsPort = optionalInt('--metrics-port', values['metrics-port'] ?? process.env.METRICS_PORT)
+  const metricsHost = values['metrics-host'] ?? process.env.METRICS_HOST ?? host
+  if (metricsPort !== undefined && metricsPort === port) throw new ConfigError(`--metrics-port: must differ from --port (${port})`)
   const { options, configPath, nextVersion } = await sidecarOptions(values)
   const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
   const delayMs = intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0)
@@ -214,7 +222,7 @@ async function serve(argv: string[]): Promise<void> {
   }
   const clusterShare = workerShare()
   const { createSidecar } = await loadApp()
-  const sidecar = createSidecar({ ...options, logger: log, clusterShare })
+  const sidecar = createSidecar({ ...options, logger: log, clusterShare, metricsOnMainPort: metricsPort === undefined })
   // An unusable store (SQLite unwritable or corrupt, Redis down) is found at start: fatal only when
   // asked to be strict; otherwise said clearly once, and the sidecar serves without it until it answers.
   const strict = values['cache-strict'] === true || process.env.CACHE_STRICT === '1'
@@ -227,6 +235,8 @@ async function serve(argv: string[]): Promise<void> {
     log.error({ store: sidecar.store.name, reason: storeProblem }, 'cache store unusable at start; serving without it until it answers')
   }
   const server = await sidecar.listen(port, host)
+  // In a --workers cluster every worker listens here too; any of them answers with the sum.
+  const opsServer = metricsPort === undefined ? undefined : await sidecar.listenOps(metricsPort, metricsHost)
   reportListening()
   const { profile } = sidecar.config
   log.info(
@@ -255,7 +265,7 @@ async function serve(argv: string[]): Promise<void> {
   if (allocator() === 'glibc' && process.platform === 'linux') {
     log.warn('glibc malloc with its default arenas keeps the memory of a burst (RSS stays near the peak): start through the next-image-sidecar command, which preloads jemalloc or sets MALLOC_ARENA_MAX=2, or set one of them yourself')
   }
-  log.info({ url: server.url, config: configPath ?? null, cache: sidecar.store.name, worker: clusterShare?.index }, 'next-image-sidecar listening')
+  log.info({ url: server.url, metrics: opsServer ? `${opsServer.url}/metrics` : `${server.url}/metrics`, config: configPath ?? null, cache: sidecar.store.name, worker: clusterShare?.index }, 'next-image-sidecar listening')
 
   // Graceful shutdown: unready first (a load balancer stops sending), optionally wait for it to
   // notice, stop accepting, let in-flight requests finish within the deadline, close the stores.
@@ -275,6 +285,8 @@ async function serve(argv: string[]): Promise<void> {
       server.closeAllConnections()
     }, deadlineMs)
     await closed
+    opsServer?.close()
+    opsServer?.closeAllConnections()
     clearInterval(sweep)
     clearTimeout(timer)
     await sidecar.close()

@@ -28,6 +28,11 @@ export function createMetrics() {
       help: 'Transforms waiting for a worker slot',
       registers: [registry],
     }),
+    queueCapacity: new Gauge({
+      name: 'next_image_sidecar_queue_capacity',
+      help: 'Image jobs allowed to wait for admission (--queue-size); beyond it requests are shed with 503',
+      registers: [registry],
+    }),
     transformDuration: new Histogram({
       name: 'next_image_sidecar_transform_duration_seconds',
       help: 'Time one transform took, waiting excluded',

@@ -76,6 +76,11 @@ export interface SidecarOptions {
    * connection the sidecar is closing. Idle connections cost a socket each, nothing more.
    */
   keepAliveTimeoutMs?: number
+  /**
+   * Serve `/metrics` on the image port too. Default true; the CLI sets it false with `--metrics-port`,
+   * so an image origin exposed to the internet does not publish its metrics (see `listenOps`).
+   */
+  metricsOnMainPort?: boolean
   /** A pino logger; default: JSON to stdout at LOG_LEVEL (info). */
   logger?: Logger
   /**
