@@ -12,6 +12,7 @@ import { openStore, type OpenedStore } from './cache/open-store.js'
 import type { CacheStore } from './cache/types.js'
 import { clusterMetrics, IpcCoordinator } from './cluster.js'
 import { createMetrics, type Metrics } from './metrics.js'
+import { startRequestSpan } from './tracing.js'
 import { WorkQueue } from './queue.js'
 import { ConfigError, ImageError } from './errors.js'
 import { createImageHandler } from './handler.js'
@@ -174,10 +175,13 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     const given = req.headers['x-request-id']
     const id = typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID()
     res.setHeader('X-Request-Id', id)
+    // Image requests only: probes and scrapes would drown the traces.
+    const span = req.path === imagePath ? startRequestSpan(req.method, imagePath, req.headers, { 'next_image_sidecar.request_id': id }) : undefined
     if (draining) res.setHeader('Connection', 'close')
     res.on('finish', () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9
       metrics.requestDuration.observe({ status_class: `${Math.floor(res.statusCode / 100)}xx` }, seconds)
+      span?.finish(res.statusCode, { 'next_image_sidecar.cache': String(res.getHeader('X-Nextjs-Cache') ?? '') })
       if (!log.isLevelEnabled('info')) return
       log.info(
         {
@@ -192,7 +196,8 @@ export function createSidecar(options: SidecarOptions): Sidecar {
         'request',
       )
     })
-    next()
+    if (span) span.run(next)
+    else next()
   })
   // The image route first: it is nearly all the traffic, and the router tries routes in order.
   // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.

@@ -10,6 +10,7 @@ import { findNextConfig, loadNextConfig } from './next-config.js'
 import { DEFAULTS, type SidecarOptions } from './options.js'
 import { allocator, defaultConcurrency, parseBytes, readContainerLimits } from './limits.js'
 import { collectRequests, planVariants, progressReporter, warmVariants } from './warm.js'
+import { startTracing } from './tracing.js'
 
 // The service itself (Express, sharp, SQLite, Redis clients) is imported only where it runs, so a
 // `--workers` primary, which serves nothing, stays small.
@@ -67,6 +68,8 @@ Options (each has an environment variable; the flag wins):
                       (keep it above your load balancer's idle timeout)
   --help              show this text
 Logging: LOG_LEVEL (trace|debug|info|warn|error|silent), JSON lines on stdout.
+Tracing: off unless OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
+OTEL_TRACES_EXPORTER=otlp|console) is set; OTLP over HTTP, the standard OTEL_* variables apply.
 
 warm sources (combinable):
   --pages URL...      rendered pages: every <img src/srcset> and <link rel=preload imagesrcset>
@@ -221,6 +224,8 @@ async function serve(argv: string[]): Promise<void> {
     return
   }
   const clusterShare = workerShare()
+  // Loads OpenTelemetry only when the OTEL_* environment asks for traces.
+  const tracing = await startTracing(log)
   const { createSidecar } = await loadApp()
   const sidecar = createSidecar({ ...options, logger: log, clusterShare, metricsOnMainPort: metricsPort === undefined })
   // An unusable store (SQLite unwritable or corrupt, Redis down) is found at start: fatal only when
@@ -290,6 +295,7 @@ async function serve(argv: string[]): Promise<void> {
     clearInterval(sweep)
     clearTimeout(timer)
     await sidecar.close()
+    await tracing?.shutdown()
     log.info('shut down')
     log.flush()
     process.exit(0)

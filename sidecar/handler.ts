@@ -1,5 +1,6 @@
 import compressible from 'compressible'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { imageSize } from 'image-size'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { cacheKey } from './cache/key.js'
@@ -15,6 +16,7 @@ import type { AdmitSource, WorkQueue } from './queue.js'
 import { withAttempts } from './retry.js'
 import { transformImage, type PreviousOutput } from './transform.js'
 import { fetchExternal, fetchInternal, type NotModified, type Resolver, type Upstream } from './upstream.js'
+import { traced } from './tracing.js'
 import { parseQuery, validateParams, type ImageParams } from './validate.js'
 
 export interface HandlerContext {
@@ -42,6 +44,16 @@ function reusableOutput(upstream: Upstream, previous: CacheEntry | undefined): P
     return { buffer: previous.buffer, maxAge: previous.maxAge, etag: previous.etag, upstreamEtag: previous.upstreamEtag }
   }
   return undefined
+}
+
+/** The source's dimensions from its header, for a trace (nothing when it cannot be read). */
+function sourceDimensions(buffer: Buffer): Record<string, number> {
+  try {
+    const { width, height } = imageSize(buffer)
+    return width && height ? { 'image.source_width': width, 'image.source_height': height } : {}
+  } catch {
+    return {}
+  }
 }
 
 /** What a query and an Accept header resolve to, before any I/O. */
@@ -90,15 +102,11 @@ export function createImageHandler(ctx: HandlerContext) {
     const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators, beforeBody: admitSource }
     const stopTimer = ctx.metrics.upstreamDuration.startTimer({ kind })
     try {
-      const upstream = params.isAbsolute
-        ? await fetchExternal(params.href, {
-            ...common,
-            dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
-            maximumRedirects: images.maximumRedirects,
-            fetchSemantics: config.profile.upstream.fetch,
-            resolve: ctx.resolve,
-          })
-        : await fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: config.profile.upstream.checkInternalStatus })
+      const upstream = await traced('upstream fetch', { 'next_image_sidecar.upstream': kind, 'url.full': params.href }, async (span) => {
+        const answer = await fetchOne()
+        span?.setAttribute('http.response.status_code', answer.status)
+        return answer
+      }, true)
       ctx.metrics.upstreamFetches.inc({ kind, outcome: upstream.notModified ? 'not_modified' : 'ok' })
       return upstream
     } catch (err) {
@@ -106,6 +114,18 @@ export function createImageHandler(ctx: HandlerContext) {
       throw err
     } finally {
       stopTimer()
+    }
+
+    function fetchOne(): Promise<Upstream | NotModified> {
+      return params.isAbsolute
+        ? fetchExternal(params.href, {
+            ...common,
+            dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
+            maximumRedirects: images.maximumRedirects,
+            fetchSemantics: config.profile.upstream.fetch,
+            resolve: ctx.resolve,
+          })
+        : fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: config.profile.upstream.checkInternalStatus })
     }
   }
 
@@ -124,21 +144,25 @@ export function createImageHandler(ctx: HandlerContext) {
               const { expireAt: _expired, ...unchanged } = previous!
               return unchanged
             }
-            const result = await ctx.queue.transform(signal, async (admit) => {
-              const stopTimer = ctx.metrics.transformDuration.startTimer()
-              try {
-                return await transformImage(
-                  upstream,
-                  { href: params.href, width: params.width, quality: params.quality, mimeType },
-                  { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
-                  reusableOutput(upstream, previous),
-                  admit,
-                )
-              } finally {
-                stopTimer()
-                ctx.metrics.transforms.inc()
-              }
-            })
+            const result = await ctx.queue.transform(signal, (admit) =>
+              traced('transform', { 'image.width': params.width, 'image.quality': params.quality, 'image.source_bytes': upstream.buffer.byteLength }, async (span) => {
+                const stopTimer = ctx.metrics.transformDuration.startTimer()
+                try {
+                  const transformed = await transformImage(
+                    upstream,
+                    { href: params.href, width: params.width, quality: params.quality, mimeType },
+                    { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
+                    reusableOutput(upstream, previous),
+                    admit,
+                  )
+                  if (span) span.setAttributes({ ...sourceDimensions(upstream.buffer), 'image.format': transformed.contentType, 'image.bytes': transformed.buffer.byteLength, 'image.fallback': transformed.error !== undefined })
+                  return transformed
+                } finally {
+                  stopTimer()
+                  ctx.metrics.transforms.inc()
+                }
+              }),
+            )
             if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; serving the original bytes')
             const { buffer, contentType, maxAge, etag, upstreamEtag } = result
             return { buffer, contentType, maxAge, etag, upstreamEtag, validators: upstream.validators }

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto'
 import { Deadline, untilAborted } from './deadline.js'
 import { ImageError, MESSAGES } from './errors.js'
 import { isPrivateIp } from './private-ip.js'
+import { traceHeaders } from './tracing.js'
 import type { UpstreamValidators } from './cache/types.js'
 
 /** What the transform needs from an upstream response. */
@@ -20,12 +21,15 @@ export interface Upstream {
   etag: string
   /** The raw ETag / Last-Modified, for the next conditional revalidation. */
   validators: UpstreamValidators
+  /** The HTTP status the upstream answered (for traces). */
+  status: number
   notModified?: false
 }
 
 /** The upstream confirmed (304) that the image has not changed since `validators`. */
 export interface NotModified {
   notModified: true
+  status: 304
   cacheControl: string | undefined
 }
 
@@ -312,7 +316,7 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
   try {
     res = await request(url, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,
-      headers: { ...(url.protocol === 'https:' ? HTTPS_HEADERS : HTTP_HEADERS), ...conditionalHeaders(options.validators) },
+      headers: { ...(url.protocol === 'https:' ? HTTPS_HEADERS : HTTP_HEADERS), ...conditionalHeaders(options.validators), ...traceHeaders() },
       lookup,
       pinKey,
       signal,
@@ -335,7 +339,7 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
   }
   if (status === 304 && options.validators) {
     res.destroy()
-    return { notModified: true, cacheControl: res.headers['cache-control'] }
+    return { notModified: true, status: 304, cacheControl: res.headers['cache-control'] }
   }
   if (status < 200 || status > 299) {
     res.destroy()
@@ -362,6 +366,7 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
     cacheControl: res.headers['cache-control'],
     etag: extractEtag(res.headers.etag, buffer),
     validators: validatorsOf(res),
+    status,
   }
 }
 
@@ -378,13 +383,13 @@ async function fetchFromFrontend(url: URL, options: InternalOptions, signal: Abo
   try {
     const res = await request(url, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,
-      headers: { accept: '*/*', 'user-agent': 'next-image-sidecar', ...conditionalHeaders(options.validators) },
+      headers: { accept: '*/*', 'user-agent': 'next-image-sidecar', ...conditionalHeaders(options.validators), ...traceHeaders() },
       signal,
     })
     const status = res.statusCode ?? 500
     if (status === 304 && options.validators) {
       res.destroy()
-      return { notModified: true, cacheControl: res.headers['cache-control'] }
+      return { notModified: true, status: 304, cacheControl: res.headers['cache-control'] }
     }
     if ((status < 200 || status > 299) && options.checkStatus !== false) {
       res.destroy()
@@ -400,6 +405,7 @@ async function fetchFromFrontend(url: URL, options: InternalOptions, signal: Abo
       cacheControl: res.headers['cache-control'],
       etag: extractEtag(res.headers.etag, buffer),
       validators: validatorsOf(res),
+      status,
     }
   } catch (err) {
     if (err instanceof BodyNotAdmitted) throw err.reason

@@ -3,6 +3,7 @@ import { Deadline, untilAborted } from '../deadline.js'
 import { ImageError, MESSAGES } from '../errors.js'
 import type { CacheResult } from '../headers.js'
 import type { Coordinator, Lock } from './coordinator.js'
+import { traced } from '../tracing.js'
 import type { CacheEntry, CacheStore } from './types.js'
 
 /** What a producer returns: the entry without its expiry (the cache sets that). */
@@ -67,9 +68,13 @@ export class ResponseCache {
 
   private async lookup(key: string, produce: Producer): Promise<CachedResponse> {
     const pending = this.inflight.get(key)
-    if (pending) return { entry: await pending, result: 'MISS' }
+    if (pending) return { entry: await this.waitForJob(pending), result: 'MISS' }
 
-    const cached = await this.read(key)
+    const cached = await traced('cache lookup', { 'next_image_sidecar.store': this.store.name }, async (span) => {
+      const entry = await this.read(key)
+      span?.setAttribute('next_image_sidecar.cache_hit', entry !== undefined)
+      return entry
+    })
     if (cached) {
       if (Date.now() <= cached.expireAt) return { entry: cached, result: 'HIT' }
       this.refresh(key, cached, produce)
@@ -78,7 +83,7 @@ export class ResponseCache {
 
     // Another request may have started the same miss while we read the store.
     const started = this.inflight.get(key)
-    if (started) return { entry: await started, result: 'MISS' }
+    if (started) return { entry: await this.waitForJob(started), result: 'MISS' }
     // Waiters on this promise are bounded by its deadline, which covers the lock wait and the job.
     const promise = Deadline.run(this.options.jobTimeoutMs, undefined, (signal) =>
       this.coordinator ? this.produceOnce(key, produce, signal) : this.produceAndStore(key, undefined, produce, signal),
@@ -89,6 +94,11 @@ export class ResponseCache {
     } finally {
       this.inflight.delete(key)
     }
+  }
+
+  /** An identical request's job in this process: this request waits for its result. */
+  private waitForJob(job: Promise<CacheEntry>): Promise<CacheEntry> {
+    return traced('lock wait', { 'next_image_sidecar.lock': 'process' }, () => job)
   }
 
   /** Resolves when every background refresh started so far has finished (tests, shutdown). */
@@ -115,8 +125,10 @@ export class ResponseCache {
           await this.unlock(lock)
         }
       }
-      await untilAborted(this.coordinator!.waitFor(key, this.pollMs * 4), signal).catch(() => undefined)
-      const landed = await this.read(key)
+      const landed = await traced('lock wait', { 'next_image_sidecar.lock': 'store' }, async () => {
+        await untilAborted(this.coordinator!.waitFor(key, this.pollMs * 4), signal).catch(() => undefined)
+        return this.read(key)
+      })
       if (landed) return landed
       // The store is failing (a failover, an outage): whatever the holder makes may never land
       // there, and its lock may outlive it. Serve around the store instead of waiting on it.
@@ -163,7 +175,7 @@ export class ResponseCache {
   private async produceAndStore(key: string, previous: CacheEntry | undefined, produce: Producer, signal: AbortSignal): Promise<CacheEntry> {
     const produced = await produce(previous, signal)
     const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge) }
-    await this.write(key, entry)
+    await traced('store', { 'next_image_sidecar.store': this.store.name, 'next_image_sidecar.bytes': entry.buffer.byteLength }, () => this.write(key, entry))
     return entry
   }
 

@@ -1,11 +1,12 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
-import { mkdtempSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildImageUrl, findClosestQuality } from '../../loader/loader.js'
 import { withImageSidecar, resolveSidecarUrl, ImageSidecarConfigError } from '../../dist/loader/config.js'
+import { NEXT_PACKAGES } from '../helpers/next-app.js'
 
 const require = createRequire(import.meta.url)
 const nextDefaultLoader = require('next/dist/shared/lib/image-loader.js').default as (p: object) => string
@@ -77,7 +78,20 @@ describe('withImageSidecar', () => {
     assert.equal(config.images.loader, 'default')
     assert.match(config.images.loaderFile, /^\.{1,2}\/.*dist\/loader\/loader\.js$/)
     assert.deepEqual(config.images.qualities, [50, 90])
-    assert.deepEqual(config.env, { OTHER: '1', NEXT_IMAGE_SIDECAR_URL: 'https://img.example.com', NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID: 'dep-7' })
+    assert.deepEqual(config.env, { OTHER: '1', NEXT_IMAGE_SIDECAR_URL: 'https://img.example.com', NEXT_IMAGE_SIDECAR_NEXT_MAJOR: '16', NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID: 'dep-7' })
+  })
+  test('a Next 15 project gets the Next 15 loader (the major of the next package it resolves)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nis-next15-project-'))
+    mkdirSync(join(dir, 'node_modules'))
+    symlinkSync(NEXT_PACKAGES[15], join(dir, 'node_modules/next'), 'dir')
+    const config = withImageSidecar({}, { url: 'https://img.example.com', projectDir: dir })
+    assert.equal(config.env.NEXT_IMAGE_SIDECAR_NEXT_MAJOR, '15')
+  })
+  test('a project on an unsupported Next is refused with the version', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nis-next14-project-'))
+    mkdirSync(join(dir, 'node_modules/next'), { recursive: true })
+    writeFileSync(join(dir, 'node_modules/next/package.json'), JSON.stringify({ name: 'next', version: '14.2.3' }))
+    assert.throws(() => withImageSidecar({}, { url: 'https://img.example.com', projectDir: dir }), /withImageSidecar: .*14\.2\.3 is not supported/)
   })
   test('the loader file path resolves from the project directory', () => {
     const config = withImageSidecar({}, { url: 'http://127.0.0.1:3001', projectDir })

@@ -20,7 +20,7 @@ const nextConfig = {
 
 function upstreamOf(file: string, cacheControl?: string, etag?: string): Upstream {
   const buffer = corpusFile(file)
-  return { buffer, contentType: 'application/octet-stream', cacheControl, etag: extractEtag(etag, buffer), validators: {} }
+  return { buffer, contentType: 'application/octet-stream', cacheControl, etag: extractEtag(etag, buffer), validators: {}, status: 200 }
 }
 
 describe('output is byte-identical to Next’s imageOptimizerTransform', () => {
