@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `npm test`'s pretest: the suite drives Debian's chromium (e2e), nginx (gateway test) and starts
-# its own redis-server instances (single, Cluster via redis-cli, Sentinel via redis-server --sentinel).
+# `npm test`'s pretest: the suite drives Debian's chromium (e2e), nginx (gateway test), prometheus and
+# promtool (the operations kit) and starts its own redis-server instances (single, Cluster via
+# redis-cli, Sentinel via redis-server --sentinel).
 # Install whichever is missing, or stop with one clear line.
 set -euo pipefail
 need=()
@@ -8,6 +9,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "pretest: installing ${need[*]} from Debian's packages" >&2

@@ -80,6 +80,8 @@ export function startRequestSpan(method: string, route: string, headers: Record<
   const { api, tracer } = active
   const parent = api.propagation.extract(api.ROOT_CONTEXT, headers)
   const span = tracer.startSpan(`${method} ${route}`, { kind: api.SpanKind.SERVER, attributes: { 'http.request.method': method, 'http.route': route, ...attributes } }, parent)
+  // A request the sampler left out runs outside any span: its children then cost one branch each.
+  if (!span.isRecording()) return undefined
   const ctx = api.trace.setSpan(parent, span)
   return {
     run: (fn) => api.context.with(ctx, fn),
@@ -99,6 +101,8 @@ export function startRequestSpan(method: string, route: string, headers: Record<
 export function traced<T>(name: string, attributes: Attributes, fn: (span: Span | undefined) => Promise<T>, client = false): Promise<T> {
   if (!active) return fn(undefined)
   const { api, tracer } = active
+  // Only work inside a sampled request's span is traced (not unsampled requests, not work without one).
+  if (!api.trace.getActiveSpan()?.isRecording()) return fn(undefined)
   return tracer.startActiveSpan(name, { kind: client ? api.SpanKind.CLIENT : api.SpanKind.INTERNAL, attributes }, async (span) => {
     try {
       return await fn(span)
