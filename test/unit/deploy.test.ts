@@ -43,3 +43,21 @@ test('the Kubernetes manifest has probes, resources, a drain delay and a CPU aut
   const imagePath = ingress.spec.rules[0].http.paths.find((p: { path: string }) => p.path === '/_next/image')
   assert.equal(imagePath.pathType, 'Exact')
 })
+
+test('metrics are scraped from their own port: manifest, ServiceMonitor, pod annotations and docker-compose agree', () => {
+  const docs = parseAllDocuments(readFileSync(join(REPO, 'deploy/kubernetes/next-image-sidecar.yaml'), 'utf8')).map((d) => d.toJS())
+  const deployment = docs.find((d) => d.kind === 'Deployment')
+  const service = docs.find((d) => d.kind === 'Service')
+  const container = deployment.spec.template.spec.containers[0]
+  const env = Object.fromEntries(container.env.map((e: { name: string; value: string }) => [e.name, e.value]))
+  const metricsPort = container.ports.find((p: { name: string }) => p.name === 'metrics').containerPort
+  assert.equal(Number(env.METRICS_PORT), metricsPort)
+  assert.equal(Number(deployment.spec.template.metadata.annotations['prometheus.io/port']), metricsPort)
+  // The Ingress only routes the image port; the probes test the port that serves images.
+  assert.equal(container.readinessProbe.httpGet.port, 'http')
+  const monitor = parseAllDocuments(readFileSync(join(REPO, 'deploy/kubernetes/servicemonitor.yaml'), 'utf8')).map((d) => d.toJS())[0]
+  assert.equal(monitor.kind, 'ServiceMonitor')
+  assert.deepEqual(monitor.spec.selector.matchLabels, service.metadata.labels)
+  assert.ok(service.spec.ports.some((p: { name: string; targetPort: string }) => p.name === monitor.spec.endpoints[0].port && p.targetPort === 'metrics'))
+  assert.match(readFileSync(join(REPO, 'deploy/docker-compose.yml'), 'utf8'), /METRICS_PORT: "9464"/)
+})
