@@ -1,6 +1,6 @@
 // npm run bench:tracing — what OpenTelemetry tracing costs on the warm path (cache hits, the bulk of
-// traffic): three sidecars side by side in one run, tracing off, on with every request sampled, and on
-// with 10% sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio), each on CPU 0 with the same warm
+// traffic): four sidecars side by side in one run, tracing off, on with every request sampled, on with
+// 10% sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio) and on with none, each on CPU 0 with the same warm
 // memory cache, exporting to a local OTLP receiver that discards. wrk runs the rounds interleaved
 // (off, on, 10%, off, …) so machine noise falls on all three alike; ratios are against "off".
 import { createServer } from 'node:http'
@@ -45,6 +45,8 @@ const VARIANTS = {
   off: {},
   'on, all sampled': { OTEL_EXPORTER_OTLP_ENDPOINT: receiver },
   'on, 10% sampled': { OTEL_EXPORTER_OTLP_ENDPOINT: receiver, OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' },
+  // The SDK loaded and deciding, nothing recorded: the fixed cost of having tracing on.
+  'on, none sampled': { OTEL_EXPORTER_OTLP_ENDPOINT: receiver, OTEL_TRACES_SAMPLER: 'always_off' },
 }
 const paths = SOURCES.flatMap((src) => WIDTHS.map((w) => `/_next/image?url=${encodeURIComponent(`/${src}`)}&w=${w}&q=75`))
 

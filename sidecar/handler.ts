@@ -100,10 +100,20 @@ export function createImageHandler(ctx: HandlerContext) {
   async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined, admitSource: AdmitSource): Promise<Upstream | NotModified> {
     const kind = params.isAbsolute ? 'external' : 'internal'
     const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators, beforeBody: admitSource }
+    const fetchOnce = () =>
+      params.isAbsolute
+        ? fetchExternal(params.href, {
+            ...common,
+            dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
+            maximumRedirects: images.maximumRedirects,
+            fetchSemantics: config.profile.upstream.fetch,
+            resolve: ctx.resolve,
+          })
+        : fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: config.profile.upstream.checkInternalStatus })
     const stopTimer = ctx.metrics.upstreamDuration.startTimer({ kind })
     try {
       const upstream = await traced('upstream fetch', { 'next_image_sidecar.upstream': kind, 'url.full': params.href }, async (span) => {
-        const answer = await fetchOne()
+        const answer = await fetchOnce()
         span?.setAttribute('http.response.status_code', answer.status)
         return answer
       }, true)
@@ -114,18 +124,6 @@ export function createImageHandler(ctx: HandlerContext) {
       throw err
     } finally {
       stopTimer()
-    }
-
-    function fetchOne(): Promise<Upstream | NotModified> {
-      return params.isAbsolute
-        ? fetchExternal(params.href, {
-            ...common,
-            dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
-            maximumRedirects: images.maximumRedirects,
-            fetchSemantics: config.profile.upstream.fetch,
-            resolve: ctx.resolve,
-          })
-        : fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: config.profile.upstream.checkInternalStatus })
     }
   }
 
