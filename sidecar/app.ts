@@ -196,8 +196,9 @@ export function createSidecar(options: SidecarOptions): Sidecar {
         'request',
       )
     })
-    if (span) span.run(next)
-    else next()
+    // The image handler hangs its work's spans under this one.
+    res.locals.trace = span?.context
+    next()
   })
   // The image route first: it is nearly all the traffic, and the router tries routes in order.
   // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.

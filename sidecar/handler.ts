@@ -16,7 +16,7 @@ import type { AdmitSource, WorkQueue } from './queue.js'
 import { withAttempts } from './retry.js'
 import { transformImage, type PreviousOutput } from './transform.js'
 import { fetchExternal, fetchInternal, type NotModified, type Resolver, type Upstream } from './upstream.js'
-import { traced } from './tracing.js'
+import { traceHeaders, traced, type TraceContext } from './tracing.js'
 import { parseQuery, validateParams, type ImageParams } from './validate.js'
 
 export interface HandlerContext {
@@ -97,11 +97,11 @@ export function createImageHandler(ctx: HandlerContext) {
     return plan
   }
 
-  async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined, admitSource: AdmitSource): Promise<Upstream | NotModified> {
+  async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined, admitSource: AdmitSource, trace: TraceContext | undefined): Promise<Upstream | NotModified> {
     const kind = params.isAbsolute ? 'external' : 'internal'
-    const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators, beforeBody: admitSource }
-    const fetchOnce = () =>
-      params.isAbsolute
+    const fetchOnce = (fetchTrace: TraceContext | undefined) => {
+      const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators, beforeBody: admitSource, traceHeaders: traceHeaders(fetchTrace) }
+      return params.isAbsolute
         ? fetchExternal(params.href, {
             ...common,
             dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
@@ -110,10 +110,11 @@ export function createImageHandler(ctx: HandlerContext) {
             resolve: ctx.resolve,
           })
         : fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: config.profile.upstream.checkInternalStatus })
+    }
     const stopTimer = ctx.metrics.upstreamDuration.startTimer({ kind })
     try {
-      const upstream = await traced('upstream fetch', { 'next_image_sidecar.upstream': kind, 'url.full': params.href }, async (span) => {
-        const answer = await fetchOnce()
+      const upstream = await traced(trace, 'upstream fetch', { 'next_image_sidecar.upstream': kind, 'url.full': params.href }, async (span, fetchTrace) => {
+        const answer = await fetchOnce(fetchTrace)
         span?.setAttribute('http.response.status_code', answer.status)
         return answer
       }, true)
@@ -131,19 +132,19 @@ export function createImageHandler(ctx: HandlerContext) {
    * One image job under the job's deadline: admitted by the queue, fetch (conditionally, when
    * revalidating), then transform in a slot. Every wait in it ends when `signal` aborts.
    */
-  function producer(params: ImageParams, mimeType: string) {
+  function producer(params: ImageParams, mimeType: string, trace: TraceContext | undefined) {
     return (previous: CacheEntry | undefined, signal: AbortSignal): Promise<Produced> =>
       ctx.queue.job(signal, (admitSource) =>
         withAttempts(
           async () => {
-            const upstream = await fetchUpstream(params, signal, previous, admitSource)
+            const upstream = await fetchUpstream(params, signal, previous, admitSource, trace)
             if (upstream.notModified) {
               // Beyond Next: the source is unchanged, so the stored output is reused as it is.
               const { expireAt: _expired, ...unchanged } = previous!
               return unchanged
             }
             const result = await ctx.queue.transform(signal, (admit) =>
-              traced('transform', { 'image.width': params.width, 'image.quality': params.quality, 'image.source_bytes': upstream.buffer.byteLength }, async (span) => {
+              traced(trace, 'transform', { 'image.width': params.width, 'image.quality': params.quality, 'image.source_bytes': upstream.buffer.byteLength }, async (span) => {
                 const stopTimer = ctx.metrics.transformDuration.startTimer()
                 try {
                   const transformed = await transformImage(
@@ -208,7 +209,8 @@ export function createImageHandler(ctx: HandlerContext) {
       const queryStart = req.originalUrl.indexOf('?')
       const { params, mimeType, key } = planFor(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '', req.headers.accept)
 
-      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType))
+      const trace = res.locals.trace as TraceContext | undefined
+      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType, trace), trace)
 
       const notModified = isNotModified(req.headers, entry.etag)
       const headers = headersFor(entry, params, result, notModified)

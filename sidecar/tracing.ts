@@ -1,4 +1,4 @@
-import type { Attributes, Span, Tracer } from '@opentelemetry/api'
+import type { Attributes, Context, Span, TextMapPropagator, Tracer } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 
 /**
@@ -9,12 +9,19 @@ import type { Logger } from 'pino'
  * One SERVER span per request (its parent taken from the caller's W3C `traceparent`), with
  * children for the cache lookup, lock waits, the upstream fetch (whose request carries the trace
  * on), the transform and the store write.
+ *
+ * The trace context is passed along explicitly (a `TraceContext` argument) instead of through
+ * OpenTelemetry's AsyncLocalStorage context manager: on Node 20 that one turns on async hooks for
+ * every promise of the process once a single request is sampled (bench/results/tracing.md).
  */
 
 type Api = typeof import('@opentelemetry/api')
 
-/** The loaded API and this service's tracer, once tracing has started. */
-let active: { api: Api; tracer: Tracer } | undefined
+/** The trace position of a piece of work: pass it to `traced` and `traceHeaders`. Undefined: not traced. */
+export type TraceContext = Context
+
+/** The loaded API, this service's tracer and the W3C propagator, once tracing has started. */
+let active: { api: Api; tracer: Tracer; propagator: TextMapPropagator } | undefined
 
 /**
  * Whether the environment turns tracing on, by the OpenTelemetry conventions: `OTEL_SDK_DISABLED`
@@ -44,20 +51,20 @@ export interface TracingHandle {
 export async function startTracing(log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<TracingHandle | undefined> {
   const exporterKind = tracingExporter(env)
   if (!exporterKind || active) return undefined
-  const [api, { NodeTracerProvider, BatchSpanProcessor, ConsoleSpanExporter }, { OTLPTraceExporter }, resources] = await Promise.all([
+  const [api, { NodeTracerProvider, BatchSpanProcessor, ConsoleSpanExporter }, { OTLPTraceExporter }, resources, { W3CTraceContextPropagator }] = await Promise.all([
     import('@opentelemetry/api'),
     import('@opentelemetry/sdk-trace-node'),
     import('@opentelemetry/exporter-trace-otlp-http'),
     import('@opentelemetry/resources'),
+    import('@opentelemetry/core'),
   ])
   const resource = resources
     .resourceFromAttributes({ 'service.name': env.OTEL_SERVICE_NAME || 'next-image-sidecar' })
     .merge(resources.detectResources({ detectors: [resources.envDetector] }))
   const exporter = exporterKind === 'console' ? new ConsoleSpanExporter() : new OTLPTraceExporter()
+  // Not registered globally: no context manager (see the top of this file), nothing for other code to pick up.
   const provider = new NodeTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter)] })
-  // Registers the AsyncLocalStorage context manager and the W3C trace-context propagator.
-  provider.register()
-  active = { api, tracer: provider.getTracer('next-image-sidecar') }
+  active = { api, tracer: provider.getTracer('next-image-sidecar'), propagator: new W3CTraceContextPropagator() }
   log.info({ exporter: exporterKind, endpoint: env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT }, 'tracing on')
   return {
     async shutdown() {
@@ -67,24 +74,24 @@ export async function startTracing(log: Logger, env: NodeJS.ProcessEnv = process
   }
 }
 
-/** What a request span needs from the HTTP layer; `finish` ends it with the response's outcome. */
+/** A request's span: its context for the work it starts, and `finish` with the response's outcome. */
 export interface RequestSpan {
-  /** Runs the rest of the request inside the span's context, so its children attach to it. */
-  run(fn: () => void): void
+  context: TraceContext
   finish(status: number, attributes: Attributes): void
 }
 
-/** A SERVER span for an incoming request, child of the caller's `traceparent`; undefined when off. */
+/**
+ * A SERVER span for an incoming request, child of the caller's `traceparent`; undefined when off,
+ * and when the sampler leaves the request out (its work then creates no spans at all).
+ */
 export function startRequestSpan(method: string, route: string, headers: Record<string, string | string[] | undefined>, attributes: Attributes): RequestSpan | undefined {
   if (!active) return undefined
-  const { api, tracer } = active
-  const parent = api.propagation.extract(api.ROOT_CONTEXT, headers)
+  const { api, tracer, propagator } = active
+  const parent = propagator.extract(api.ROOT_CONTEXT, headers, api.defaultTextMapGetter)
   const span = tracer.startSpan(`${method} ${route}`, { kind: api.SpanKind.SERVER, attributes: { 'http.request.method': method, 'http.route': route, ...attributes } }, parent)
-  // A request the sampler left out runs outside any span: its children then cost one branch each.
   if (!span.isRecording()) return undefined
-  const ctx = api.trace.setSpan(parent, span)
   return {
-    run: (fn) => api.context.with(ctx, fn),
+    context: api.trace.setSpan(parent, span),
     finish(status, more) {
       span.setAttributes({ 'http.response.status_code': status, ...more })
       if (status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR })
@@ -94,34 +101,37 @@ export function startRequestSpan(method: string, route: string, headers: Record<
 }
 
 /**
- * Runs `fn` in a child span of the current one (INTERNAL, or CLIENT for outgoing requests).
- * `fn` may add attributes through the span it is given (undefined when tracing is off). A failure
- * is recorded on the span and rethrown unchanged.
+ * Runs `fn` in a child span of `parent` (INTERNAL, or CLIENT for outgoing requests); without a
+ * parent (tracing off, an unsampled request) it just runs `fn`. `fn` gets the span, to add
+ * attributes, and the span's context, for work of its own. A failure is recorded and rethrown unchanged.
  */
-export function traced<T>(name: string, attributes: Attributes, fn: (span: Span | undefined) => Promise<T>, client = false): Promise<T> {
-  if (!active) return fn(undefined)
+export async function traced<T>(
+  parent: TraceContext | undefined,
+  name: string,
+  attributes: Attributes,
+  fn: (span: Span | undefined, context: TraceContext | undefined) => Promise<T>,
+  client = false,
+): Promise<T> {
+  if (!active || !parent) return fn(undefined, undefined)
   const { api, tracer } = active
-  // Only work inside a sampled request's span is traced (not unsampled requests, not work without one).
-  if (!api.trace.getActiveSpan()?.isRecording()) return fn(undefined)
-  return tracer.startActiveSpan(name, { kind: client ? api.SpanKind.CLIENT : api.SpanKind.INTERNAL, attributes }, async (span) => {
-    try {
-      return await fn(span)
-    } catch (err) {
-      span.recordException(err as Error)
-      const status = (err as { statusCode?: number }).statusCode
-      if (status !== undefined) span.setAttribute('http.response.status_code', status)
-      span.setStatus({ code: api.SpanStatusCode.ERROR, message: (err as Error).message })
-      throw err
-    } finally {
-      span.end()
-    }
-  })
+  const span = tracer.startSpan(name, { kind: client ? api.SpanKind.CLIENT : api.SpanKind.INTERNAL, attributes }, parent)
+  try {
+    return await fn(span, api.trace.setSpan(parent, span))
+  } catch (err) {
+    span.recordException(err as Error)
+    const status = (err as { statusCode?: number }).statusCode
+    if (status !== undefined) span.setAttribute('http.response.status_code', status)
+    span.setStatus({ code: api.SpanStatusCode.ERROR, message: (err as Error).message })
+    throw err
+  } finally {
+    span.end()
+  }
 }
 
-/** The current trace as W3C headers (`traceparent`, `tracestate`) for an outgoing request; {} when off. */
-export function traceHeaders(): Record<string, string> {
-  if (!active) return {}
+/** A trace position as W3C headers (`traceparent`, `tracestate`) for an outgoing request; {} when not traced. */
+export function traceHeaders(context: TraceContext | undefined): Record<string, string> {
+  if (!active || !context) return {}
   const headers: Record<string, string> = {}
-  active.api.propagation.inject(active.api.context.active(), headers)
+  active.propagator.inject(context, headers, active.api.defaultTextMapSetter)
   return headers
 }

@@ -9,7 +9,6 @@ import { createHash } from 'node:crypto'
 import { Deadline, untilAborted } from './deadline.js'
 import { ImageError, MESSAGES } from './errors.js'
 import { isPrivateIp } from './private-ip.js'
-import { traceHeaders } from './tracing.js'
 import type { UpstreamValidators } from './cache/types.js'
 
 /** What the transform needs from an upstream response. */
@@ -49,6 +48,8 @@ export interface UpstreamOptions {
    * admits the source; see queue.ts). Its rejection is the fetch's answer, unchanged.
    */
   beforeBody?: (signal: AbortSignal) => Promise<void>
+  /** Trace headers (`traceparent`) to send on, when the request is traced. */
+  traceHeaders?: Record<string, string>
 }
 
 /** Carries a refusal of `beforeBody` through the fetch's own error mapping unchanged. */
@@ -316,7 +317,7 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
   try {
     res = await request(url, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,
-      headers: { ...(url.protocol === 'https:' ? HTTPS_HEADERS : HTTP_HEADERS), ...conditionalHeaders(options.validators), ...traceHeaders() },
+      headers: { ...(url.protocol === 'https:' ? HTTPS_HEADERS : HTTP_HEADERS), ...conditionalHeaders(options.validators), ...options.traceHeaders },
       lookup,
       pinKey,
       signal,
@@ -383,7 +384,7 @@ async function fetchFromFrontend(url: URL, options: InternalOptions, signal: Abo
   try {
     const res = await request(url, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,
-      headers: { accept: '*/*', 'user-agent': 'next-image-sidecar', ...conditionalHeaders(options.validators), ...traceHeaders() },
+      headers: { accept: '*/*', 'user-agent': 'next-image-sidecar', ...conditionalHeaders(options.validators), ...options.traceHeaders },
       signal,
     })
     const status = res.statusCode ?? 500

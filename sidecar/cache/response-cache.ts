@@ -3,7 +3,7 @@ import { Deadline, untilAborted } from '../deadline.js'
 import { ImageError, MESSAGES } from '../errors.js'
 import type { CacheResult } from '../headers.js'
 import type { Coordinator, Lock } from './coordinator.js'
-import { traced } from '../tracing.js'
+import { traced, type TraceContext } from '../tracing.js'
 import type { CacheEntry, CacheStore } from './types.js'
 
 /** What a producer returns: the entry without its expiry (the cache sets that). */
@@ -60,33 +60,34 @@ export class ResponseCache {
     this.pollMs = options.pollMs ?? 250
   }
 
-  async get(key: string, produce: Producer): Promise<CachedResponse> {
-    const response = await this.lookup(key, produce)
+  /** The entry for `key`, producing it on a miss; `trace` is the request's, for its spans. */
+  async get(key: string, produce: Producer, trace?: TraceContext): Promise<CachedResponse> {
+    const response = await this.lookup(key, produce, trace)
     this.options.onResult?.(response.result)
     return response
   }
 
-  private async lookup(key: string, produce: Producer): Promise<CachedResponse> {
+  private async lookup(key: string, produce: Producer, trace: TraceContext | undefined): Promise<CachedResponse> {
     const pending = this.inflight.get(key)
-    if (pending) return { entry: await this.waitForJob(pending), result: 'MISS' }
+    if (pending) return { entry: await this.waitForJob(pending, trace), result: 'MISS' }
 
-    const cached = await traced('cache lookup', { 'next_image_sidecar.store': this.store.name }, async (span) => {
+    const cached = await traced(trace, 'cache lookup', { 'next_image_sidecar.store': this.store.name }, async (span) => {
       const entry = await this.read(key)
       span?.setAttribute('next_image_sidecar.cache_hit', entry !== undefined)
       return entry
     })
     if (cached) {
       if (Date.now() <= cached.expireAt) return { entry: cached, result: 'HIT' }
-      this.refresh(key, cached, produce)
+      this.refresh(key, cached, produce, trace)
       return { entry: cached, result: 'STALE' }
     }
 
     // Another request may have started the same miss while we read the store.
     const started = this.inflight.get(key)
-    if (started) return { entry: await this.waitForJob(started), result: 'MISS' }
+    if (started) return { entry: await this.waitForJob(started, trace), result: 'MISS' }
     // Waiters on this promise are bounded by its deadline, which covers the lock wait and the job.
     const promise = Deadline.run(this.options.jobTimeoutMs, undefined, (signal) =>
-      this.coordinator ? this.produceOnce(key, produce, signal) : this.produceAndStore(key, undefined, produce, signal),
+      this.coordinator ? this.produceOnce(key, produce, signal, trace) : this.produceAndStore(key, undefined, produce, signal, trace),
     )
     this.inflight.set(key, promise)
     try {
@@ -97,8 +98,8 @@ export class ResponseCache {
   }
 
   /** An identical request's job in this process: this request waits for its result. */
-  private waitForJob(job: Promise<CacheEntry>): Promise<CacheEntry> {
-    return traced('lock wait', { 'next_image_sidecar.lock': 'process' }, () => job)
+  private waitForJob(job: Promise<CacheEntry>, trace: TraceContext | undefined): Promise<CacheEntry> {
+    return traced(trace, 'lock wait', { 'next_image_sidecar.lock': 'process' }, () => job)
   }
 
   /** Resolves when every background refresh started so far has finished (tests, shutdown). */
@@ -112,7 +113,7 @@ export class ResponseCache {
    * (on release or at its TTL) and the next waiter takes over. Waiting ends at the job's deadline
    * with Next's 504, as the holder's own job would.
    */
-  private async produceOnce(key: string, produce: Producer, signal: AbortSignal): Promise<CacheEntry> {
+  private async produceOnce(key: string, produce: Producer, signal: AbortSignal, trace: TraceContext | undefined): Promise<CacheEntry> {
     while (!signal.aborted) {
       const lock = await this.tryLock(key)
       if (lock === 'unavailable') break
@@ -120,12 +121,12 @@ export class ResponseCache {
         try {
           // The holder may have let go just as this request's own deadline passed.
           if (signal.aborted) break
-          return await this.produceAndStore(key, undefined, produce, signal)
+          return await this.produceAndStore(key, undefined, produce, signal, trace)
         } finally {
           await this.unlock(lock)
         }
       }
-      const landed = await traced('lock wait', { 'next_image_sidecar.lock': 'store' }, async () => {
+      const landed = await traced(trace, 'lock wait', { 'next_image_sidecar.lock': 'store' }, async () => {
         await untilAborted(this.coordinator!.waitFor(key, this.pollMs * 4), signal).catch(() => undefined)
         return this.read(key)
       })
@@ -137,7 +138,7 @@ export class ResponseCache {
     if (signal.aborted) {
       throw new ImageError(504, MESSAGES.upstreamTimedOut, { cause: new Error(`another process held the lock of ${key} past the deadline`) })
     }
-    return this.produceAndStore(key, undefined, produce, signal)
+    return this.produceAndStore(key, undefined, produce, signal, trace)
   }
 
   private async tryLock(key: string): Promise<Lock | undefined | 'unavailable'> {
@@ -153,13 +154,13 @@ export class ResponseCache {
     await this.coordinator!.release(lock).catch((err: unknown) => this.log.debug({ err }, 'could not release a single-flight lock'))
   }
 
-  private refresh(key: string, previous: CacheEntry, produce: Producer): void {
+  private refresh(key: string, previous: CacheEntry, produce: Producer, trace: TraceContext | undefined): void {
     if (this.refreshing.has(key)) return
     const run = Deadline.run(this.options.jobTimeoutMs, undefined, async (signal) => {
       const lock = this.coordinator ? await this.tryLock(key) : 'unavailable'
       if (lock === undefined) return // another replica is refreshing this key
       try {
-        await this.produceAndStore(key, previous, produce, signal)
+        await this.produceAndStore(key, previous, produce, signal, trace)
       } catch (err) {
         this.log.warn({ err, key }, 'image revalidation failed; keeping the previous entry')
         // Next's retainPreviousCacheEntry: retry soon, but not in a hot loop.
@@ -172,10 +173,10 @@ export class ResponseCache {
     this.refreshing.set(key, run)
   }
 
-  private async produceAndStore(key: string, previous: CacheEntry | undefined, produce: Producer, signal: AbortSignal): Promise<CacheEntry> {
+  private async produceAndStore(key: string, previous: CacheEntry | undefined, produce: Producer, signal: AbortSignal, trace: TraceContext | undefined): Promise<CacheEntry> {
     const produced = await produce(previous, signal)
     const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge) }
-    await traced('store', { 'next_image_sidecar.store': this.store.name, 'next_image_sidecar.bytes': entry.buffer.byteLength }, () => this.write(key, entry))
+    await traced(trace, 'store', { 'next_image_sidecar.store': this.store.name, 'next_image_sidecar.bytes': entry.buffer.byteLength }, () => this.write(key, entry))
     return entry
   }
 
