@@ -62,12 +62,15 @@ before(async () => {
   nextBuild(APP, sidecarEnv)
   nextBuild(APP, fallbackEnv)
   nextBuild(APP, basePathEnv)
-  ;[withSidecar, fallback, withBasePath, browser] = await Promise.all([
-    startNext(APP, sidecarEnv),
-    startNext(APP, fallbackEnv),
-    startNext(APP, basePathEnv),
-    launchBrowser(),
-  ])
+  // Settled one by one, so that when one fails the others are still stopped by after() (no orphan next start).
+  const started = await Promise.allSettled([startNext(APP, sidecarEnv), startNext(APP, fallbackEnv), startNext(APP, basePathEnv), launchBrowser()])
+  const value = <T,>(result: PromiseSettledResult<T>) => (result.status === 'fulfilled' ? result.value : undefined)
+  withSidecar = value(started[0])!
+  fallback = value(started[1])!
+  withBasePath = value(started[2])!
+  browser = value(started[3])!
+  const failed = started.find((result) => result.status === 'rejected')
+  if (failed) throw (failed as PromiseRejectedResult).reason
 
   // The sidecar reads the app's own next.config, and detects its Next major, as the CLI does with --config.
   Object.assign(process.env, common)
