@@ -145,6 +145,10 @@ describe(`Next ${major}`, () => {
       { name: 'remote: gzip-encoded', path: image(remote('/encoded/gzip/png/chelsea.png'), 64), headers: { accept: 'image/webp' } },
       { name: 'remote: brotli-encoded', path: image(remote('/encoded/br/png/chelsea.png'), 64), headers: { accept: 'image/avif' } },
       { name: 'remote: empty', path: image(remote('/empty')) },
+      // Next's fixed 7 s (the sidecar's --upstream-timeout default): headers too late → 504 on both lines;
+      // a body still arriving at 7 s → 504 on 16, a bare 500 on 15 (fetch rejects the body read, not fetch()).
+      { name: 'remote: headers after 7 s', path: image(remote('/slow/7500/png/chelsea.png')) },
+      { name: 'remote: body still trickling at 7 s', path: image(remote('/trickle/png/chelsea.png')) },
     ]
   }
 
