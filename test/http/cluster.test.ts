@@ -105,6 +105,24 @@ test('/metrics sums every worker: the cache counters add up to all requests serv
   assert.equal(await stop(c), 0)
 })
 
+test('with --metrics-port, every worker answers there with the sum, and the image port has no /metrics', async () => {
+  const cache = `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-cluster-')), 'cache.sqlite')}`
+  const metricsPort = await freePort()
+  const c = await startCluster(['--workers', '2', '--cache', cache, '--metrics-port', String(metricsPort)])
+  await allListening(c, 2)
+  for (let i = 0; i < 6; i++) {
+    const res = await fetch(`${c.url}${image('/corpus/png/chelsea.png', 64)}`, { headers: { accept: 'image/webp', connection: 'close' } })
+    await res.arrayBuffer()
+  }
+  assert.equal((await fetch(`${c.url}/metrics`, { headers: { connection: 'close' } })).status, 404)
+  // Asked several times on fresh connections: whichever worker answers gives the cluster's sum.
+  for (let i = 0; i < 4; i++) {
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { headers: { connection: 'close' } })).text()
+    assert.equal(metric(text, 'next_image_sidecar_cache_requests_total'), 6)
+  }
+  assert.equal(await stop(c), 0)
+})
+
 test('a worker that crashes is replaced and the port keeps answering', async () => {
   const cache = `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-cluster-')), 'cache.sqlite')}`
   const c = await startCluster(['--workers', '2', '--cache', cache])
