@@ -2,6 +2,8 @@
 export interface Lock {
   key: string
   token: string
+  /** When the lock expires by itself (epoch ms), where the coordinator knows it. */
+  expiresAt?: number
 }
 
 /**

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import KeyvRedis from '@keyv/redis'
 import { createClient, createCluster, createSentinel, RESP_TYPES } from '@redis/client'
 import type { Logger } from 'pino'
@@ -215,6 +216,9 @@ const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del',
 redis.call('publish', ARGV[2], ARGV[3])
 return 1`
 
+/** How often a lock whose release failed is released again. */
+const RELEASE_RETRY_MS = 500
+
 /**
  * Cluster-wide single flight over Redis: `SET lock NX PX ttl` elects one replica per cache
  * key; it publishes the key when its entry has landed, and waiters wake on that message
@@ -225,6 +229,7 @@ return 1`
  * every node (sharded pub/sub would need one channel per slot for what is one small message).
  */
 export class RedisCoordinator implements Coordinator {
+  private closed = false
   private unsubscribe: (() => Promise<void>) | undefined
   private subscribing: Promise<void> | undefined
   private readonly waiters = new Map<string, Set<() => void>>()
@@ -242,13 +247,51 @@ export class RedisCoordinator implements Coordinator {
   }
 
   async acquire(key: string, ttlMs: number): Promise<Lock | undefined> {
-    const token = randomUUID()
-    const ok = await bounded(this.store.run(() => this.store.client.set(this.lockKey(key), token, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })))
-    return ok === null ? undefined : { key, token }
+    const lock: Lock = { key, token: randomUUID(), expiresAt: Date.now() + ttlMs }
+    try {
+      const ok = await bounded(this.store.run(() => this.store.client.set(this.lockKey(key), lock.token, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })))
+      return ok === null ? undefined : lock
+    } catch (err) {
+      // The SET may still land after we stopped waiting for it: a lock nobody knows it holds.
+      this.releaseLater(lock)
+      throw err
+    }
   }
 
   async release(lock: Lock): Promise<void> {
-    await bounded(this.store.run(() => this.store.client.eval(RELEASE, { keys: [this.lockKey(lock.key)], arguments: [lock.token, this.channel, lock.key] })))
+    try {
+      await this.releaseNow(lock)
+    } catch (err) {
+      this.releaseLater(lock)
+      throw err
+    }
+  }
+
+  private releaseNow(lock: Lock): Promise<unknown> {
+    return bounded(this.store.run(() => this.store.client.eval(RELEASE, { keys: [this.lockKey(lock.key)], arguments: [lock.token, this.channel, lock.key] })))
+  }
+
+  /**
+   * A lock whose release did not get through (Redis unreachable, a failover) would make every other
+   * replica wait for its key until their deadlines. Keep trying in the background until Redis answers
+   * (the promoted replica, after a failover) or the lock expires anyway. The release only deletes
+   * the lock if it still carries this token, so a late attempt never frees someone else's lock.
+   */
+  private releaseLater(lock: Lock): void {
+    const retry = async () => {
+      while (!this.closed && Date.now() < (lock.expiresAt ?? 0)) {
+        await sleep(RELEASE_RETRY_MS, undefined, { ref: false })
+        if (this.closed) return
+        try {
+          await this.releaseNow(lock)
+          this.log.info({ key: lock.key }, 'single-flight lock released after redis answered again')
+          return
+        } catch {
+          // Still unreachable: try again until the lock expires by itself.
+        }
+      }
+    }
+    void retry()
   }
 
   async waitFor(key: string, maxMs: number): Promise<void> {
@@ -282,6 +325,7 @@ export class RedisCoordinator implements Coordinator {
   }
 
   async close(): Promise<void> {
+    this.closed = true
     for (const set of this.waiters.values()) for (const wake of [...set]) wake()
     await this.unsubscribe?.()
   }
