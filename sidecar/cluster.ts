@@ -148,6 +148,9 @@ export function runPrimary(options: PrimaryOptions): void {
 
   const fork = (index: number) => {
     const worker = cluster.fork({ NIS_WORKER_INDEX: String(index), NIS_WORKERS: String(options.workers) })
+    // A message to a worker whose IPC channel is closing (it is exiting: a drain, a crash) fails with
+    // EPIPE as an 'error' event; unhandled, that would take the primary and every other worker down.
+    worker.on('error', (err) => log.debug({ err, worker: index }, 'a message to an exiting worker was not delivered'))
     worker.on('message', (message: ToPrimary) => {
       switch (message?.nis) {
         case 'listening':
