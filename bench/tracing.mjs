@@ -2,7 +2,9 @@
 // traffic): four sidecars side by side in one run, tracing off, on with every request sampled, on with
 // 10% sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio) and on with none, each on CPU 0 with the same warm
 // memory cache, exporting to a local OTLP receiver that discards. wrk runs the rounds interleaved
-// (off, on, 10%, off, …) so machine noise falls on all three alike; ratios are against "off".
+// (off, on, 10%, off, …) so machine noise falls on all alike; ratios are against "off".
+// BENCH_BASELINE_CLI=path/to/dist/sidecar/cli.js adds a fifth sidecar, an older build with tracing off
+// (a `git worktree` of the commit to compare with), to measure what a change did to the warm path.
 import { createServer } from 'node:http'
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -50,13 +52,19 @@ const VARIANTS = {
 }
 const paths = SOURCES.flatMap((src) => WIDTHS.map((w) => `/_next/image?url=${encodeURIComponent(`/${src}`)}&w=${w}&q=75`))
 
+const CLIS = Object.fromEntries(Object.keys(VARIANTS).map((name) => [name, CLI]))
+if (process.env.BENCH_BASELINE_CLI) {
+  VARIANTS['off, baseline build'] = {}
+  CLIS['off, baseline build'] = process.env.BENCH_BASELINE_CLI
+}
+
 const sidecars = {}
 for (const [name, env] of Object.entries(VARIANTS)) {
   const port = await freePort()
   sidecars[name] = await startServer({
     name,
     command: process.execPath,
-    args: [CLI, '--port', String(port), '--host', '127.0.0.1', '--frontend', frontend, '--cache', 'memory://'],
+    args: [CLIS[name], '--port', String(port), '--host', '127.0.0.1', '--frontend', frontend, '--cache', 'memory://'],
     env: { LOG_LEVEL: 'warn', OTEL_EXPORTER_OTLP_ENDPOINT: '', OTEL_TRACES_EXPORTER: '', ...env },
     cpus: '0',
     url: `http://127.0.0.1:${port}`,

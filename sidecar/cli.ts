@@ -130,7 +130,7 @@ type Values = Partial<Record<Exclude<keyof typeof COMMON, 'help' | 'cache-strict
 }
 
 /** Which Next line's semantics to serve, and how that was decided (logged at start). */
-export interface NextVersionChoice {
+interface NextVersionChoice {
   major: NextMajor
   /** The installed version when detected, else undefined. */
   version?: string

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
 import { ConfigError } from './errors.js'
@@ -116,7 +116,6 @@ export function detectNextVersion(configPath: string): string | undefined {
   } catch {
     return undefined
   }
-  if (!existsSync(manifest)) return undefined
   const { version } = JSON.parse(readFileSync(manifest, 'utf8')) as { version?: unknown }
   return typeof version === 'string' ? version : undefined
 }
