@@ -42,14 +42,19 @@ export function cpusOf(quota: string | undefined, period: string | undefined): n
   return Number.isFinite(q) && q > 0 && Number.isFinite(p) && p > 0 ? q / p : undefined
 }
 
-/** `/proc/self/cgroup` → the v2 path and the v1 paths of the memory and cpu controllers. */
+/**
+ * `/proc/self/cgroup` → the v2 path and the v1 paths of the memory and cpu controllers. Each line is
+ * `hierarchy-ID:controller-list:path`; the path may itself hold colons, so only the first two separate.
+ */
 export function parseProcCgroup(text: string): { v2?: string; memory?: string; cpu?: string } {
   const paths: { v2?: string; memory?: string; cpu?: string } = {}
   for (const line of text.split('\n')) {
-    const [id, controllers, path] = line.split(/:(.*?):/)
-    if (path === undefined) continue
+    const first = line.indexOf(':')
+    const second = first < 0 ? -1 : line.indexOf(':', first + 1)
+    if (second < 0) continue
+    const [id, controllers, path] = [line.slice(0, first), line.slice(first + 1, second), line.slice(second + 1)]
     if (id === '0' && controllers === '') paths.v2 = path
-    for (const c of controllers!.split(',')) {
+    for (const c of controllers.split(',')) {
       if (c === 'memory') paths.memory = path
       if (c === 'cpu') paths.cpu = path
     }

@@ -3,6 +3,9 @@ import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { ancestry, cpusOf, parseBytes, parseCpuMax, parseMemoryLimit, parseProcCgroup, planMemory, readContainerLimits, RUNTIME_RESERVE } from '../../sidecar/limits.js'
 import { estimateWorkingSet } from '../../sidecar/memory-estimate.js'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs'
+import { cgroupsAvailable } from '../helpers/cgroup.js'
 
 const MiB = 1024 ** 2
 
@@ -27,6 +30,10 @@ describe('reading cgroup files', () => {
     const text = '12:memory:/kubepods/pod1/c1\n4:cpu,cpuacct:/kubepods/pod1/c1\n1:name=systemd:/x\n0::/kubepods/pod1/c1\n'
     assert.deepEqual(parseProcCgroup(text), { memory: '/kubepods/pod1/c1', cpu: '/kubepods/pod1/c1', v2: '/kubepods/pod1/c1' })
   })
+  test('/proc/self/cgroup: a path with colons in it is kept whole (only the first two colons separate fields)', () => {
+    const text = '12:memory:/kubepods/pod1/cri-containerd:abc:def\n4:cpu,cpuacct:/a:b\n0::/system.slice/x:y:z.scope\n'
+    assert.deepEqual(parseProcCgroup(text), { memory: '/kubepods/pod1/cri-containerd:abc:def', cpu: '/a:b', v2: '/system.slice/x:y:z.scope' })
+  })
   test('a group’s ancestry goes up to the root', () => {
     assert.deepEqual(ancestry('/a/b'), ['/a/b', '/a', '/'])
     assert.deepEqual(ancestry('/'), ['/'])
@@ -35,6 +42,18 @@ describe('reading cgroup files', () => {
 
 describe('the limits of a process', () => {
   const files = (entries: Record<string, string>) => (path: string) => entries[path]
+  test('a real cgroup v1 whose name holds colons: its memory limit is read', { skip: !cgroupsAvailable() && 'needs writable cgroup v1 (root)' }, () => {
+    const dir = `/sys/fs/cgroup/memory/nis-test:${process.pid}:colons`
+    mkdirSync(dir)
+    try {
+      writeFileSync(`${dir}/memory.limit_in_bytes`, String(300 * MiB))
+      const probe = `import { readContainerLimits } from ${JSON.stringify(new URL('../../sidecar/limits.ts', import.meta.url).href)}; console.log(readContainerLimits().memoryLimitBytes)`
+      const out = execFileSync('sh', ['-c', `echo $$ > '${dir}/cgroup.procs' && exec "$0" --import tsx --input-type=module -e "$1"`, process.execPath, probe], { encoding: 'utf8' })
+      assert.equal(Number(out.trim()), 300 * MiB)
+    } finally {
+      rmdirSync(dir)
+    }
+  })
   test('cgroup v2: the tightest limit on the way up wins', () => {
     const limits = readContainerLimits(
       '/cg',
