@@ -46,6 +46,15 @@ function reusableOutput(upstream: Upstream, previous: CacheEntry | undefined): P
   return undefined
 }
 
+/**
+ * Validators for a conditional revalidation, only when the entry holds an optimized output. An
+ * entry with the source's own bytes (sharp failed, or a pass-through) is fetched again in full:
+ * a 304 would renew a sharp-failure fallback for ever, where Next runs sharp again.
+ */
+function conditionalValidators(previous: CacheEntry | undefined): CacheEntry['validators'] {
+  return previous && previous.etag !== previous.upstreamEtag ? previous.validators : undefined
+}
+
 /** The source's dimensions from its header, for a trace (nothing when it cannot be read). */
 function sourceDimensions(buffer: Buffer): Record<string, number> {
   try {
@@ -91,7 +100,7 @@ export function createImageHandler(ctx: HandlerContext) {
       if (ctx.signingKey) verifySignature(ctx.signingKey, query)
       const params = validateParams(query, config)
       const mimeType = negotiateMimeType(images.formats, accept)
-      plan = { params, mimeType, key: cacheKey(params.href, params.width, params.quality, mimeType) }
+      plan = { params, mimeType, key: cacheKey(params.href, params.width, params.quality, mimeType, config.profile.major) }
       plans.set(memoKey, plan)
     }
     return plan
@@ -100,7 +109,7 @@ export function createImageHandler(ctx: HandlerContext) {
   async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined, admitSource: AdmitSource, trace: TraceContext | undefined): Promise<Upstream | NotModified> {
     const kind = params.isAbsolute ? 'external' : 'internal'
     const fetchOnce = (fetchTrace: TraceContext | undefined) => {
-      const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: previous?.validators, beforeBody: admitSource, traceHeaders: traceHeaders(fetchTrace) }
+      const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: conditionalValidators(previous), beforeBody: admitSource, traceHeaders: traceHeaders(fetchTrace) }
       return params.isAbsolute
         ? fetchExternal(params.href, {
             ...common,

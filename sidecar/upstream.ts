@@ -164,6 +164,21 @@ function request(url: URL, options: PinnedRequestOptions): Promise<IncomingMessa
   })
 }
 
+/** A request to `origin` with `path` as the request-target, verbatim. */
+function requestTo(origin: URL, path: string, options: PinnedRequestOptions): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = (origin.protocol === 'https:' ? httpsRequest : httpRequest)({
+      ...options,
+      protocol: origin.protocol,
+      hostname: origin.hostname.replace(/^\[|\]$/g, ''),
+      port: origin.port || undefined,
+      path,
+    }, resolve)
+    req.on('error', reject)
+    req.end()
+  })
+}
+
 /** zlib 'deflate' is ambiguous in the wild: zlib-wrapped or raw. Decide on the first byte. */
 class DeflateDecoder extends Transform {
   private decoder: Transform | undefined
@@ -377,12 +392,30 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
  * carry Next's "internal response" messages. The frontend is trusted (no private-IP guard).
  */
 export function fetchInternal(frontend: URL, href: string, options: InternalOptions): Promise<Upstream | NotModified> {
-  return Deadline.run(options.timeoutMs, options.signal, (signal) => fetchFromFrontend(new URL(href, frontend), options, signal))
+  return Deadline.run(options.timeoutMs, options.signal, (signal) => fetchFromFrontend(frontend, frontendRequestTarget(href), options, signal))
 }
 
-async function fetchFromFrontend(url: URL, options: InternalOptions, signal: AbortSignal): Promise<Upstream | NotModified> {
+/**
+ * The request-target a relative source is sent to the frontend with. The href is never parsed as
+ * a URL against the frontend: WHATWG parsing reads `\` as `/` and drops tab, CR and LF, so
+ * `/\evil/x.jpg` or `/<TAB>/evil/x.jpg` would resolve to another host. Instead the path goes to the
+ * frontend's own origin as written, and the frontend routes it as Next's internal request would
+ * (Next answers `\` and `//` with its 308 normalisation, an unknown path with 404). Only what an
+ * HTTP request line cannot carry is percent-encoded (controls, space, non-ASCII), and the fragment
+ * is dropped, as a browser would.
+ */
+export function frontendRequestTarget(href: string): string {
+  if (!href.startsWith('/')) throw new Error(`a relative source must start with "/": ${JSON.stringify(href)}`)
+  const hash = href.indexOf('#')
+  const target = hash >= 0 ? href.slice(0, hash) : href
+  return target.replace(/[\u0000-\u0020"<>`\u007f-\u{10ffff}]/gu, (c) => (c.codePointAt(0)! < 0x80 ? `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}` : encodeURIComponent(c)))
+}
+
+async function fetchFromFrontend(frontend: URL, target: string, options: InternalOptions, signal: AbortSignal): Promise<Upstream | NotModified> {
+  // Only the frontend's origin is ever connected to; the path is the href as written (see above).
+  const url = new URL(frontend.origin)
   try {
-    const res = await request(url, {
+    const res = await requestTo(url, target, {
       agent: url.protocol === 'https:' ? agents.https : agents.http,
       headers: { accept: '*/*', 'user-agent': 'next-image-sidecar', ...conditionalHeaders(options.validators), ...options.traceHeaders },
       signal,
@@ -394,12 +427,12 @@ async function fetchFromFrontend(url: URL, options: InternalOptions, signal: Abo
     }
     if ((status < 200 || status > 299) && options.checkStatus !== false) {
       res.destroy()
-      const cause = new Error(`frontend ${url.href} answered ${status}`)
+      const cause = new Error(`frontend ${url.origin}${target} answered ${status}`)
       throw status >= 500 ? new TransientUpstreamError(status, MESSAGES.internalInvalid, { cause }) : new ImageError(status, MESSAGES.internalInvalid, { cause })
     }
     await admitBody(res, options, signal)
     const buffer = await readBody(res, options.maximumResponseBody, MESSAGES.internalInvalid)
-    if (buffer.byteLength === 0) throw new ImageError(400, MESSAGES.internalInvalid, { cause: new Error(`empty body from ${url.href}`) })
+    if (buffer.byteLength === 0) throw new ImageError(400, MESSAGES.internalInvalid, { cause: new Error(`empty body from ${url.origin}${target}`) })
     return {
       buffer,
       contentType: res.headers['content-type'],

@@ -117,7 +117,7 @@ test('warming alongside live traffic for the same variant encodes it once (share
     const warming = cli(['warm', '--urls', file, ...shared])
     // The live requests go out while warm holds the WebP variant's single-flight lock, so the two
     // really overlap (otherwise "encoded once" would hold trivially, one after the other).
-    const lock = `${prefix}lock:${cacheKey('/photos/dawn.jpg', 3840, 90, 'image/webp')}`
+    const lock = `${prefix}lock:${cacheKey('/photos/dawn.jpg', 3840, 90, 'image/webp', 16)}`
     await waitUntil(async () => (await client.exists(lock)) === 1, 'warm to take the WebP variant’s lock', 30_000, 5)
     const liveResults = await Promise.all(
       Array.from({ length: 16 }, () => fetch(`${live.url}${path}`, { headers: { accept: 'image/webp' } }).then(async (r) => (await r.arrayBuffer(), r.headers.get('x-nextjs-cache')))),

@@ -48,6 +48,11 @@ export async function startUpstream(host = '127.0.0.1'): Promise<UpstreamServer>
   const mutable: UpstreamServer['mutable'] = new Map()
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
     requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
+    // A request-target that is no URL path (`/\\host:port`) is a client error, as on any server.
+    if (!URL.canParse(req.url ?? '/', 'http://x')) {
+      res.writeHead(400).end('bad request-target')
+      return
+    }
     const url = new URL(req.url ?? '/', 'http://x')
     const parts = url.pathname.split('/').filter(Boolean)
     const send = (status: number, body: Buffer | string, headers: Record<string, string> = {}) => {

@@ -8,12 +8,15 @@ import { test, before, after, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { readdirSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import { once } from 'node:events'
 import { join } from 'node:path'
 import { buildFixtureApp, startNext, REPO, type NextMajor, type RunningNext } from '../helpers/next-app.js'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { silentLogger } from '../helpers/sidecar.js'
 import { createSidecar } from '../../sidecar/app.js'
 import { loadNextConfig } from '../../sidecar/next-config.js'
+import { relativeSpellingsTo } from '../helpers/ssrf-spellings.js'
 
 const FIXTURE = join(REPO, 'test/fixtures/parity-app')
 const COMPARED_HEADERS = ['vary', 'cache-control', 'etag', 'content-type', 'content-disposition', 'content-security-policy', 'x-nextjs-cache', 'content-length', 'content-encoding']
@@ -171,6 +174,33 @@ describe(`Next ${major}`, () => {
       if (diff.length) mismatches.push(`${c.name} [${c.path}]\n    ${diff.join('\n    ')}`)
     }
     assert.deepEqual(mismatches, [], `${mismatches.length} of ${cases.length} cases differ`)
+  })
+
+  test('a relative url that WHATWG parsing would send to another host: answered as next start, and neither connects there', async () => {
+    // A connection trap on another loopback address: any connection to it is an SSRF.
+    const trap = createNetServer((socket) => {
+      trapped++
+      socket.destroy()
+    })
+    let trapped = 0
+    trap.listen(0, '127.0.0.2')
+    await once(trap, 'listening')
+    const host = `127.0.0.2:${(trap.address() as AddressInfo).port}`
+    try {
+      const mismatches: string[] = []
+      for (const href of relativeSpellingsTo(host)) {
+        const path = image(href)
+        const [theirs, ours] = [await raw(next.url, path, {}), await raw(sidecarUrl, path, {})]
+        if (ours.status !== theirs.status || !ours.body.equals(theirs.body)) {
+          mismatches.push(`${JSON.stringify(href)}: ${ours.status} ${JSON.stringify(ours.body.toString().slice(0, 80))} ≠ ${theirs.status} ${JSON.stringify(theirs.body.toString().slice(0, 80))}`)
+        }
+        assert.ok(ours.status >= 400, `${JSON.stringify(href)} answered ${ours.status}`)
+      }
+      assert.equal(trapped, 0, 'a connection reached the trap')
+      assert.deepEqual(mismatches, [])
+    } finally {
+      trap.close()
+    }
   })
 
   test('a 304 answers like next start for the ETag both sent', async () => {
