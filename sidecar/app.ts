@@ -72,7 +72,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const config = resolveSidecarConfig(options)
   const log: Logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' })
   const metrics = createMetrics()
-  metrics.storeUp.set(1)
+  for (const op of ['read', 'write'] as const) metrics.storeUp.set({ op }, 1)
   const share = options.clusterShare
   const workers = share?.count ?? 1
   const container = readContainerLimits()
@@ -107,7 +107,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
           prefix: options.cachePrefix,
           hotSize: memoryPlan.hotCacheBytes,
           share: options.clusterShare,
-          onHealth: (up) => metrics.storeUp.set(up ? 1 : 0),
+          onHealth: (op, up) => metrics.storeUp.set({ op }, up ? 1 : 0),
         })
   const { store } = opened
   // Redis coordinates every process that shares it; otherwise a cluster's workers coordinate
@@ -157,6 +157,8 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   app.disable('x-powered-by')
   app.set('query parser', false)
   app.set('strict routing', true)
+  // Next's routes are case-sensitive: /_NEXT/IMAGE is a 404 there.
+  app.set('case sensitive routing', true)
   app.use(
     helmet({
       // Image responses carry Next's own CSP (images.contentSecurityPolicy); helmet's would replace it.
@@ -178,17 +180,22 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     // Image requests only: probes and scrapes would drown the traces.
     const span = req.path === imagePath ? startRequestSpan(req.method, imagePath, req.headers, { 'next_image_sidecar.request_id': id }) : undefined
     if (draining) res.setHeader('Connection', 'close')
-    res.on('finish', () => {
+    // 'close' fires for every request, also when the client goes first ('finish' then never
+    // does): those are the slow requests an operator looks for. They are recorded as 499.
+    res.once('close', () => {
+      const aborted = !res.writableFinished
+      const status = aborted ? 499 : res.statusCode
       const seconds = Number(process.hrtime.bigint() - started) / 1e9
-      metrics.requestDuration.observe({ status_class: `${Math.floor(res.statusCode / 100)}xx` }, seconds)
-      span?.finish(res.statusCode, { 'next_image_sidecar.cache': String(res.getHeader('X-Nextjs-Cache') ?? '') })
+      metrics.requestDuration.observe({ status_class: aborted ? 'aborted' : `${Math.floor(status / 100)}xx` }, seconds)
+      span?.finish(status, { 'next_image_sidecar.cache': String(res.getHeader('X-Nextjs-Cache') ?? ''), ...(aborted ? { 'next_image_sidecar.aborted': true } : {}) })
       if (!log.isLevelEnabled('info')) return
       log.info(
         {
           reqId: id,
           method: req.method,
           url: req.originalUrl,
-          status: res.statusCode,
+          status,
+          ...(aborted ? { aborted: true } : {}),
           cache: res.getHeader('X-Nextjs-Cache'),
           bytes: Number(res.getHeader('Content-Length') ?? 0),
           ms: Math.round(seconds * 1e4) / 10,
@@ -216,18 +223,21 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       res.status(503).type('text/plain').end('metrics unavailable')
     }
   }
-  const readyz: RequestHandler = async (_req, res) => {
+  // Readiness means "can serve": every request is served around a failing store, so a store outage
+  // must not take every replica out of the load balancer at once. The answer never waits on the
+  // store; a probe only starts a background ping (one at a time) that keeps cache_store_up and the
+  // store's failed/recovered log lines current while no traffic touches the store.
+  let storeCheck: Promise<void> | undefined
+  const readyz: RequestHandler = (_req, res) => {
     if (draining) {
       res.status(503).type('text/plain').end('shutting down')
       return
     }
-    try {
-      await store.ping()
-      res.status(200).type('text/plain').end('ready')
-    } catch (err) {
-      log.warn({ err, store: store.name }, 'readiness check: cache store unreachable')
-      res.status(503).type('text/plain').end('cache store unreachable')
-    }
+    storeCheck ??= store
+      .ping()
+      .catch(() => undefined)
+      .finally(() => (storeCheck = undefined))
+    res.status(200).type('text/plain').end(store.available === false ? 'ready (cache store failing: serving without it)' : 'ready')
   }
   app.get('/healthz', healthz)
   // With a metrics port, the image origin (often public) does not publish the metrics.
@@ -241,11 +251,17 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   opsApp.use((_req, res) => {
     res.status(404).type('text/plain').end('Not Found')
   })
-  // Next normalises the trailing slash before routing: /_next/image/?... → 308 /_next/image?...
-  app.get(`${imagePath}/`, (req, res) => {
-    const q = req.originalUrl.indexOf('?')
-    res.redirect(308, imagePath + (q >= 0 ? req.originalUrl.slice(q) : ''))
-  })
+  if (config.trailingSlash) {
+    // With trailingSlash, Next's loader emits /_next/image/?… and next start serves it directly.
+    app.get(`${imagePath}/`, handleImage)
+    app.post(`${imagePath}/`, handleImage)
+  } else {
+    // Next normalises the trailing slash before routing: /_next/image/?... → 308 /_next/image?...
+    app.get(`${imagePath}/`, (req, res) => {
+      const q = req.originalUrl.indexOf('?')
+      res.redirect(308, imagePath + (q >= 0 ? req.originalUrl.slice(q) : ''))
+    })
+  }
   app.use((_req, res) => {
     res.status(404).type('text/plain').end('Not Found')
   })

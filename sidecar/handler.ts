@@ -212,8 +212,9 @@ export function createImageHandler(ctx: HandlerContext) {
 
   return async function handleImage(req: Request, res: Response, next: NextFunction): Promise<void> {
     try {
-      // Next 404s the whole route when images are unoptimized, before looking at the query.
-      if (images.unoptimized) throw new ImageError(404, 'Not Found')
+      // Next 404s the whole route when images are unoptimized or another loader is configured,
+      // before looking at the query.
+      if (images.unoptimized || images.loader !== 'default') throw new ImageError(404, 'Not Found')
 
       const queryStart = req.originalUrl.indexOf('?')
       const { params, mimeType, key } = planFor(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '', req.headers.accept)

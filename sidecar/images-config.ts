@@ -42,6 +42,8 @@ export interface ResolvedNextConfig {
   /** The Next line whose semantics apply (see next-version.ts). */
   profile: NextProfile
   basePath: string
+  /** Next's `trailingSlash`: its loader then emits `/_next/image/?…`, served as it is. */
+  trailingSlash: boolean
   images: ImagesConfig
   sharp: SharpConfig
 }
@@ -71,6 +73,64 @@ const SHARP_DEFAULTS: SharpConfig = {
   sequentialRead: null,
   timeoutInSeconds: 7,
   mozjpeg: true,
+}
+
+/** `images` defaults that differ by line (Next lists some keys as present but undefined). */
+const LINE_IMAGE_DEFAULTS: Record<NextMajor, Record<string, unknown>> = {
+  15: { maximumDiskCacheSize: undefined, localPatterns: undefined, qualities: undefined },
+  16: { maximumDiskCacheSize: undefined, localPatterns: undefined, maximumRedirects: 3, dangerouslyAllowLocalIP: false, qualities: [75], customCacheHandler: false },
+}
+
+/**
+ * What Next passes a next.config function as `defaultConfig` (server/config-shared.ts), for the keys
+ * an image config may build on: `images` whole (the line's `imageConfigDefault`), the sharp settings
+ * of `experimental`, and the plain top-level values. Next's own object is the oracle in the tests.
+ * A fresh copy each call: a config may change what it was given.
+ */
+export function nextDefaultConfig(major: NextMajor): Record<string, unknown> & { images: Record<string, unknown> & { deviceSizes: number[] } } {
+  const profile = PROFILES[major]
+  return {
+    env: {},
+    distDir: '.next',
+    cleanDistDir: true,
+    assetPrefix: '',
+    basePath: '',
+    trailingSlash: false,
+    i18n: null,
+    pageExtensions: ['tsx', 'ts', 'jsx', 'js'],
+    poweredByHeader: true,
+    compress: true,
+    generateEtags: true,
+    useFileSystemPublicRoutes: true,
+    productionBrowserSourceMaps: false,
+    reactStrictMode: null,
+    images: {
+      deviceSizes: [...IMAGE_DEFAULTS.deviceSizes],
+      imageSizes: [...profile.defaults.imageSizes],
+      path: '/_next/image',
+      loader: IMAGE_DEFAULTS.loader,
+      loaderFile: '',
+      domains: [],
+      disableStaticImages: false,
+      minimumCacheTTL: profile.defaults.minimumCacheTTL,
+      formats: [...IMAGE_DEFAULTS.formats],
+      maximumResponseBody: IMAGE_DEFAULTS.maximumResponseBody,
+      dangerouslyAllowSVG: IMAGE_DEFAULTS.dangerouslyAllowSVG,
+      contentSecurityPolicy: IMAGE_DEFAULTS.contentSecurityPolicy,
+      contentDispositionType: IMAGE_DEFAULTS.contentDispositionType,
+      remotePatterns: [],
+      unoptimized: IMAGE_DEFAULTS.unoptimized,
+      ...structuredClone(LINE_IMAGE_DEFAULTS[major]),
+    },
+    experimental: {
+      imgOptConcurrency: SHARP_DEFAULTS.concurrency,
+      imgOptTimeoutInSeconds: SHARP_DEFAULTS.timeoutInSeconds,
+      imgOptMaxInputPixels: SHARP_DEFAULTS.maxInputPixels,
+      imgOptSequentialRead: SHARP_DEFAULTS.sequentialRead,
+      ...(profile.sharpKeys.has('imgOptOperationCache') ? { imgOptOperationCache: SHARP_DEFAULTS.operationCache } : {}),
+      ...(profile.sharpKeys.has('imgOptMozjpeg') ? { imgOptMozjpeg: SHARP_DEFAULTS.mozjpeg } : {}),
+    },
+  }
 }
 
 const sizes = z.array(z.number().int().gte(1).lte(10000)).max(25)
@@ -227,6 +287,7 @@ export function resolveNextConfig(userConfig: Record<string, unknown>, source = 
   return {
     profile,
     basePath,
+    trailingSlash: userConfig.trailingSlash === true,
     images: {
       deviceSizes: user.deviceSizes ?? IMAGE_DEFAULTS.deviceSizes,
       imageSizes: user.imageSizes ?? profile.defaults.imageSizes,

@@ -299,6 +299,17 @@ describe('routes', () => {
     assert.equal(res.status, 308)
     assert.equal(res.headers.location, '/_next/image?url=%2Fa.png&w=384&q=75')
   })
+  test('with trailingSlash, /_next/image/ is served directly, as next start does', async () => {
+    const s = testSidecar({ frontend: upstream.url, nextConfig: { trailingSlash: true } })
+    const res = await get(s.app, `/_next/image/?url=${encodeURIComponent('/corpus/png/palette-color.png')}&w=64&q=75`)
+    assert.equal(res.status, 200)
+    assert.equal(res.headers['content-type'], 'image/webp')
+    await s.close()
+  })
+  test('the route is case-sensitive, as Next\'s: /_NEXT/IMAGE is a 404', async () => {
+    assert.equal((await get(sidecar.app, image('/corpus/png/palette-color.png', 64).replace('/_next/image', '/_NEXT/IMAGE'))).status, 404)
+    assert.equal((await get(sidecar.app, image('/corpus/png/palette-color.png', 64).replace('/_next/image', '/_next/Image'))).status, 404)
+  })
   test('/healthz answers 200', async () => assert.equal((await request(sidecar.app).get('/healthz')).status, 200))
   test('/readyz answers 200 while the store answers', async () => assert.equal((await request(sidecar.app).get('/readyz')).status, 200))
   test('an unknown path is a 404', async () => assert.equal((await request(sidecar.app).get('/nope')).status, 404))
