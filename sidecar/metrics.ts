@@ -107,7 +107,8 @@ export function createMetrics() {
     }),
     storeUp: new Gauge({
       name: 'next_image_sidecar_cache_store_up',
-      help: '1 while the cache store answers, 0 during an outage',
+      help: 'By op (read, write): 1 while the cache store serves that kind of operation, 0 while it fails (a full disk or a Redis at maxmemory still reads)',
+      labelNames: ['op'] as const,
       registers: [registry],
     }),
   }

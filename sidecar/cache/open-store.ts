@@ -4,8 +4,8 @@ import { ConfigError } from '../errors.js'
 import type { Coordinator } from './coordinator.js'
 import { MemoryStore } from './memory-store.js'
 import { RedisCoordinator, RedisStore } from './redis-store.js'
-import { isRedisUrl } from './redis-url.js'
-import { ResilientStore } from './resilient-store.js'
+import { isRedisUrl, redactUrl } from './redis-url.js'
+import { ResilientStore, type StoreOp } from './resilient-store.js'
 import { SqliteStore } from './sqlite-store.js'
 import { TieredStore } from './tiered-store.js'
 import type { CacheStore } from './types.js'
@@ -21,8 +21,8 @@ export interface StoreOptions {
   hotSize?: number
   /** In `--workers` mode: this worker's share of a SQLite file the workers write together. */
   share?: { index: number; count: number }
-  /** Called when the store goes down (false) or comes back (true). */
-  onHealth?: (up: boolean) => void
+  /** Called when the store's reads or writes start failing (false) or work again (true). */
+  onHealth?: (op: StoreOp, up: boolean) => void
 }
 
 export const STORE_DEFAULTS = {
@@ -50,7 +50,7 @@ export function openStore(cacheUrl: string, log: Logger, options: StoreOptions =
   const hotSize = options.hotSize ?? STORE_DEFAULTS.hotSize
   const withHot = (store: CacheStore) =>
     hotSize > 0 ? new TieredStore(new MemoryStore({ maxSize: hotSize, maxEntrySize: Math.min(maxEntrySize, hotSize) }, 'hot'), store) : store
-  const resilient = (store: CacheStore) => new ResilientStore(store, log, 1000, 1000, options.onHealth)
+  const resilient = (store: CacheStore) => new ResilientStore(store, log, { onHealth: options.onHealth })
 
   if (cacheUrl === 'memory://' || cacheUrl === 'memory') {
     if (options.share) throw new ConfigError('--cache memory:// is private to each process; with --workers > 1 use sqlite:// or redis://')
@@ -65,5 +65,5 @@ export function openStore(cacheUrl: string, log: Logger, options: StoreOptions =
     const redis = new RedisStore(cacheUrl, options.prefix ?? STORE_DEFAULTS.prefix, { maxSize: Infinity, maxEntrySize }, log)
     return { store: withHot(resilient(redis)), coordinator: new RedisCoordinator(redis, log) }
   }
-  throw new ConfigError(`--cache: unsupported cache URL "${cacheUrl}" (expected sqlite://PATH, memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,… or redis+sentinel://HOST:PORT,…/MASTER)`)
+  throw new ConfigError(`--cache: unsupported cache URL "${redactUrl(cacheUrl)}" (expected sqlite://PATH, memory://, redis://HOST:PORT, redis+cluster://HOST:PORT,… or redis+sentinel://HOST:PORT,…/MASTER)`)
 }

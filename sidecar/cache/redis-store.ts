@@ -13,8 +13,11 @@ type PubSubListener = (message: Buffer | string) => void
 /** What the store and the coordinator use of a node-redis client, whichever the topology. */
 interface Client {
   readonly isOpen: boolean
+  /** Connected right now (a Cluster client has no such flag: its nodes' own queues fail fast). */
+  readonly isReady?: boolean
   connect(): Promise<unknown>
   close(): Promise<void>
+  destroy?(): void
   set(key: string, value: string, options: { condition: 'NX'; expiration: { type: 'PX'; value: number } }): Promise<unknown>
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>
   on(event: 'error', listener: (err: unknown) => void): unknown
@@ -26,6 +29,20 @@ const socket = {
 }
 // Binary values come back as Buffers.
 const typeMapping = { [RESP_TYPES.BLOB_STRING]: Buffer }
+/**
+ * No offline queue (a command sent while disconnected fails at once, so nothing written during an
+ * outage is replayed when Redis returns) and a bounded queue while connected (a Redis that stopped
+ * answering cannot collect one image per request).
+ */
+const queueing = { disableOfflineQueue: true, commandsQueueMaxLength: 1024 } as const
+
+/** A command refused without being sent: the client is not connected. */
+export class RedisOfflineError extends Error {
+  constructor(store: string) {
+    super(`redis is not connected (${store})`)
+    this.name = 'RedisOfflineError'
+  }
+}
 
 /**
  * A client for the target: one server, a Cluster (commands routed by key slot, the slot map
@@ -44,7 +61,7 @@ interface Connection {
 function makeClient(target: RedisTarget, log: Logger): Connection {
   const onError = (err: unknown) => log.debug({ err }, 'redis client error')
   if (target.kind === 'single') {
-    const client = createClient({ url: target.url, disableOfflineQueue: true, socket }).withTypeMapping(typeMapping)
+    const client = createClient({ url: target.url, ...queueing, socket }).withTypeMapping(typeMapping)
     client.on('error', onError)
     return {
       client: client as unknown as Client,
@@ -53,9 +70,21 @@ function makeClient(target: RedisTarget, log: Logger): Connection {
       subscribe: async (channel, listener) => {
         const subscriber = client.duplicate()
         subscriber.on('error', () => {})
-        await subscriber.connect()
-        await subscriber.subscribe(channel, listener)
-        return async () => void (subscriber.isOpen && (await subscriber.close()))
+        const close = async () => {
+          if (!subscriber.isOpen) return
+          // One still connecting has nothing to flush; close() would wait for its connection.
+          if (!subscriber.isReady) subscriber.destroy()
+          else await subscriber.close().catch(() => subscriber.destroy())
+        }
+        try {
+          await bounded(subscriber.connect(), socket.connectTimeout)
+          await bounded(subscriber.subscribe(channel, listener), socket.connectTimeout)
+        } catch (err) {
+          // A refused SUBSCRIBE (an ACL without the channel) must not leave its connection open.
+          await close()
+          throw err
+        }
+        return close
       },
     }
   }
@@ -64,7 +93,7 @@ function makeClient(target: RedisTarget, log: Logger): Connection {
   if (target.kind === 'cluster') {
     const cluster = createCluster({
       rootNodes: target.nodes.map(({ host, port }) => ({ socket: { host, port } })),
-      defaults: { ...auth, disableOfflineQueue: true, socket: nodeSocket },
+      defaults: { ...auth, ...queueing, socket: nodeSocket },
     }).withTypeMapping(typeMapping)
     cluster.on('error', onError)
     // node-redis re-reads the slot map only when a node answers MOVED or ASK; a master that died
@@ -94,7 +123,7 @@ function makeClient(target: RedisTarget, log: Logger): Connection {
   const sentinel = createSentinel({
     name: target.masterName,
     sentinelRootNodes: target.sentinels,
-    nodeClientOptions: { ...auth, ...(target.database !== undefined ? { database: target.database } : {}), disableOfflineQueue: true, socket: nodeSocket },
+    nodeClientOptions: { ...auth, ...(target.database !== undefined ? { database: target.database } : {}), ...queueing, socket: nodeSocket },
     sentinelClientOptions: { socket },
   }).withTypeMapping(typeMapping)
   sentinel.on('error', onError)
@@ -124,6 +153,8 @@ export class RedisStore implements CacheStore {
   readonly onFailure: () => void
   private readonly adapter: KeyvRedis<Buffer>
   private connecting: Promise<unknown> | undefined
+  /** The first connection was made; node-redis reconnects by itself afterwards. */
+  private everConnected = false
 
   constructor(
     url: string,
@@ -132,13 +163,7 @@ export class RedisStore implements CacheStore {
     log: Logger,
   ) {
     const target = parseRedisUrl(url)
-    if (target.kind === 'single') {
-      const shown = new URL(url)
-      shown.password = shown.password ? '***' : ''
-      this.name = shown.href
-    } else {
-      this.name = redactRedisUrl(url)
-    }
+    this.name = redactRedisUrl(url)
     const { client, ping, subscribe, onFailure } = makeClient(target, log)
     this.client = client
     this.pingServer = ping
@@ -154,21 +179,39 @@ export class RedisStore implements CacheStore {
    * itself afterwards). Commands sent before would fail, as the offline queue is off.
    */
   connected(): Promise<unknown> {
-    this.connecting ??= this.client.connect().catch((err: unknown) => {
-      this.connecting = undefined
-      throw err
-    })
+    this.connecting ??= this.client.connect().then(
+      () => {
+        this.everConnected = true
+      },
+      (err: unknown) => {
+        this.connecting = undefined
+        throw err
+      },
+    )
     return this.connecting
+  }
+
+  /** Whether a command sent now can reach Redis; starts a first connection if none is under way. */
+  private get ready(): boolean {
+    if (!this.everConnected) {
+      void this.connected().catch(() => {})
+      return false
+    }
+    return this.client.isReady ?? true
   }
 
   private k(key: string): string {
     return `${this.prefix}${key}`
   }
 
-  /** Runs a command once connected; a failure is reported to the client before it is rethrown. */
+  /**
+   * Runs a command if connected, else fails at once: a command never waits for a connection (it
+   * would hold its arguments, an image for a SET, for as long as Redis is away, and fire late).
+   * A failure is reported to the client before it is rethrown.
+   */
   async run<T>(command: () => Promise<T>): Promise<T> {
+    if (!this.ready) throw new RedisOfflineError(this.name)
     try {
-      await this.connected()
       return await command()
     } catch (err) {
       this.onFailure()
@@ -190,12 +233,17 @@ export class RedisStore implements CacheStore {
     await this.run(() => this.adapter.delete(this.k(key)))
   }
 
+  /** Waits for the first connection (bounded by the connect timeout), then pings. */
   async ping(): Promise<void> {
+    if (!this.everConnected) await bounded(this.connected(), socket.connectTimeout).catch(() => undefined)
     await this.run(() => this.pingServer())
   }
 
   async close(): Promise<void> {
-    if (this.client.isOpen) await this.client.close()
+    if (!this.client.isOpen) return
+    // A client still trying to connect has nothing to flush: closing it would wait for a connection.
+    if (this.client.isReady === false && this.client.destroy) this.client.destroy()
+    else await this.client.close()
   }
 }
 
@@ -212,9 +260,15 @@ function bounded<T>(promise: Promise<T>, ms = 1000): Promise<T> {
 
 // Deletes the lock only if we still own it, then tells the waiters. One key per script (the
 // lock): a Cluster routes the script by it, and a channel is not a key, so it is an argument.
+// The announcement is best effort (pcall): an ACL that refuses the channel must not fail the
+// release, or it would be retried until the lock expires; waiters then find the entry by polling.
 const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
-redis.call('publish', ARGV[2], ARGV[3])
+local published = redis.pcall('publish', ARGV[2], ARGV[3])
+if type(published) == 'table' and published.err then return 0 end
 return 1`
+
+/** After Redis refused SUBSCRIBE (an ACL without the channel), waiters poll for this long before asking again. */
+const SUBSCRIBE_RETRY_MS = 60_000
 
 /** How often a lock whose release failed is released again. */
 const RELEASE_RETRY_MS = 500
@@ -232,6 +286,8 @@ export class RedisCoordinator implements Coordinator {
   private closed = false
   private unsubscribe: (() => Promise<void>) | undefined
   private subscribing: Promise<void> | undefined
+  private subscribeRetryAt = 0
+  private refusalLogged = false
   private readonly waiters = new Map<string, Set<() => void>>()
   private readonly channel: string
 
@@ -295,11 +351,14 @@ export class RedisCoordinator implements Coordinator {
   }
 
   async waitFor(key: string, maxMs: number): Promise<void> {
-    await this.subscribe().catch((err: unknown) => this.log.debug({ err }, 'redis subscribe failed; polling'))
+    // Not awaited: a subscription that is slow or refused must not delay the poll that backs it up.
+    this.subscribe()
     await new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer)
-        this.waiters.get(key)?.delete(done)
+        const set = this.waiters.get(key)
+        set?.delete(done)
+        if (set?.size === 0) this.waiters.delete(key)
         resolve()
       }
       const timer = setTimeout(done, maxMs)
@@ -309,24 +368,43 @@ export class RedisCoordinator implements Coordinator {
     })
   }
 
-  private subscribe(): Promise<void> {
-    this.subscribing ??= (async () => {
-      await this.store.connected()
-      this.unsubscribe = await this.store.subscribe(this.channel, (message: Buffer | string) => {
-        const key = message.toString()
-        for (const wake of [...(this.waiters.get(key) ?? [])]) wake()
-        this.waiters.delete(key)
-      })
+  /** Waiters waiting per key (tests: none is left behind once its wait ended). */
+  get waiting(): number {
+    return this.waiters.size
+  }
+
+  /** Subscribes once to the release channel; a refusal is remembered, so waiters poll instead of asking again each round. */
+  private subscribe(): void {
+    if (this.closed || this.subscribing || Date.now() < this.subscribeRetryAt) return
+    this.subscribing = (async () => {
+      await bounded(this.store.connected(), 2000)
+      const unsubscribe = await bounded(
+        this.store.subscribe(this.channel, (message: Buffer | string) => {
+          const key = message.toString()
+          for (const wake of [...(this.waiters.get(key) ?? [])]) wake()
+          this.waiters.delete(key)
+        }),
+        5000,
+      )
+      if (this.closed) await unsubscribe()
+      else this.unsubscribe = unsubscribe
     })().catch((err: unknown) => {
       this.subscribing = undefined
-      throw err
+      const refused = /NOPERM|permission/i.test((err as Error)?.message ?? '')
+      if (refused) {
+        this.subscribeRetryAt = Date.now() + SUBSCRIBE_RETRY_MS
+        if (!this.refusalLogged) this.log.warn({ err, channel: this.channel }, 'redis refused SUBSCRIBE on the release channel; waiters poll instead (grant the channel to the ACL user to avoid it)')
+        this.refusalLogged = true
+      } else {
+        this.log.debug({ err }, 'redis subscribe failed; polling')
+      }
     })
-    return this.subscribing
   }
 
   async close(): Promise<void> {
     this.closed = true
     for (const set of this.waiters.values()) for (const wake of [...set]) wake()
+    await this.subscribing
     await this.unsubscribe?.()
   }
 }

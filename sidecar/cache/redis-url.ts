@@ -22,9 +22,13 @@ export const isRedisUrl = (url: string) => /^rediss?(\+cluster|\+sentinel)?:\/\/
  */
 export function parseRedisUrl(url: string): RedisTarget {
   const match = /^(rediss?)(\+cluster|\+sentinel)?:\/\/(.*)$/.exec(url)
-  if (!match) throw new ConfigError(`--cache: "${url}" is not a redis:// URL`)
+  if (!match) throw new ConfigError(`--cache: "${redactUrl(url)}" is not a redis:// URL`)
   const [, scheme, topology, rest] = match
-  if (!topology) return { kind: 'single', url }
+  if (!topology) {
+    // node-redis would throw a bare TypeError carrying the whole URL, password included.
+    if (!URL.canParse(url)) throw new ConfigError(`--cache: "${redactUrl(url)}" is not a valid URL (percent-encode reserved characters in the password)`)
+    return { kind: 'single', url }
+  }
   const tls = scheme === 'rediss'
   const slash = rest!.indexOf('/')
   const authority = slash >= 0 ? rest!.slice(0, slash) : rest!
@@ -36,25 +40,36 @@ export function parseRedisUrl(url: string): RedisTarget {
   const username = colon > 0 ? decodeURIComponent(credentials.slice(0, colon)) : undefined
   const password = colon >= 0 ? decodeURIComponent(credentials.slice(colon + 1)) || undefined : credentials ? decodeURIComponent(credentials) : undefined
   const nodes = hosts.split(',').map((hostPort) => parseNode(hostPort, url))
-  if (nodes.length === 0 || hosts === '') throw new ConfigError(`--cache: "${url}" names no HOST:PORT`)
+  if (nodes.length === 0 || hosts === '') throw new ConfigError(`--cache: "${redactUrl(url)}" names no HOST:PORT`)
   const auth = { ...(username ? { username } : {}), ...(password ? { password } : {}) }
   if (topology === '+cluster') {
-    if (path.replace(/\/+$/, '') !== '') throw new ConfigError(`--cache: a Redis Cluster has no database number or path, received "${url}"`)
+    if (path.replace(/\/+$/, '') !== '') throw new ConfigError(`--cache: a Redis Cluster has no database number or path, received "${redactUrl(url)}"`)
     return { kind: 'cluster', nodes, tls, ...auth }
   }
   const [masterName, db, ...extra] = path.split('/').filter(Boolean)
-  if (!masterName || extra.length > 0) throw new ConfigError(`--cache: expected redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME[/DB], received "${url}"`)
-  if (db !== undefined && !/^\d+$/.test(db)) throw new ConfigError(`--cache: the database of "${url}" must be a number, received "${db}"`)
+  if (!masterName || extra.length > 0) throw new ConfigError(`--cache: expected redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME[/DB], received "${redactUrl(url)}"`)
+  if (db !== undefined && !/^\d+$/.test(db)) throw new ConfigError(`--cache: the database of "${redactUrl(url)}" must be a number, received "${db}"`)
   return { kind: 'sentinel', sentinels: nodes, masterName: decodeURIComponent(masterName), ...(db !== undefined ? { database: Number(db) } : {}), tls, ...auth }
 }
 
 function parseNode(hostPort: string, url: string): RedisNode {
   const match = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(hostPort.trim())
-  if (!match) throw new ConfigError(`--cache: expected HOST:PORT in "${url}", received "${hostPort}"`)
+  if (!match) throw new ConfigError(`--cache: expected HOST:PORT in "${redactUrl(url)}", received "${redactUrl(hostPort)}"`)
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) }
 }
 
-/** The URL with its password hidden, for logs and /readyz. */
-export function redactRedisUrl(url: string): string {
-  return url.replace(/^([^:]+:\/\/)([^@/]*:)?([^@/]+)@/, (_all, scheme: string, user: string | undefined) => `${scheme}${user ?? ':'}***@`)
+/**
+ * A URL (or something meant to be one) with its password hidden, for logs, errors and /readyz: everything
+ * between the user name and the last `@` is masked, so a password holding `/`, `@` or `:` is hidden too.
+ */
+export function redactUrl(url: string): string {
+  const at = url.lastIndexOf('@')
+  if (at < 0) return url
+  const scheme = /^[a-z][a-z0-9+.-]*:\/*/i.exec(url)?.[0] ?? ''
+  const userinfo = url.slice(scheme.length, at)
+  const colon = userinfo.indexOf(':')
+  return `${scheme}${colon >= 0 ? userinfo.slice(0, colon + 1) : ':'}***${url.slice(at)}`
 }
+
+/** The Redis URL with its password hidden. */
+export const redactRedisUrl = redactUrl

@@ -1,77 +1,166 @@
 import type { Logger } from 'pino'
 import type { CacheEntry, CacheStore } from './types.js'
 
+/** Reads (get, ping) and writes (set, delete) fail apart: a full disk or a Redis at maxmemory still reads. */
+export type StoreOp = 'read' | 'write'
+
+export interface ResilienceOptions {
+  /** How long a request waits on one store operation. */
+  timeoutMs?: number
+  /** How long a failing kind of operation is skipped before it is tried again. */
+  backoffMs?: number
+  /** How long `ping()` may wait (a first connection included). */
+  pingTimeoutMs?: number
+  /**
+   * Timed-out writes still running beyond which new writes are dropped: a store that hangs must not
+   * hold one image per request, nor replay them all when it answers again.
+   */
+  maxPendingWrites?: number
+  /** Called on each transition of reads or writes between working (true) and failing (false). */
+  onHealth?: (op: StoreOp, up: boolean) => void
+}
+
+class Health {
+  downSince: number | undefined
+  retryAt = 0
+}
+
 /**
  * Makes a store failure a cache miss instead of a failed request: every operation is bounded
- * by a timeout, a failure is logged once per outage, and for a short back-off the store is
- * skipped; then it is tried again and its recovery is logged.
+ * by a timeout; reads and writes are tracked apart, each failure logged once per outage, and for
+ * a short back-off the failing kind is skipped (never the other: reads that work are still served
+ * while writes fail); then it is tried again and its recovery is logged.
  */
 export class ResilientStore implements CacheStore {
   readonly name: string
-  private downSince: number | undefined
-  private retryAt = 0
+  private readonly health: Record<StoreOp, Health> = { read: new Health(), write: new Health() }
+  private readonly timeoutMs: number
+  private readonly backoffMs: number
+  private readonly pingTimeoutMs: number
+  private readonly maxPendingWrites: number
+  private lingeringWrites = 0
 
   constructor(
     private readonly inner: CacheStore,
     private readonly log: Logger,
-    private readonly timeoutMs = 1000,
-    private readonly backoffMs = 1000,
-    private readonly onHealth?: (up: boolean) => void,
+    private readonly options: ResilienceOptions = {},
   ) {
     this.name = inner.name
+    this.timeoutMs = options.timeoutMs ?? 1000
+    this.backoffMs = options.backoffMs ?? 1000
+    this.pingTimeoutMs = options.pingTimeoutMs ?? 3000
+    this.maxPendingWrites = options.maxPendingWrites ?? 8
   }
 
+  /** Whether reads and writes both work: what a waiter for another replica's entry needs. */
   get available(): boolean {
-    return this.downSince === undefined
+    return this.up('read') && this.up('write')
   }
 
-  private async attempt<T>(op: () => Promise<T>, fallback: T): Promise<T> {
-    if (this.downSince !== undefined && Date.now() < this.retryAt) return fallback
-    let timer: NodeJS.Timeout | undefined
+  up(op: StoreOp): boolean {
+    return this.health[op].downSince === undefined
+  }
+
+  /** Writes that timed out and have not settled yet. */
+  get pending(): number {
+    return this.lingeringWrites
+  }
+
+  private async attempt<T>(op: StoreOp, run: () => Promise<T>, fallback: T): Promise<T> {
+    const health = this.health[op]
+    if (health.downSince !== undefined && Date.now() < health.retryAt) return fallback
     try {
-      const result = await Promise.race([
-        op(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`cache store did not answer within ${this.timeoutMs} ms`)), this.timeoutMs)
-        }),
-      ])
-      if (this.downSince !== undefined) {
-        this.log.warn({ store: this.name, downForMs: Date.now() - this.downSince }, 'cache store recovered')
-        this.downSince = undefined
-        this.onHealth?.(true)
-      }
+      const result = await run()
+      this.report(op, undefined)
       return result
     } catch (err) {
-      if (this.downSince === undefined) {
-        this.downSince = Date.now()
-        this.log.error({ err, store: this.name }, 'cache store failed; serving without it until it recovers')
-        this.onHealth?.(false)
-      }
-      this.retryAt = Date.now() + this.backoffMs
+      this.report(op, err)
       return fallback
-    } finally {
-      clearTimeout(timer)
     }
   }
 
+  private report(op: StoreOp, err: unknown): void {
+    const health = this.health[op]
+    if (err === undefined) {
+      if (health.downSince === undefined) return
+      this.log.warn({ store: this.name, op, downForMs: Date.now() - health.downSince }, `cache store ${op}s recovered`)
+      health.downSince = undefined
+      this.options.onHealth?.(op, true)
+      return
+    }
+    health.retryAt = Date.now() + this.backoffMs
+    if (health.downSince !== undefined) return
+    health.downSince = Date.now()
+    const effect = op === 'read' ? 'serving without it' : 'serving without storing new images'
+    this.log.error({ err, store: this.name, op }, `cache store ${op}s failed; ${effect} until it recovers`)
+    this.options.onHealth?.(op, false)
+  }
+
+  /**
+   * Runs a write; one that outlives its timeout is counted until it settles, and while too many
+   * are, new writes are dropped (not queued) until the store keeps up again.
+   */
+  private write(run: () => Promise<void>): Promise<void> {
+    return this.attempt(
+      'write',
+      async () => {
+        if (this.lingeringWrites >= this.maxPendingWrites) throw new Error(`${this.lingeringWrites} timed-out cache writes have not finished`)
+        let settled = false
+        let lingering = false
+        const promise = run()
+        const done = () => {
+          settled = true
+          if (lingering) this.lingeringWrites--
+        }
+        promise.then(done, done)
+        try {
+          await bounded(promise, this.timeoutMs)
+        } catch (err) {
+          if (!settled) {
+            lingering = true
+            this.lingeringWrites++
+          }
+          throw err
+        }
+      },
+      undefined,
+    )
+  }
+
   get(key: string): Promise<CacheEntry | undefined> {
-    return this.attempt(() => this.inner.get(key), undefined)
+    return this.attempt('read', () => bounded(this.inner.get(key), this.timeoutMs), undefined)
   }
 
   set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
-    return this.attempt(() => this.inner.set(key, entry, ttlMs), undefined)
+    return this.write(() => this.inner.set(key, entry, ttlMs))
   }
 
   delete(key: string): Promise<void> {
-    return this.attempt(() => this.inner.delete(key), undefined)
+    return this.write(() => this.inner.delete(key))
   }
 
-  /** Not softened: readiness must see the real state. */
-  ping(): Promise<void> {
-    return this.inner.ping()
+  /** Bounded, and reported like a read; rejects while the store does not answer (the start-up check). */
+  async ping(): Promise<void> {
+    try {
+      await bounded(this.inner.ping(), this.pingTimeoutMs)
+    } catch (err) {
+      this.report('read', err)
+      throw err
+    }
+    this.report('read', undefined)
   }
 
   close(): Promise<void> {
     return this.inner.close()
   }
+}
+
+function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`cache store did not answer within ${ms} ms`)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
 }

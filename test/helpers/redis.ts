@@ -17,10 +17,14 @@ function reachable(port: number): Promise<boolean> {
 /** A private redis-server on a free port that a test may kill and restart. */
 export class PrivateRedis {
   private child: ChildProcess | undefined
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    private readonly args: string[],
+  ) {}
 
-  static async start(): Promise<PrivateRedis> {
-    const redis = new PrivateRedis(await freePort())
+  /** `port`: a given one (e.g. one a store already tries to reach); `args`: more redis-server options. */
+  static async start(options: { port?: number; args?: string[] } = {}): Promise<PrivateRedis> {
+    const redis = new PrivateRedis(options.port ?? (await freePort()), options.args ?? [])
     await redis.restart()
     return redis
   }
@@ -30,7 +34,7 @@ export class PrivateRedis {
   }
 
   async restart(): Promise<void> {
-    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...this.args], { stdio: 'ignore' })
     const child = this.child
     await waitUntil(async () => {
       if (child.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited with ${child.exitCode}`)

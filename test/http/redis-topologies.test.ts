@@ -51,7 +51,7 @@ function suite(name: string, start: () => Promise<Topology>, killMaster: (topolo
     test('the store answers: /readyz 200 and cache_store_up 1 on both replicas', async () => {
       for (const { url } of replicas) {
         assert.equal((await fetch(`${url}/readyz`)).status, 200)
-        assert.equal(metric(await metrics(url), 'next_image_sidecar_cache_store_up'), 1)
+        assert.equal(metric(await metrics(url), 'next_image_sidecar_cache_store_up'), 2, 'reads and writes up')
       }
     })
 
@@ -97,7 +97,7 @@ function suite(name: string, start: () => Promise<Topology>, killMaster: (topolo
         [32, 48, 64, 96, 128, 256, 384, 640, 750, 828, 1080, 1200].map((w) => image(`/corpus/photo-jpeg/${f}.jpg`, w)),
       )
       await waitUntil(async () => {
-        const up = await Promise.all(replicas.map(async ({ url }) => metric(await metrics(url), 'next_image_sidecar_cache_store_up')))
+        const up = await Promise.all(replicas.map(async ({ url }) => metric(await metrics(url), 'next_image_sidecar_cache_store_up', { op: 'write' })))
         const path = unseen.shift()
         if (!path) throw new Error('no unseen variant left')
         const first = await getImage(replicas[0]!.url, path)
