@@ -3,35 +3,59 @@ import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { promisify } from 'node:util'
 import KeyvSqlite from '@keyv/sqlite'
-import { LRUCache } from 'lru-cache'
 import sqlite3 from 'sqlite3'
 import type { Logger } from 'pino'
-import { decodeEntry, decodeMeta, encodeEntry } from './codec.js'
-import { MAX_TIMER_MS, type CacheEntry, type CacheStore, type StoreLimits } from './types.js'
+import { decodeEntry, encodeEntry } from './codec.js'
+import type { CacheEntry, CacheStore, StoreLimits } from './types.js'
 
 const TABLE = 'next_image_cache'
+/** Per entry: its size, keep time and last use; a trigger keeps it in step with TABLE. */
+const INDEX = `${TABLE}_lru`
+/** One row: the bytes INDEX counts, kept exact by triggers (no scan to know the total). */
+const TOTAL = `${TABLE}_bytes`
 // Page and index overhead on top of the stored bytes, kept out of the entry budget so the
 // file itself stays under --cache-max-size.
 const OVERHEAD = 0.85
+/** Rows read per query when indexing a file from before INDEX existed: bounds the memory of that pass. */
+const PAGE_ROWS = 256
+/**
+ * In SQL, the length of an encoded entry's header (codec.ts: 4 bytes, big-endian), read from its
+ * hex digits; NULL beyond 64 KiB (an entry's metadata is a few hundred bytes).
+ */
+const HEADER_LENGTH = `CASE WHEN substr(value, 1, 2) = x'0000' THEN ${[4096, 256, 16, 1]
+  .map((weight, i) => `(instr('0123456789ABCDEF', substr(hex(substr(value, 3, 2)), ${i + 1}, 1)) - 1) * ${weight}`)
+  .join(' + ')} END`
+/** Reads are recorded in memory and written as one statement: at most this many before a flush. */
+const MAX_TOUCHES = 512
+const TOUCH_FLUSH_MS = 1000
+const SWEEP_MS = 60_000
 
 /**
  * The embedded default: a SQLite file through @keyv/sqlite, values stored as BLOBs (see
- * codec.ts). Like Next's own disk cache, a byte-weighted LRU index tracks the entries (rebuilt
- * from the file at start, oldest first) and deletes the least recently used ones beyond the
- * budget and the expired ones in the background; freed pages go back to the file system.
+ * codec.ts). Like Next's own disk cache it is a byte-bounded LRU, but the index lives in the
+ * file itself (INDEX: key, size, keep time, last use; TOTAL: their sum, kept by triggers), so
+ * opening a file of any size reads nothing into memory, and eviction of the least recently used
+ * entries beyond the budget and of the expired ones runs as SQL. Freed pages go back to the
+ * file system.
  *
- * Workers of one cluster (`share`) write the same file: each indexes 1/count of the budget,
- * replays only its part of the keys at start, and indexes what it writes or reads. Every row
- * is then in at least one worker's index, so the file stays within the whole budget (rows seen
- * by two workers are counted twice, which only makes eviction start a little earlier).
+ * Workers of one cluster (`share`) and other processes writing the same file share that index,
+ * so the whole budget holds across them. Only a file written before the index existed is read
+ * at start, once, in pages of PAGE_ROWS headers; with `share` each worker indexes its part of
+ * the rows (chosen in SQL).
  */
 export class SqliteStore implements CacheStore {
   readonly name: string
   private adapter!: KeyvSqlite
-  private readonly index: LRUCache<string, number>
+  private readonly budget: number
   private readonly ready: Promise<void>
+  private bytes = 0
+  /** Last reads not yet written to INDEX: key → time. */
+  private touches = new Map<string, number>()
+  private touchTimer: NodeJS.Timeout | undefined
+  private sweepTimer: NodeJS.Timeout | undefined
   private vacuumTimer: NodeJS.Timeout | undefined
-  private readonly deletions = new Set<Promise<void>>()
+  private evicting: Promise<void> | undefined
+  private readonly background = new Set<Promise<void>>()
 
   constructor(
     readonly path: string,
@@ -40,16 +64,13 @@ export class SqliteStore implements CacheStore {
     private readonly share?: { index: number; count: number },
   ) {
     this.name = `sqlite://${path}`
-    this.index = new LRUCache<string, number>({
-      maxSize: Math.max(Math.floor((limits.maxSize * OVERHEAD) / (share?.count ?? 1)), 1),
-      sizeCalculation: (size) => Math.max(size, 1),
-      ttlAutopurge: true,
-      dispose: (_size, key, reason) => {
-        if (reason === 'evict' || reason === 'expire') this.drop(key)
-      },
-    })
+    this.budget = Math.max(Math.floor(limits.maxSize * OVERHEAD), 1)
     this.ready = this.open()
     this.ready.catch(() => {}) // surfaced by every operation that awaits it
+  }
+
+  private query<T = unknown>(sql: string, ...params: unknown[]): Promise<T[]> {
+    return this.adapter.query(sql, ...params) as Promise<T[]>
   }
 
   private async open(): Promise<void> {
@@ -57,20 +78,110 @@ export class SqliteStore implements CacheStore {
     if (!existsSync(this.path)) await createFile(this.path)
     this.adapter = new KeyvSqlite({ uri: `sqlite://${this.path}`, table: TABLE, busyTimeout: 5000 })
     this.adapter.on('error', () => {}) // errors surface through the rejected promises
-    await this.adapter.query('PRAGMA synchronous = NORMAL')
-    await this.adapter.query('PRAGMA journal_size_limit = 4194304')
-    await this.replay()
+    await this.query('PRAGMA synchronous = NORMAL')
+    await this.query('PRAGMA journal_size_limit = 4194304')
+    for (const statement of SCHEMA) await this.query(statement)
+    await this.indexUnindexedRows()
+    await this.query(`DELETE FROM ${INDEX} WHERE NOT EXISTS (SELECT 1 FROM ${TABLE} WHERE ${TABLE}.key = ${INDEX}.key)`)
+    // Self-healing: whatever happened to the file, the total is the index's sum again.
+    await this.query(`UPDATE ${TOTAL} SET bytes = (SELECT total(size) FROM ${INDEX})`)
+    await this.sweep()
+    await this.evict()
+    this.sweepTimer = setInterval(() => this.track(this.sweep()), SWEEP_MS).unref()
   }
 
-  private drop(key: string): void {
-    const deletion = this.ready
-      .then(() => this.adapter.delete(key))
-      .then(
-        () => this.scheduleVacuum(),
-        (err: unknown) => this.log.warn({ err, key }, 'sqlite cache: could not delete an evicted entry'),
+  /**
+   * Rows without an index row — a file written before INDEX existed, or by a process that
+   * stopped between its two writes — are indexed in pages of PAGE_ROWS, oldest first, as least
+   * recently used, each page by SQLite alone (their headers never reach JavaScript); what is not
+   * an entry of ours or has outlived its keep time is deleted.
+   */
+  private async indexUnindexedRows(): Promise<void> {
+    const unindexed = `NOT EXISTS (SELECT 1 FROM ${INDEX} WHERE ${INDEX}.key = ${TABLE}.key)${this.share ? ` AND ${TABLE}.rowid % ${this.share.count} = ${this.share.index}` : ''}`
+    let after = 0
+    for (;;) {
+      const [page] = await this.query<{ last: number | null }>(
+        `SELECT max(id) AS last FROM (SELECT rowid AS id FROM ${TABLE} WHERE rowid > ? AND ${unindexed} ORDER BY rowid LIMIT ${PAGE_ROWS})`,
+        after,
       )
-      .finally(() => this.deletions.delete(deletion))
-    this.deletions.add(deletion)
+      const last = page?.last
+      if (last === null || last === undefined) return
+      // The row id as the last use: older than any use from now on, in the order rows were written.
+      await this.query(
+        `WITH page AS (SELECT rowid AS id, key, length(value) AS size, CAST(substr(value, 5, ${HEADER_LENGTH}) AS TEXT) AS meta
+                       FROM ${TABLE} WHERE rowid > ? AND rowid <= ? AND ${unindexed})
+         INSERT OR IGNORE INTO ${INDEX} (key, size, keep_until, used)
+         SELECT key, size, meta ->> '$.keepUntil', id FROM page
+         WHERE json_valid(meta) AND meta ->> '$.contentType' IS NOT NULL AND typeof(meta ->> '$.expireAt') IN ('integer', 'real')
+           AND typeof(meta ->> '$.keepUntil') IN ('integer', 'real') AND meta ->> '$.keepUntil' > ?`,
+        after,
+        last,
+        Date.now(),
+      )
+      await this.query(`DELETE FROM ${TABLE} WHERE rowid > ? AND rowid <= ? AND ${unindexed}`, after, last)
+      after = last
+    }
+  }
+
+  /** Background work close() waits for, with its failure logged (a request never waits on it). */
+  private track(work: Promise<void>): void {
+    const tracked = work
+      .catch((err: unknown) => this.log.warn({ err }, 'sqlite cache: background maintenance failed'))
+      .finally(() => this.background.delete(tracked))
+    this.background.add(tracked)
+  }
+
+  /** Deletes what has outlived its keep time (the trigger deletes the entries themselves). */
+  private async sweep(): Promise<void> {
+    await this.query(`DELETE FROM ${INDEX} WHERE keep_until <= ?`, Date.now())
+    await this.readTotal()
+    this.scheduleVacuum()
+  }
+
+  private async readTotal(): Promise<number> {
+    const [row] = await this.query<{ bytes: number }>(`SELECT bytes FROM ${TOTAL}`)
+    this.bytes = row?.bytes ?? 0
+    return this.bytes
+  }
+
+  /** Deletes the least recently used entries until the total is within the budget; one run at a time. */
+  private evict(): Promise<void> {
+    this.evicting ??= (async () => {
+      await this.flushTouches()
+      let total = await this.readTotal()
+      while (total > this.budget) {
+        // The oldest PAGE_ROWS entries, and of those as many as cover the excess.
+        await this.query(
+          `WITH oldest AS (SELECT key, size, used FROM ${INDEX} ORDER BY used LIMIT ${PAGE_ROWS}),
+                running AS (SELECT key, sum(size) OVER (ORDER BY used ROWS UNBOUNDED PRECEDING) - size AS before FROM oldest)
+           DELETE FROM ${INDEX} WHERE key IN (SELECT key FROM running WHERE before < ?)`,
+          total - this.budget,
+        )
+        const left = await this.readTotal()
+        if (left >= total) break // nothing left to delete
+        total = left
+        this.scheduleVacuum()
+      }
+    })().finally(() => (this.evicting = undefined))
+    return this.evicting
+  }
+
+  private touch(key: string): void {
+    this.touches.set(key, Date.now())
+    if (this.touches.size >= MAX_TOUCHES) this.track(this.flushTouches())
+    else this.touchTimer ??= setTimeout(() => this.track(this.flushTouches()), TOUCH_FLUSH_MS).unref()
+  }
+
+  private async flushTouches(): Promise<void> {
+    clearTimeout(this.touchTimer)
+    this.touchTimer = undefined
+    if (this.touches.size === 0) return
+    const touches = Object.fromEntries(this.touches)
+    this.touches = new Map()
+    await this.query(
+      `UPDATE ${INDEX} SET used = max(used, touched.value) FROM json_each(?) AS touched WHERE ${INDEX}.key = touched.key`,
+      JSON.stringify(touches),
+    )
   }
 
   // Batched: after a burst of evictions, hand the freed pages back once.
@@ -81,82 +192,93 @@ export class SqliteStore implements CacheStore {
   private vacuum(): Promise<void> {
     clearTimeout(this.vacuumTimer)
     this.vacuumTimer = undefined
-    return this.adapter.query('PRAGMA incremental_vacuum').then(
+    return this.query('PRAGMA incremental_vacuum').then(
       () => undefined,
       () => undefined,
     )
-  }
-
-  /** Rebuilds the LRU index from the file, oldest rows first, dropping what has outlived its keep time. */
-  private async replay(): Promise<void> {
-    const rows = (await this.adapter.query(`SELECT key, length(value) AS size, substr(value, 1, 4096) AS head FROM ${TABLE} ORDER BY rowid`)) as Array<{
-      key: string
-      size: number
-      head: Buffer | string
-    }>
-    const now = Date.now()
-    for (const row of rows) {
-      if (this.share && partition(row.key, this.share.count) !== this.share.index) continue
-      const meta = Buffer.isBuffer(row.head) ? decodeMeta(row.head) : undefined
-      const ttl = meta?.keepUntil ? meta.keepUntil - now : 0
-      if (!meta || ttl <= 0) this.drop(row.key)
-      else this.index.set(row.key, row.size, { ttl: Math.min(ttl, MAX_TIMER_MS) })
-    }
   }
 
   async get(key: string): Promise<CacheEntry | undefined> {
     await this.ready
     const value = (await this.adapter.get(key)) as unknown
     if (!Buffer.isBuffer(value)) {
-      if (value !== undefined) this.drop(key) // not ours (or from an old format)
+      if (value !== undefined) this.track(this.delete(key)) // not ours (or from an old format)
       return undefined
     }
     const entry = decodeEntry(value)
     if (!entry) return undefined
-    // Promote, or adopt an entry another process wrote to the same file.
-    if (this.index.get(key) === undefined) this.index.set(key, value.byteLength)
+    this.touch(key)
     return entry
   }
 
   async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
     await this.ready
-    const value = encodeEntry(entry, Date.now() + ttlMs)
+    const now = Date.now()
+    const keepUntil = now + ttlMs
+    const value = encodeEntry(entry, keepUntil)
+    if (value.byteLength > this.budget) return
     await this.adapter.set(key, value)
-    this.index.set(key, value.byteLength, { ttl: Math.min(ttlMs, MAX_TIMER_MS) })
+    await this.query(
+      `INSERT INTO ${INDEX} (key, size, keep_until, used) VALUES (?, ?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET size = excluded.size, keep_until = excluded.keep_until, used = excluded.used`,
+      key,
+      value.byteLength,
+      keepUntil,
+      now,
+    )
+    if ((await this.readTotal()) > this.budget) this.track(this.evict())
   }
 
   async delete(key: string): Promise<void> {
-    this.index.delete(key)
-    await this.adapter.delete(key)
+    await this.ready
+    this.touches.delete(key)
+    await this.adapter.delete(key) // the trigger deletes its index row
   }
 
   async ping(): Promise<void> {
     await this.ready
-    await this.adapter.query('SELECT 1')
+    await this.query('SELECT 1')
   }
 
-  /** Finishes pending evictions and their vacuum (nothing decided is lost), then closes the file. */
+  /** Finishes pending evictions, recorded reads and the vacuum (nothing decided is lost), then closes the file. */
   async close(): Promise<void> {
     const opened = await this.ready.then(() => true, () => false)
-    await Promise.all([...this.deletions])
-    if (opened && this.vacuumTimer) await this.vacuum()
+    clearInterval(this.sweepTimer)
+    while (this.background.size > 0) await Promise.all([...this.background])
+    if (opened) {
+      await this.flushTouches().catch(() => {})
+      if (this.vacuumTimer) await this.vacuum()
+    }
     clearTimeout(this.vacuumTimer)
     if (opened) await this.adapter.disconnect()
   }
 
-  /** Bytes of entries tracked (for tests and metrics). */
+  /** Bytes of entries in the file's index, as last read (for tests and metrics). */
   get size(): number {
-    return this.index.calculatedSize
+    return this.bytes
   }
 }
 
-/** Which worker replays a key: keys are hashes, so their characters spread evenly. */
-function partition(key: string, count: number): number {
-  let sum = 0
-  for (let i = 0; i < key.length; i++) sum = (sum + key.charCodeAt(i)) | 0
-  return Math.abs(sum) % count
-}
+/**
+ * The index beside keyv's table, created if missing (files from before it are indexed at start).
+ * Triggers keep it in step: an entry deleted through keyv loses its index row, an index row
+ * deleted by eviction or expiry takes its entry with it, and TOTAL follows every change.
+ */
+const SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS ${INDEX} (key TEXT PRIMARY KEY, size INTEGER NOT NULL, keep_until INTEGER NOT NULL, used INTEGER NOT NULL)`,
+  `CREATE INDEX IF NOT EXISTS ${INDEX}_used ON ${INDEX} (used)`,
+  `CREATE INDEX IF NOT EXISTS ${INDEX}_keep_until ON ${INDEX} (keep_until)`,
+  `CREATE TABLE IF NOT EXISTS ${TOTAL} (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL)`,
+  `INSERT OR IGNORE INTO ${TOTAL} (id, bytes) VALUES (0, 0)`,
+  `CREATE TRIGGER IF NOT EXISTS ${INDEX}_insert AFTER INSERT ON ${INDEX} BEGIN UPDATE ${TOTAL} SET bytes = bytes + NEW.size; END`,
+  `CREATE TRIGGER IF NOT EXISTS ${INDEX}_update AFTER UPDATE OF size ON ${INDEX} BEGIN UPDATE ${TOTAL} SET bytes = bytes - OLD.size + NEW.size; END`,
+  `CREATE TRIGGER IF NOT EXISTS ${INDEX}_delete AFTER DELETE ON ${INDEX} BEGIN
+     UPDATE ${TOTAL} SET bytes = bytes - OLD.size;
+     DELETE FROM ${TABLE} WHERE key = OLD.key;
+   END`,
+  `CREATE TRIGGER IF NOT EXISTS ${TABLE}_delete AFTER DELETE ON ${TABLE} BEGIN DELETE FROM ${INDEX} WHERE key = OLD.key; END`,
+]
 
 /**
  * Creates the file with the settings that only take effect on a new database: incremental
