@@ -2,16 +2,40 @@
 // Each corpus image × width × output type is transformed alone in a fresh process (Next's sharp
 // pipeline, one libvips thread as in a 1-CPU pod); the observed peak RSS growth is compared with
 // estimateWorkingSet(). Writes bench/results/estimate.{md,json}.
+// Beside the corpus: progressive/baseline JPEGs and interlaced/plain PNGs of the same photo at three
+// sizes, made here with sharp, since neither decoder can stream the first kind (see memory-estimate.ts).
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import sharp from 'sharp'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const CORPUS = join(ROOT, '../shared/corpus')
 const MiB = 1024 ** 2
 const files = ['large/elephants-3840x2160.jpg', 'large/truchet-dark-4096.webp', 'large/float-into-mate.png', 'photo-jpeg/garden.jpg', 'photo-jpeg/storm.jpg', 'photo-jpeg/ladybird-exif-rotate-6.jpg', 'photo-jpeg/aqua-cmyk.jpg', 'png/chelsea-16bit.png', 'webp/garden-lossy.webp', 'avif/chelsea.avif', 'tiff/chessboard-u16.tif']
 const widths = [640, 1920, 3840]
+
+// `npm run bench:estimate -- progressive`: only the sources whose name holds the word (results then
+// go to estimate-WORD.{md,json}, leaving the full run's files alone).
+const only = process.argv[2]
+const made = mkdtempSync(join(tmpdir(), 'nis-bench-estimate-'))
+process.on('exit', () => rmSync(made, { recursive: true, force: true }))
+const sources = files.map((file) => ({ file, path: join(CORPUS, file) }))
+for (const [w, h] of [[1920, 1280], [3840, 2560], [6000, 4000]]) {
+  const photo = sharp(join(CORPUS, 'large/elephants-3840x2160.jpg')).resize(w, h, { fit: 'fill' })
+  for (const [name, encode] of [
+    [`baseline-${w}x${h}.jpg`, (img) => img.jpeg({ quality: 85 })],
+    [`progressive-${w}x${h}.jpg`, (img) => img.jpeg({ quality: 85, progressive: true })],
+    [`progressive-444-${w}x${h}.jpg`, (img) => img.jpeg({ quality: 85, progressive: true, chromaSubsampling: '4:4:4' })],
+    [`plain-${w}x${h}.png`, (img) => img.png()],
+    [`interlaced-${w}x${h}.png`, (img) => img.png({ progressive: true })],
+  ]) {
+    writeFileSync(join(made, name), await encode(photo.clone()).toBuffer())
+    sources.push({ file: `(made) ${name}`, path: join(made, name) })
+  }
+}
 const types = ['image/webp', 'image/avif', 'image/jpeg', 'image/png']
 
 // One measurement, in a process of its own so earlier transforms leave nothing behind.
@@ -26,18 +50,19 @@ const probe = `
   configureSharp(config, 1)
   const buffer = readFileSync(file)
   const m = await sharp(buffer).metadata()
-  const estimate = estimateWorkingSet({ format: m.format, width: m.width, height: m.height, channels: m.channels, depth: m.depth, orientation: m.orientation }, buffer.length, Number(width), type)
+  const estimate = estimateWorkingSet({ format: m.format, width: m.width, height: m.height, channels: m.channels, depth: m.depth, orientation: m.orientation, isProgressive: m.isProgressive, chromaSubsampling: m.chromaSubsampling }, buffer.length, Number(width), type)
   globalThis.gc()
   const before = process.memoryUsage().rss
   await optimizeImage(buffer, type, Number(width), 75, config)
   const observed = process.resourceUsage().maxRSS * 1024 - before
-  console.log(JSON.stringify({ format: m.format, estimate, observed }))`
+  const kind = m.format === 'jpeg' ? (m.isProgressive ? 'progressive jpeg' : 'jpeg') : m.format === 'png' && m.isProgressive ? 'interlaced png' : m.format
+  console.log(JSON.stringify({ format: kind, estimate, observed }))`
 
 const rows = []
-for (const file of files) {
+for (const { file, path } of sources.filter((s) => !only || s.file.includes(only))) {
   for (const width of widths) {
     for (const type of types) {
-      const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', probe, join(CORPUS, file), String(width), type], { cwd: ROOT, encoding: 'utf8' })
+      const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', probe, path, String(width), type], { cwd: ROOT, encoding: 'utf8' })
       rows.push({ file, width, type, ...JSON.parse(out.trim().split('\n').at(-1)) })
       process.stderr.write('.')
     }
@@ -66,6 +91,7 @@ for (const [kind, list] of kinds) {
 }
 const markdown = lines.join('\n')
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
-writeFileSync(join(ROOT, 'bench/results/estimate.json'), JSON.stringify(rows, null, 2))
-writeFileSync(join(ROOT, 'bench/results/estimate.md'), `${markdown}\n`)
+const name = only ? `estimate-${only.replace(/[^a-z0-9]+/gi, '-')}` : 'estimate'
+writeFileSync(join(ROOT, `bench/results/${name}.json`), JSON.stringify(rows, null, 2))
+writeFileSync(join(ROOT, `bench/results/${name}.md`), `${markdown}\n`)
 console.log(markdown)

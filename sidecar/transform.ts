@@ -150,12 +150,21 @@ export async function transformImage(
 }
 
 /** The estimated peak memory of optimizing `original`, from its header (nothing is decoded). */
-async function workingSetOf(original: Buffer, width: number, contentType: string, config: SharpConfig): Promise<number> {
+export async function workingSetOf(original: Buffer, width: number, contentType: string, config: SharpConfig): Promise<number> {
   const header = await sharp(original).metadata().catch(() => undefined)
   // Unreadable, or past Next's pixel limit: sharp fails at once without decoding, as in Next.
   if (!header?.width || !header.height || header.width * header.height > config.maxInputPixels) return original.byteLength
   return estimateWorkingSet(
-    { format: header.format ?? '', width: header.width, height: header.height, channels: header.channels ?? 3, depth: header.depth, orientation: header.orientation },
+    {
+      format: header.format ?? '',
+      width: header.width,
+      height: header.height,
+      channels: header.channels ?? 3,
+      depth: header.depth,
+      orientation: header.orientation,
+      isProgressive: header.isProgressive,
+      chromaSubsampling: header.chromaSubsampling,
+    },
     original.byteLength,
     width,
     contentType,
