@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { ConfigError } from './errors.js'
+import { nextDefaultConfig } from './images-config.js'
+import type { NextMajor } from './next-version.js'
 
 /** The names Next looks for, in its order. */
 export const CONFIG_FILES = ['next.config.js', 'next.config.mjs', 'next.config.cjs', 'next.config.ts', 'next.config.mts']
@@ -17,9 +19,10 @@ export function findNextConfig(dir: string): string | undefined {
 /**
  * Loads a next.config file as Next does: ESM or CommonJS, TypeScript through tsx, and a
  * default export that may be an object, a promise, or a (possibly async) function of
- * `(phase, { defaultConfig })`.
+ * `(phase, { defaultConfig })`, `defaultConfig` being the defaults of the Next line served.
+ * Whatever the file throws is a ConfigError naming it.
  */
-export async function loadNextConfig(path: string): Promise<Record<string, unknown>> {
+export async function loadNextConfig(path: string, nextVersion: NextMajor = 16): Promise<Record<string, unknown>> {
   const file = resolve(path)
   if (!existsSync(file)) throw new ConfigError(`--config: no file at ${file}`)
   let mod: Record<string, unknown>
@@ -38,8 +41,13 @@ export async function loadNextConfig(path: string): Promise<Record<string, unkno
   if (config && typeof config === 'object' && 'default' in config && Object.keys(config).length === 1) {
     config = (config as { default: unknown }).default
   }
-  if (typeof config === 'function') config = await config(PHASE_PRODUCTION_SERVER, { defaultConfig: {} })
-  config = await config
+  try {
+    if (typeof config === 'function') config = await config(PHASE_PRODUCTION_SERVER, { defaultConfig: nextDefaultConfig(nextVersion) })
+    config = await config
+  } catch (err) {
+    const error = err as Error
+    throw new ConfigError(`--config: ${file} failed: ${error?.name ?? 'Error'}: ${error?.message ?? String(err)}`)
+  }
   if (!config || typeof config !== 'object') {
     throw new ConfigError(`--config: ${file} must export an object or a function returning one`)
   }
