@@ -7,7 +7,7 @@ import { ConfigError } from './errors.js'
 import { resolveSidecarConfig } from './images-config.js'
 import { detectNextVersion, majorOfVersion, parseNextVersion, type NextMajor } from './next-version.js'
 import { findNextConfig, loadNextConfig } from './next-config.js'
-import { DEFAULTS, type SidecarOptions } from './options.js'
+import { DEFAULTS, describeRange, invalidOption, parseInteger, RANGES, type IntegerRange, type SidecarOptions } from './options.js'
 import { allocator, defaultConcurrency, parseBytes, readContainerLimits } from './limits.js'
 import { collectRequests, planVariants, progressReporter, warmVariants } from './warm.js'
 import { startTracing } from './tracing.js'
@@ -150,14 +150,36 @@ function chooseNextVersion(flag: string | undefined, configPath: string | undefi
   return { major: 16, from: 'default' }
 }
 
-function intOption(name: string, raw: string | undefined, fallback: number, min = 1): number {
-  if (raw === undefined || raw === '') return fallback
-  if (!/^[0-9]+$/.test(raw) || Number(raw) < min) throw new ConfigError(`${name}: expected an integer >= ${min}, received "${raw}"`)
-  return Number(raw)
+/**
+ * An option's raw value and the name a message gives it: the flag when given, else the environment
+ * variable (`--timeout (IMAGE_TIMEOUT_MS)`), so an error points at where the value came from.
+ */
+function flagOrEnv(flag: string, value: string | undefined, envName: string): { name: string; raw: string | undefined } {
+  if (value !== undefined) return { name: flag, raw: value }
+  const raw = process.env[envName]
+  return { name: `${flag} (${envName})`, raw: raw === '' ? undefined : raw }
 }
 
-function optionalInt(name: string, raw: string | undefined, min = 1): number | undefined {
-  return raw === undefined || raw === '' ? undefined : intOption(name, raw, 0, min)
+/** A numeric option within its range (options.ts, RANGES), else undefined when not given. */
+function optionalInt(option: { name: string; raw: string | undefined }, range: IntegerRange): number | undefined {
+  return option.raw === undefined ? undefined : parseInteger(option.name, option.raw, range)
+}
+
+function intOption(option: { name: string; raw: string | undefined }, range: IntegerRange, fallback: number): number {
+  return optionalInt(option, range) ?? fallback
+}
+
+/** The environment-only settings (no flag). */
+const envInt = (name: string, range: IntegerRange, fallback: number) => intOption({ name, raw: process.env[name] || undefined }, range, fallback)
+
+/** Said loudly at start when the Next line was not read from the app: a 15.5 app served as 16 answers 400 to its own URLs. */
+function undetectedNextVersion(configPath: string | undefined): string {
+  const why = configPath ? `no next package resolvable beside ${configPath}` : 'no next.config found'
+  return (
+    `Next.js version not detected (${why}): serving Next 16 image semantics by default. ` +
+    'A Next 15.5 app served this way gets 400 for w=16 and for qualities other than 75. ' +
+    'Set NEXT_VERSION=15 or 16 (or --next-version 15|16) to match the app'
+  )
 }
 
 /** The sidecar options from flags and environment, shared by `serve` and `warm`. */
@@ -167,23 +189,23 @@ async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions
   const nextVersion = chooseNextVersion(values['next-version'], configPath)
   const options: SidecarOptions = {
     frontend: values.frontend ?? env.FRONTEND_INTERNAL_URL ?? 'http://127.0.0.1:3000',
-    nextConfig: configPath ? await loadNextConfig(configPath) : {},
+    nextConfig: configPath ? await loadNextConfig(configPath, nextVersion.major) : {},
     nextVersion: nextVersion.major,
     dangerouslyAllowLocalIP: values['dangerously-allow-local-ip'] === true || env.DANGEROUSLY_ALLOW_LOCAL_IP === '1',
-    maximumRedirects: optionalInt('--maximum-redirects', values['maximum-redirects'] ?? env.MAXIMUM_REDIRECTS, 0),
+    maximumRedirects: optionalInt(flagOrEnv('--maximum-redirects', values['maximum-redirects'], 'MAXIMUM_REDIRECTS'), RANGES.maximumRedirects),
     cache: values.cache ?? env.IMAGE_CACHE_URL ?? DEFAULTS.cache,
-    cacheMaxSize: optionalInt('--cache-max-size', values['cache-max-size'] ?? env.CACHE_MAX_SIZE),
-    cacheMaxEntrySize: optionalInt('--cache-max-entry-size', values['cache-max-entry-size'] ?? env.CACHE_MAX_ENTRY_SIZE),
+    cacheMaxSize: optionalInt(flagOrEnv('--cache-max-size', values['cache-max-size'], 'CACHE_MAX_SIZE'), RANGES.cacheMaxSize),
+    cacheMaxEntrySize: optionalInt(flagOrEnv('--cache-max-entry-size', values['cache-max-entry-size'], 'CACHE_MAX_ENTRY_SIZE'), RANGES.cacheMaxEntrySize),
     cachePrefix: values['cache-prefix'] ?? env.CACHE_PREFIX,
-    hotCacheSize: optionalInt('--hot-cache-size', values['hot-cache-size'] ?? env.HOT_CACHE_SIZE, 0),
-    concurrency: optionalInt('--concurrency', values.concurrency ?? env.CONCURRENCY),
-    memoryLimit: bytesOption('--memory-limit', values['memory-limit'] ?? env.MEMORY_LIMIT),
-    queueSize: optionalInt('--queue-size', values['queue-size'] ?? env.QUEUE_SIZE),
-    maxAttempts: intOption('--max-attempts', values['max-attempts'] ?? env.MAX_ATTEMPTS, DEFAULTS.maxAttempts),
-    timeoutMs: intOption('--timeout', values.timeout ?? env.IMAGE_TIMEOUT_MS, DEFAULTS.timeoutMs),
-    upstreamTimeoutMs: intOption('--upstream-timeout', values['upstream-timeout'] ?? env.UPSTREAM_TIMEOUT_MS, DEFAULTS.upstreamTimeoutMs),
-    headersTimeoutMs: intOption('--headers-timeout', values['headers-timeout'] ?? env.HEADERS_TIMEOUT_MS, DEFAULTS.headersTimeoutMs),
-    keepAliveTimeoutMs: intOption('--keep-alive-timeout', values['keep-alive-timeout'] ?? env.KEEP_ALIVE_TIMEOUT_MS, DEFAULTS.keepAliveTimeoutMs),
+    hotCacheSize: optionalInt(flagOrEnv('--hot-cache-size', values['hot-cache-size'], 'HOT_CACHE_SIZE'), RANGES.hotCacheSize),
+    concurrency: optionalInt(flagOrEnv('--concurrency', values.concurrency, 'CONCURRENCY'), RANGES.concurrency),
+    memoryLimit: bytesOption(flagOrEnv('--memory-limit', values['memory-limit'], 'MEMORY_LIMIT')),
+    queueSize: optionalInt(flagOrEnv('--queue-size', values['queue-size'], 'QUEUE_SIZE'), RANGES.queueSize),
+    maxAttempts: intOption(flagOrEnv('--max-attempts', values['max-attempts'], 'MAX_ATTEMPTS'), RANGES.maxAttempts, DEFAULTS.maxAttempts),
+    timeoutMs: intOption(flagOrEnv('--timeout', values.timeout, 'IMAGE_TIMEOUT_MS'), RANGES.timeoutMs, DEFAULTS.timeoutMs),
+    upstreamTimeoutMs: intOption(flagOrEnv('--upstream-timeout', values['upstream-timeout'], 'UPSTREAM_TIMEOUT_MS'), RANGES.upstreamTimeoutMs, DEFAULTS.upstreamTimeoutMs),
+    headersTimeoutMs: intOption(flagOrEnv('--headers-timeout', values['headers-timeout'], 'HEADERS_TIMEOUT_MS'), RANGES.headersTimeoutMs, DEFAULTS.headersTimeoutMs),
+    keepAliveTimeoutMs: intOption(flagOrEnv('--keep-alive-timeout', values['keep-alive-timeout'], 'KEEP_ALIVE_TIMEOUT_MS'), RANGES.keepAliveTimeoutMs, DEFAULTS.keepAliveTimeoutMs),
     // A secret: read from the environment only, never from the command line.
     signingKey: env.IMAGE_SIDECAR_SIGNING_KEY || undefined,
   }
@@ -191,30 +213,40 @@ async function sidecarOptions(values: Values): Promise<{ options: SidecarOptions
 }
 
 /** `auto`: one worker per CPU the cgroup quota allows (a 1-CPU container on a 16-core host runs one). */
-function workersOption(raw: string | undefined): number {
-  return raw === 'auto' ? defaultConcurrency(readContainerLimits().cpus) : intOption('--workers', raw, 1)
+function workersOption(option: { name: string; raw: string | undefined }): number {
+  if (option.raw === 'auto') return defaultConcurrency(readContainerLimits().cpus)
+  if (option.raw !== undefined && !(/^[0-9]+$/.test(option.raw) && Number(option.raw) >= RANGES.workers.min && Number(option.raw) <= RANGES.workers.max)) {
+    throw invalidOption(option.name, `${describeRange(RANGES.workers)} or "auto"`, option.raw)
+  }
+  return option.raw === undefined ? 1 : Number(option.raw)
 }
 
-function bytesOption(name: string, raw: string | undefined): number | undefined {
-  if (raw === undefined || raw === '') return undefined
-  const bytes = parseBytes(raw)
-  if (bytes === undefined) throw new ConfigError(`${name}: expected bytes such as 268435456, 256Mi or 1Gi, received "${raw}"`)
+function bytesOption(option: { name: string; raw: string | undefined }): number | undefined {
+  if (option.raw === undefined) return undefined
+  const { min, max } = RANGES.memoryLimit
+  const bytes = parseBytes(option.raw)
+  if (bytes === undefined || bytes < min || bytes > max) throw invalidOption(option.name, `bytes (268435456, 256Mi, 1Gi) from ${min / 1024 ** 2}Mi`, option.raw)
   return bytes
 }
 
 async function serve(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: SERVE, strict: true })
   if (values.help) return void process.stdout.write(HELP)
-  const port = intOption('--port', values.port ?? process.env.PORT, 3001)
+  const port = intOption(flagOrEnv('--port', values.port, 'PORT'), RANGES.port, 3001)
   const host = values.host ?? process.env.HOST ?? '0.0.0.0'
-  const workers = workersOption(values.workers ?? process.env.WORKERS)
-  const metricsPort = optionalInt('--metrics-port', values['metrics-port'] ?? process.env.METRICS_PORT)
+  const workers = workersOption(flagOrEnv('--workers', values.workers, 'WORKERS'))
+  const metricsPort = optionalInt(flagOrEnv('--metrics-port', values['metrics-port'], 'METRICS_PORT'), RANGES.port)
   const metricsHost = values['metrics-host'] ?? process.env.METRICS_HOST ?? host
   if (metricsPort !== undefined && metricsPort === port) throw new ConfigError(`--metrics-port: must differ from --port (${port})`)
   const { options, configPath, nextVersion } = await sidecarOptions(values)
   const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
-  const delayMs = intOption('SHUTDOWN_DELAY_MS', process.env.SHUTDOWN_DELAY_MS, 0, 0)
-  const deadlineMs = intOption('SHUTDOWN_TIMEOUT_MS', process.env.SHUTDOWN_TIMEOUT_MS, 25_000)
+  const delayMs = envInt('SHUTDOWN_DELAY_MS', RANGES.shutdownDelayMs, 0)
+  const deadlineMs = envInt('SHUTDOWN_TIMEOUT_MS', RANGES.shutdownTimeoutMs, 25_000)
+  // The cluster primary waits for both in one timer.
+  if (delayMs + deadlineMs > RANGES.shutdownTimeoutMs.max) {
+    throw invalidOption('SHUTDOWN_DELAY_MS + SHUTDOWN_TIMEOUT_MS', `at most ${RANGES.shutdownTimeoutMs.max} (ms)`, delayMs + deadlineMs)
+  }
+  if (nextVersion.from === 'default' && !cluster.isWorker) log.warn({ nextVersion: 16, from: 'default', config: configPath ?? null }, undetectedNextVersion(configPath))
   if (workers > 1 && cluster.isPrimary) {
     // A bad next.config is reported here, once, before any worker starts. Store problems (e.g.
     // memory:// with workers) end the first worker's start, which stops the cluster with exit 1.
@@ -307,7 +339,8 @@ async function serve(argv: string[]): Promise<void> {
 async function warm(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, options: WARM, strict: true, allowPositionals: true })
   if (values.help) return void process.stdout.write(HELP), 0
-  const { options } = await sidecarOptions(values)
+  const { options, configPath, nextVersion } = await sidecarOptions(values)
+  if (nextVersion.from === 'default') process.stderr.write(`warm: ${undetectedNextVersion(configPath)}\n`)
   const config = resolveSidecarConfig(options)
   // `--pages A B C`: parseArgs sees B and C as positionals; they are pages too.
   if (positionals.length > 0 && !values.pages) throw new ConfigError(`warm: unexpected argument "${positionals[0]}" (pages go after --pages)`)

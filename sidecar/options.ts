@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { ConfigError } from './errors.js'
 import type { CacheStore } from './cache/types.js'
 import type { ClusterShare } from './cluster.js'
 import type { NextMajor } from './next-version.js'
@@ -107,4 +108,68 @@ export const DEFAULTS = {
   upstreamTimeoutMs: 7_000,
   headersTimeoutMs: 10_000,
   keepAliveTimeoutMs: 65_000,
+}
+
+/** setTimeout's longest delay; a longer one overflows and fires after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** What a numeric option accepts: an integer in [min, max], of a unit shown in the message. */
+export interface IntegerRange {
+  min: number
+  max: number
+  unit?: 'ms' | 'bytes'
+}
+
+const BYTES: IntegerRange = { min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes' }
+const TIMER: IntegerRange = { min: 1, max: MAX_TIMER_MS, unit: 'ms' }
+
+/**
+ * The range of every numeric option (CLI flag, environment variable or `SidecarOptions` field):
+ * checked once at start, so nothing later meets a value it cannot use (a timer past 2^31−1 ms,
+ * a port past 65535, a count no machine has).
+ */
+export const RANGES = {
+  port: { min: 1, max: 65_535 },
+  workers: { min: 1, max: 256 },
+  maximumRedirects: { min: 0, max: 20 },
+  cacheMaxSize: BYTES,
+  cacheMaxEntrySize: BYTES,
+  hotCacheSize: { ...BYTES, min: 0 },
+  concurrency: { min: 1, max: 1024 },
+  /** Below the runtime's own reserve (limits.ts) there is nothing to plan with. */
+  memoryLimit: { ...BYTES, min: 64 * 1024 ** 2 },
+  queueSize: { min: 1, max: 1_000_000 },
+  maxAttempts: { min: 1, max: 20 },
+  timeoutMs: TIMER,
+  upstreamTimeoutMs: TIMER,
+  headersTimeoutMs: TIMER,
+  keepAliveTimeoutMs: TIMER,
+  shutdownDelayMs: { ...TIMER, min: 0 },
+  shutdownTimeoutMs: TIMER,
+} satisfies Record<string, IntegerRange>
+
+/** "an integer from 1 to 2147483647 (ms)": the rule of a range, as every message words it. */
+export function describeRange(range: IntegerRange): string {
+  return `an integer from ${range.min} to ${range.max}${range.unit ? ` (${range.unit})` : ''}`
+}
+
+/** The one start-up error of an option: its name, the rule it breaks, the value received. */
+export function invalidOption(name: string, rule: string, received: unknown): ConfigError {
+  return new ConfigError(`${name}: expected ${rule}, received ${JSON.stringify(String(received))}`)
+}
+
+/** A decimal integer within `range`, or the error naming `name`, the range and `raw`. */
+export function parseInteger(name: string, raw: string, range: IntegerRange): number {
+  const value = /^[0-9]+$/.test(raw) ? Number(raw) : NaN
+  if (!(value >= range.min && value <= range.max)) throw invalidOption(name, describeRange(range), raw)
+  return value
+}
+
+/** Checks the numeric fields of `SidecarOptions` given in code (the CLI checks its flags as it parses them). */
+export function checkNumericOptions(options: SidecarOptions): void {
+  for (const key of ['maximumRedirects', 'cacheMaxSize', 'cacheMaxEntrySize', 'hotCacheSize', 'concurrency', 'memoryLimit', 'queueSize', 'maxAttempts', 'timeoutMs', 'upstreamTimeoutMs', 'headersTimeoutMs', 'keepAliveTimeoutMs'] as const) {
+    const value = options[key]
+    const range: IntegerRange = RANGES[key]
+    if (value !== undefined && !(Number.isInteger(value) && value >= range.min && value <= range.max)) throw invalidOption(key, describeRange(range), value)
+  }
 }

@@ -61,6 +61,13 @@ const profileLine = (stdout: string) =>
     .map((line) => JSON.parse(line) as Record<string, unknown>)
     .find((entry) => typeof entry.msg === 'string' && (entry.msg as string).startsWith('serving Next.js'))
 
+const undetectedWarning = (stdout: string) =>
+  stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .find((entry) => /not detected/.test(String(entry.msg)))
+
 describe('the CLI chooses the Next line of the app', () => {
   test('an app on Next 15.5 is served with the 15 profile, detected', async () => {
     const run = await runCli(['--config', app({ link: NEXT_PACKAGES[15] })], {}, /serving Next\.js/)
@@ -82,6 +89,25 @@ describe('the CLI chooses the Next line of the app', () => {
   test('NEXT_VERSION is read when there is no flag', async () => {
     const run = await runCli(['--config', app(undefined)], { NEXT_VERSION: '15' }, /serving Next\.js/)
     assert.equal(profileLine(run.stdout)?.from, 'NEXT_VERSION')
+  })
+  test('no next package beside the config: a loud warning that 16 is the default and how to set the line', async () => {
+    const run = await runCli(['--config', app(undefined)], {}, /serving Next\.js/)
+    const warning = undetectedWarning(run.stdout)
+    assert.equal(warning?.level, 40)
+    assert.match(String(warning?.msg), /defaults? to|by default/)
+    assert.match(String(warning?.msg), /Next 16/)
+    assert.match(String(warning?.msg), /NEXT_VERSION/)
+    assert.match(String(warning?.msg), /--next-version/)
+    assert.equal(profileLine(run.stdout)?.from, 'default')
+  })
+  test('a detected or a given line: no such warning', async () => {
+    for (const [args, env] of [
+      [['--config', app({ link: NEXT_PACKAGES[16] })], {}],
+      [['--config', app(undefined)], { NEXT_VERSION: '16' }],
+    ] as const) {
+      const run = await runCli([...args], env, /serving Next\.js/)
+      assert.equal(undetectedWarning(run.stdout), undefined)
+    }
   })
   test('an app on Next 15.4 is refused before serving, naming 15.5', async () => {
     const run = await runCli(['--config', app({ version: '15.4.7' })])
