@@ -15,6 +15,7 @@ import { frozenClock } from '../helpers/clock.js'
 import { waitUntil } from '../helpers/wait.js'
 import type { Sidecar } from '../../sidecar/app.js'
 import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
+import { encodeEntry } from '../../sidecar/cache/codec.js'
 import { pino } from 'pino'
 import { createHash } from 'node:crypto'
 import { image } from '../helpers/image-url.js'
@@ -87,6 +88,57 @@ describe('SQLite store', () => {
     await Promise.all(reopened.map((w) => w.ping()))
     for (const w of reopened) assert.equal(w.size, row!.bytes)
     await Promise.all(reopened.map((w) => w.close()))
+  })
+
+  test('a file written before the index: fresh entries are indexed and served, expired and foreign rows deleted', async () => {
+    const path = tmp('unindexed')
+    const log = pino({ level: 'silent' })
+    const key = (i: number) => createHash('sha256').update(`old ${i}`).digest('base64url')
+    const entry = (i: number) => ({ buffer: Buffer.alloc(1000, i), contentType: 'image/webp', maxAge: 60, expireAt: Date.now() + 60_000, etag: `e${i}`, upstreamEtag: `u${i}` })
+    // The layout of an older file: keyv's table alone, written directly.
+    const db = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+    for (let i = 0; i < 3; i++) await db.set(key(i), encodeEntry(entry(i), Date.now() + 3_600_000))
+    await db.set(key(3), encodeEntry(entry(3), Date.now() - 1000)) // past its keep time
+    await db.set(key(4), Buffer.from('not an entry of ours'))
+    await db.set(key(5), 'a string from an old format')
+    await db.disconnect()
+    const store = new SqliteStore(path, { maxSize: 1_000_000, maxEntrySize: 1_000_000 }, log)
+    await store.ping()
+    const fresh = encodeEntry(entry(0), Date.now() + 3_600_000).byteLength
+    assert.equal(store.size, 3 * fresh)
+    assert.deepEqual((await store.get(key(1)))?.buffer, entry(1).buffer)
+    await store.close()
+    const check = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+    const rows = (await check.query('SELECT key FROM next_image_cache ORDER BY rowid')) as Array<{ key: string }>
+    await check.disconnect()
+    assert.deepEqual(rows.map((r) => r.key), [key(0), key(1), key(2)])
+  })
+
+  test('eviction takes the least recently used entries: one read since it was written outlives older unread ones', async () => {
+    const path = tmp('lru')
+    const log = pino({ level: 'silent' })
+    const clock = frozenClock()
+    try {
+      const key = (i: number) => createHash('sha256').update(`lru ${i}`).digest('base64url')
+      const entry = (i: number) => ({ buffer: Buffer.alloc(10_000, i), contentType: 'image/webp', maxAge: 60, expireAt: Date.now() + 60_000, etag: `e${i}`, upstreamEtag: `u${i}` })
+      // Room for four entries (the budget is 85% of the size).
+      const store = new SqliteStore(path, { maxSize: 50_000, maxEntrySize: 50_000 }, log)
+      for (let i = 0; i < 4; i++) {
+        await store.set(key(i), entry(i), 3_600_000)
+        clock.advance(1000)
+      }
+      assert.ok(await store.get(key(0)), 'the oldest entry, read now')
+      clock.advance(1000)
+      await store.set(key(4), entry(4), 3_600_000)
+      await store.close() // finishes the eviction
+      const reopened = new SqliteStore(path, { maxSize: 50_000, maxEntrySize: 50_000 }, log)
+      assert.ok(await reopened.get(key(0)), 'the entry read recently is kept')
+      assert.equal(await reopened.get(key(1)), undefined, 'the least recently used entry is evicted')
+      assert.ok(await reopened.get(key(4)))
+      await reopened.close()
+    } finally {
+      clock.restore()
+    }
   })
 
   test('an entry over the size limit is served but not stored', async () => {
