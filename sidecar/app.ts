@@ -17,7 +17,7 @@ import { WorkQueue } from './queue.js'
 import { ConfigError, ImageError } from './errors.js'
 import { createImageHandler } from './handler.js'
 import { resolveSidecarConfig, type ResolvedNextConfig } from './images-config.js'
-import { DEFAULTS, type SidecarOptions } from './options.js'
+import { checkNumericOptions, DEFAULTS, type SidecarOptions } from './options.js'
 import { defaultConcurrency, planMemory, readContainerLimits, type ContainerLimits, type MemoryPlan } from './limits.js'
 import { configureSharp } from './transform.js'
 
@@ -69,6 +69,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   if (frontend.protocol !== 'http:' && frontend.protocol !== 'https:') {
     throw new ConfigError(`frontend: expected an http or https URL, received "${frontend.href}"`)
   }
+  checkNumericOptions(options)
   const config = resolveSidecarConfig(options)
   const log: Logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' })
   const metrics = createMetrics()
