@@ -73,7 +73,7 @@ OTEL_TRACES_EXPORTER=otlp|console) is set; OTLP over HTTP, the standard OTEL_* v
 
 warm sources (combinable):
   --pages URL...      rendered pages: every <img src/srcset> and <link rel=preload imagesrcset>
-  --sitemap URL       every page of a sitemap, as --pages
+  --sitemap URL       every page of a sitemap, as --pages (a sitemap index is followed; gzip read)
   --from PATH         a Next project: public/ images and .next/static/media × widths × qualities
   --urls FILE         one URL per line: an /_next/image URL, or an image (× widths × qualities)
 warm options:
@@ -348,8 +348,8 @@ async function warm(argv: string[]): Promise<number> {
   if (!sources.pages?.length && !sources.sitemap && !sources.from && !sources.urls) {
     throw new ConfigError('warm: name at least one source: --pages URL..., --sitemap URL, --from PATH or --urls FILE')
   }
-  const { requests, errors } = await collectRequests(sources, config)
-  const variants = planVariants(requests, config)
+  const { requests, errors } = await collectRequests(sources, config, { timeoutMs: options.timeoutMs })
+  const variants = planVariants(requests, config, options.signingKey)
   const formats = [...config.images.formats, 'source format']
   process.stderr.write(`warm: ${requests.length} image requests × ${formats.length} formats (${formats.join(', ')}) = ${variants.length} variants\n`)
   for (const error of errors) process.stderr.write(`warm: could not read ${error}\n`)
@@ -361,7 +361,7 @@ async function warm(argv: string[]): Promise<number> {
   // A warm run on a live node leaves room for traffic: one core fewer, also for transforms.
   const { createSidecar } = await loadApp()
   const sidecar = values.target ? values.target : createSidecar({ ...options, concurrency, logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }) })
-  const summary = await warmVariants(sidecar, variants, { concurrency, onProgress: progressReporter(process.stderr) })
+  const summary = await warmVariants(sidecar, variants, { concurrency, timeoutMs: options.timeoutMs, onProgress: progressReporter(process.stderr) })
   let transforms = ''
   if (typeof sidecar !== 'string') {
     transforms = `, ${(await sidecar.metrics.transforms.get()).values[0]?.value ?? 0} transforms here`

@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises'
-import { request as httpRequest, type Server } from 'node:http'
+import type { Server } from 'node:http'
 import type { Sidecar } from './app.js'
 import type { ResolvedNextConfig } from './images-config.js'
-import { imagesInHtml, parseOptimizerUrl, projectImages, sitemapPages, variantsOf, type WarmRequest } from './warm-sources.js'
+import { signImageParams } from './signature.js'
+import { decodeSitemap, imagesInHtml, parseOptimizerUrl, parseSitemap, projectImages, variantsOf, type WarmRequest } from './warm-sources.js'
 
 export interface WarmSources {
   pages?: string[]
@@ -33,38 +34,179 @@ export interface WarmSummary {
   elapsedMs: number
 }
 
-async function fetchText(url: string): Promise<string> {
-  const res = await fetch(url, { headers: { accept: 'text/html,application/xml;q=0.9,*/*;q=0.8' } })
-  if (!res.ok) throw new Error(`${url} answered ${res.status}`)
-  return res.text()
+/** Bounds on what `warm` reads from pages and sitemaps, so a stalled or endless one cannot hold the run. */
+export interface CollectOptions {
+  /** One page or sitemap, headers and body, ms. Default 30000 (the CLI passes `--timeout`). */
+  timeoutMs?: number
+  /** Bytes of one page. Default 10 MiB. */
+  maxPageBytes?: number
+  /** Bytes of one sitemap, unpacked. Default 50 MiB, the sitemap protocol's own limit. */
+  maxSitemapBytes?: number
+  /** Where notes go (links skipped under public/). Default: stderr. */
+  log?: (line: string) => void
 }
 
-/** The optimizer requests the sources name, de-duplicated, in a stable order. */
-export async function collectRequests(sources: WarmSources, config: ResolvedNextConfig): Promise<{ requests: WarmRequest[]; errors: string[] }> {
+export const WARM_LIMITS = {
+  timeoutMs: 30_000,
+  maxPageBytes: 10 * 1024 ** 2,
+  maxSitemapBytes: 50 * 1024 ** 2,
+  /** Sitemap indexes nest once by the protocol; a little slack, and no cycles. */
+  maxSitemapDepth: 3,
+  /** A variant request gets the job deadline plus this, so the sidecar's own 504 (with its reason) arrives first. */
+  variantGraceMs: 5_000,
+}
+
+/** Why one page, sitemap or variant request gave up; its message is what the summary prints. */
+export class WarmFetchError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'WarmFetchError'
+  }
+}
+
+interface BoundedResponse {
+  status: number
+  headers: Headers
+  /** Bytes received (the body is kept only when `keepBody` says so). */
+  bytes: number
+  body: Buffer
+}
+
+/**
+ * GET with a deadline over the whole exchange (headers and body) and a cap on the body: a stalled
+ * or endless answer ends as a WarmFetchError instead of holding the run. Redirects are followed.
+ */
+async function boundedGet(
+  url: string,
+  init: { accept: string; timeoutMs: number; maxBytes: number; keepBody?: (status: number) => boolean },
+): Promise<BoundedResponse> {
+  const controller = new AbortController()
+  // A plain timer on the controller, not AbortSignal.timeout (see README, deadlines).
+  const timer = setTimeout(() => controller.abort(), init.timeoutMs)
+  try {
+    const res = await fetch(url, { headers: { accept: init.accept }, signal: controller.signal })
+    const keep = init.keepBody?.(res.status) ?? true
+    const declared = Number(res.headers.get('content-length') ?? NaN)
+    if (declared > init.maxBytes) {
+      controller.abort()
+      throw new WarmFetchError(`larger than ${init.maxBytes} bytes (Content-Length ${declared})`)
+    }
+    const chunks: Buffer[] = []
+    let bytes = 0
+    if (res.body) {
+      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+        bytes += chunk.length
+        if (bytes > init.maxBytes) {
+          controller.abort()
+          throw new WarmFetchError(`larger than ${init.maxBytes} bytes`)
+        }
+        if (keep) chunks.push(Buffer.from(chunk))
+      }
+    }
+    return { status: res.status, headers: res.headers, bytes, body: Buffer.concat(chunks) }
+  } catch (err) {
+    if (err instanceof WarmFetchError) throw err
+    if (controller.signal.aborted) throw new WarmFetchError(`no complete answer within ${init.timeoutMs} ms`)
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause
+    throw new WarmFetchError(cause?.code ?? cause?.message ?? (err as Error).message)
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+async function fetchSource(url: string, accept: string, timeoutMs: number, maxBytes: number): Promise<Buffer> {
+  const res = await boundedGet(url, { accept, timeoutMs, maxBytes })
+  if (res.status < 200 || res.status > 299) throw new WarmFetchError(`answered ${res.status}`)
+  return res.body
+}
+
+/**
+ * The pages a sitemap lists, following sitemap indexes (next-sitemap writes one by default) to
+ * their sitemaps, gzipped or not. A child that cannot be read is an error of its own; the rest count.
+ */
+async function sitemapPages(url: string, limits: Required<Omit<CollectOptions, 'log'>>, errors: string[], visited = new Set<string>(), depth = 0): Promise<string[]> {
+  if (visited.has(url)) return []
+  visited.add(url)
+  let sitemap
+  try {
+    const body = await fetchSource(url, 'application/xml,text/xml;q=0.9,*/*;q=0.8', limits.timeoutMs, limits.maxSitemapBytes)
+    sitemap = parseSitemap(decodeSitemap(body, limits.maxSitemapBytes))
+  } catch (err) {
+    errors.push(`sitemap ${url}: ${(err as Error).message}`)
+    return []
+  }
+  if (sitemap.kind === 'urlset') return sitemap.locs
+  if (depth >= WARM_LIMITS.maxSitemapDepth) {
+    errors.push(`sitemap ${url}: sitemap indexes nested deeper than ${WARM_LIMITS.maxSitemapDepth}`)
+    return []
+  }
+  const pages: string[] = []
+  for (const child of sitemap.locs) pages.push(...(await sitemapPages(child, limits, errors, visited, depth + 1)))
+  return pages
+}
+
+/**
+ * The optimizer requests the sources name, de-duplicated, in a stable order. A source that yields
+ * no request at all is an error (a wrong URL, a sitemap format not understood, an unexpected
+ * optimizer path): a warm run that did nothing must not look like one that did everything.
+ */
+export async function collectRequests(
+  sources: WarmSources,
+  config: ResolvedNextConfig,
+  options: CollectOptions = {},
+): Promise<{ requests: WarmRequest[]; errors: string[] }> {
+  const limits = {
+    timeoutMs: options.timeoutMs ?? WARM_LIMITS.timeoutMs,
+    maxPageBytes: options.maxPageBytes ?? WARM_LIMITS.maxPageBytes,
+    maxSitemapBytes: options.maxSitemapBytes ?? WARM_LIMITS.maxSitemapBytes,
+  }
+  const log = options.log ?? ((line: string) => void process.stderr.write(`warm: ${line}\n`))
   const requests: WarmRequest[] = []
   const errors: string[] = []
-  const pages = [...(sources.pages ?? [])]
+  const fromPages = async (pages: string[]): Promise<{ found: number; read: number }> => {
+    let found = 0
+    let read = 0
+    for (const page of [...new Set(pages)]) {
+      try {
+        const html = (await fetchSource(page, 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8', limits.timeoutMs, limits.maxPageBytes)).toString('utf8')
+        const images = imagesInHtml(html, page, config.basePath)
+        requests.push(...images)
+        found += images.length
+        read++
+      } catch (err) {
+        errors.push(`page ${page}: ${(err as Error).message}`)
+      }
+    }
+    return { found, read }
+  }
+  const optimizerPath = `${config.basePath}/_next/image`
+  if (sources.pages?.length) {
+    const { found, read } = await fromPages(sources.pages)
+    if (found === 0 && read > 0) errors.push(`--pages: no ${optimizerPath} URL in the ${read} page(s) read`)
+  }
   if (sources.sitemap) {
-    try {
-      pages.push(...sitemapPages(await fetchText(sources.sitemap)))
-    } catch (err) {
-      errors.push(`sitemap ${sources.sitemap}: ${(err as Error).message}`)
+    const pages = await sitemapPages(sources.sitemap, limits, errors)
+    if (pages.length === 0) errors.push(`sitemap ${sources.sitemap}: lists no pages`)
+    else {
+      const { found, read } = await fromPages(pages)
+      if (found === 0 && read > 0) errors.push(`sitemap ${sources.sitemap}: no ${optimizerPath} URL in the ${read} page(s) read`)
     }
   }
-  for (const page of pages) {
-    try {
-      requests.push(...imagesInHtml(await fetchText(page), page, config.basePath))
-    } catch (err) {
-      errors.push(`page ${page}: ${(err as Error).message}`)
-    }
+  if (sources.from) {
+    const images = projectImages(sources.from, config, '.next', (reason) => log(`skipped ${reason}`))
+    if (images.length === 0) errors.push(`--from ${sources.from}: no optimizable images in public/ or .next/static/media`)
+    requests.push(...images)
   }
-  if (sources.from) requests.push(...projectImages(sources.from, config))
   if (sources.urls) {
     const lines = (await readFile(sources.urls, 'utf8')).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
+    let found = 0
     for (const line of lines) {
       // A line is either an optimizer URL (warmed as it is) or an image (warmed at every width and quality).
-      requests.push(...(line.includes('/_next/image') ? [parseOptimizerUrl(line, 'http://n', config.basePath)].filter((r): r is WarmRequest => !!r) : variantsOf(line, config)))
+      const parsed = line.includes('/_next/image') ? [parseOptimizerUrl(line, 'http://n', config.basePath)].filter((r): r is WarmRequest => !!r) : variantsOf(line, config)
+      requests.push(...parsed)
+      found += parsed.length
     }
+    if (found === 0) errors.push(`--urls ${sources.urls}: no optimizer URL or optimizable image`)
   }
   const seen = new Set<string>()
   return {
@@ -76,36 +218,32 @@ export async function collectRequests(sources: WarmSources, config: ResolvedNext
   }
 }
 
-/** Each request in every format the config can negotiate, plus the source-format fallback. */
-export function planVariants(requests: WarmRequest[], config: ResolvedNextConfig): WarmVariant[] {
+/**
+ * Each request in every format the config can negotiate, plus the source-format fallback. The
+ * path is `{basePath}/_next/image` (the sidecar serves it in every configuration, also for
+ * trailingSlash apps). With signing on, each carries the signature the sidecar checks: computed
+ * with `signingKey` when warm has it, else the one the page carried.
+ */
+export function planVariants(requests: WarmRequest[], config: ResolvedNextConfig, signingKey?: string): WarmVariant[] {
   const formats = [...config.images.formats.map((f) => ({ format: f, accept: f })), { format: 'source', accept: '*/*' }]
   const imagePath = `${config.basePath}/_next/image`
   return requests.flatMap((r) => {
-    const path = `${imagePath}?url=${encodeURIComponent(r.url)}&w=${r.w}&q=${r.q}`
+    const s = signingKey ? signImageParams(signingKey, r.url, r.w, r.q) : r.s
+    const path = `${imagePath}?url=${encodeURIComponent(r.url)}&w=${r.w}&q=${r.q}${s ? `&s=${encodeURIComponent(s)}` : ''}`
     return formats.map(({ format, accept }) => ({ path, accept, format }))
-  })
-}
-
-function get(origin: string, variant: WarmVariant): Promise<{ status: number; cache: string; bytes: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(`${origin}${variant.path}`, { headers: { accept: variant.accept } }, (res) => {
-      const chunks: Buffer[] = []
-      let bytes = 0
-      res.on('data', (c: Buffer) => {
-        bytes += c.length
-        if (res.statusCode !== 200) chunks.push(c)
-      })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, cache: String(res.headers['x-nextjs-cache'] ?? ''), bytes, body: Buffer.concat(chunks).toString() }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
   })
 }
 
 export interface WarmOptions {
   concurrency: number
   onProgress?: (done: number, total: number) => void
+  /**
+   * The image job deadline (`--timeout`), ms; default 30000. One variant request may take that plus
+   * a grace, so the sidecar's own answer to a job past its deadline (with the reason) arrives first.
+   */
+  timeoutMs?: number
+  /** Bytes of one variant's answer. Default: `images.maximumResponseBody` (50 MB), as no optimizer answer is larger. */
+  maxBytes?: number
 }
 
 /**
@@ -116,7 +254,10 @@ export interface WarmOptions {
 export async function warmVariants(target: Sidecar | string, variants: WarmVariant[], options: WarmOptions): Promise<WarmSummary> {
   const started = Date.now()
   const server: (Server & { url: string }) | undefined = typeof target === 'string' ? undefined : await target.listen(0, '127.0.0.1')
-  const origin = server?.url ?? (target as string)
+  // `--target http://sidecar:3001/` and the variant's leading slash must not make `//_next/image`.
+  const origin = server?.url ?? (target as string).replace(/\/+$/, '')
+  const timeoutMs = (options.timeoutMs ?? WARM_LIMITS.timeoutMs) + WARM_LIMITS.variantGraceMs
+  const maxBytes = options.maxBytes ?? (typeof target === 'string' ? 50_000_000 : target.config.images.maximumResponseBody)
   const summary: WarmSummary = { variants: variants.length, warmed: 0, skipped: 0, failed: [], bytesWritten: 0, elapsedMs: 0 }
   let next = 0
   let done = 0
@@ -126,9 +267,9 @@ export async function warmVariants(target: Sidecar | string, variants: WarmVaria
         while (next < variants.length) {
           const variant = variants[next++]!
           try {
-            const res = await get(origin, variant)
-            if (res.status !== 200) summary.failed.push({ variant, reason: `${res.status} ${res.body.slice(0, 200)}` })
-            else if (res.cache === 'HIT') summary.skipped++
+            const res = await boundedGet(`${origin}${variant.path}`, { accept: variant.accept, timeoutMs, maxBytes, keepBody: (status) => status !== 200 })
+            if (res.status !== 200) summary.failed.push({ variant, reason: `${res.status} ${res.body.toString('utf8').slice(0, 200)}` })
+            else if (res.headers.get('x-nextjs-cache') === 'HIT') summary.skipped++
             else {
               summary.warmed++
               summary.bytesWritten += res.bytes

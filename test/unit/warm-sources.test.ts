@@ -1,11 +1,13 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
-import { imagesInHtml, isOptimizable, parseOptimizerUrl, projectImages, sitemapPages, srcsetUrls, variantsOf } from '../../sidecar/warm-sources.js'
+import { gzipSync } from 'node:zlib'
+import { decodeSitemap, imagesInHtml, isOptimizable, parseOptimizerUrl, parseSitemap, projectImages, srcsetUrls, variantsOf } from '../../sidecar/warm-sources.js'
 import { planVariants } from '../../sidecar/warm.js'
+import { signImageParams } from '../../sidecar/signature.js'
 import { resolveNextConfig } from '../../sidecar/images-config.js'
 
 describe('finding the optimizer URLs a page will request', () => {
@@ -30,11 +32,48 @@ describe('finding the optimizer URLs a page will request', () => {
     assert.deepEqual(parseOptimizerUrl('/shop/_next/image?url=%2Fx.png&w=64&q=75', 'http://n', '/shop'), { url: '/x.png', w: '64', q: '75' })
     assert.equal(parseOptimizerUrl('/_next/image?url=%2Fx.png&w=64&q=75', 'http://n', '/shop'), undefined)
   })
+  test('with trailingSlash, Next emits {basePath}/_next/image/?…, which counts too', () => {
+    assert.deepEqual(parseOptimizerUrl('/_next/image/?url=%2Fx.png&w=64&q=75', 'http://n', ''), { url: '/x.png', w: '64', q: '75' })
+    assert.deepEqual(parseOptimizerUrl('/shop/_next/image/?url=%2Fx.png&w=64&q=75', 'http://n', '/shop'), { url: '/x.png', w: '64', q: '75' })
+    assert.deepEqual(imagesInHtml('<img src="/_next/image/?url=%2Fx.png&amp;w=64&amp;q=75">', 'https://a.test/p/', ''), [{ url: '/x.png', w: '64', q: '75' }])
+  })
+  test('a signature found in a page is kept with its request', () => {
+    assert.deepEqual(parseOptimizerUrl('/_next/image?url=%2Fx.png&w=64&q=75&s=abc-_', 'http://n', ''), { url: '/x.png', w: '64', q: '75', s: 'abc-_' })
+  })
   test('srcset candidates split on comma and space', () => {
     assert.deepEqual(srcsetUrls('/a?x=1,2 1x, /b 2x'), ['/a?x=1,2', '/b'])
   })
-  test('sitemap <loc> entries, entities decoded', () => {
-    assert.deepEqual(sitemapPages('<urlset><url><loc> https://a.test/x?y=1&amp;z=2 </loc></url><url><loc>https://a.test/</loc></url></urlset>'), ['https://a.test/x?y=1&z=2', 'https://a.test/'])
+})
+
+describe('reading a sitemap', () => {
+  test('a urlset: its <loc> entries are pages, entities decoded', () => {
+    assert.deepEqual(parseSitemap('<urlset><url><loc> https://a.test/x?y=1&amp;z=2 </loc></url><url><loc>https://a.test/</loc></url></urlset>'), {
+      kind: 'urlset',
+      locs: ['https://a.test/x?y=1&z=2', 'https://a.test/'],
+    })
+  })
+  test('a sitemap index (next-sitemap’s default): its <loc> entries are sitemaps', () => {
+    const xml = `<?xml version="1.0" encoding="UTF-8"?>
+<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+<sitemap><loc>https://a.test/sitemap-0.xml</loc></sitemap>
+<sitemap><loc>https://a.test/sitemap-1.xml.gz</loc><lastmod>2025-01-01</lastmod></sitemap>
+</sitemapindex>`
+    assert.deepEqual(parseSitemap(xml), { kind: 'index', locs: ['https://a.test/sitemap-0.xml', 'https://a.test/sitemap-1.xml.gz'] })
+  })
+  test('CDATA <loc> entries', () => {
+    assert.deepEqual(parseSitemap('<urlset><url><loc><![CDATA[https://a.test/a?b=1&c=2]]></loc></url></urlset>').locs, ['https://a.test/a?b=1&c=2'])
+  })
+  test('image-sitemap <image:loc> entries are not pages', () => {
+    const xml = '<urlset xmlns:image="http://www.google.com/schemas/sitemap-image/1.1"><url><loc>https://a.test/p</loc><image:image><image:loc>https://a.test/i.jpg</image:loc></image:image></url></urlset>'
+    assert.deepEqual(parseSitemap(xml).locs, ['https://a.test/p'])
+  })
+  test('a gzipped body is unpacked, a plain one read as it is', () => {
+    const xml = '<urlset><url><loc>https://a.test/</loc></url></urlset>'
+    assert.equal(decodeSitemap(gzipSync(xml), 1024), xml)
+    assert.equal(decodeSitemap(Buffer.from(xml), 1024), xml)
+  })
+  test('a gzipped body that unpacks beyond the cap is refused', () => {
+    assert.throws(() => decodeSitemap(gzipSync(Buffer.alloc(10_000, 'a')), 1024), /larger than 1024 bytes/)
   })
 })
 
@@ -57,6 +96,38 @@ describe('a project directory', () => {
       { url: '/shop/_next/static/media/hero.1234.png', w: '640', q: '50' },
       { url: '/shop/_next/static/media/hero.1234.png', w: '640', q: '75' },
     ])
+  })
+})
+
+describe('a project directory with broken links', () => {
+  const config = resolveNextConfig({ images: { deviceSizes: [640], imageSizes: [], qualities: [75] } })
+  test('a dangling symlink under public/ is skipped and reported', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nis-project-dangling-'))
+    mkdirSync(join(dir, 'public'))
+    writeFileSync(join(dir, 'public/a.jpg'), 'x')
+    symlinkSync(join(dir, 'public/gone.jpg'), join(dir, 'public/dangling.jpg'))
+    const skipped: string[] = []
+    assert.deepEqual(projectImages(dir, config, '.next', (m) => skipped.push(m)).map((r) => r.url), ['/a.jpg'])
+    assert.equal(skipped.length, 1)
+    assert.match(skipped[0]!, /dangling\.jpg/)
+  })
+  test('a symlink pointing at itself is skipped and reported', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nis-project-selfloop-'))
+    mkdirSync(join(dir, 'public'))
+    writeFileSync(join(dir, 'public/a.jpg'), 'x')
+    symlinkSync('loop.jpg', join(dir, 'public/loop.jpg'))
+    const skipped: string[] = []
+    assert.deepEqual(projectImages(dir, config, '.next', (m) => skipped.push(m)).map((r) => r.url), ['/a.jpg'])
+    assert.match(skipped.join('\n'), /loop\.jpg/)
+  })
+  test('a directory symlink back to an ancestor is walked once', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nis-project-dirloop-'))
+    mkdirSync(join(dir, 'public/img'), { recursive: true })
+    writeFileSync(join(dir, 'public/img/a.jpg'), 'x')
+    symlinkSync('..', join(dir, 'public/img/up'))
+    const skipped: string[] = []
+    assert.deepEqual(projectImages(dir, config, '.next', (m) => skipped.push(m)).map((r) => r.url), ['/img/a.jpg'])
+    assert.match(skipped.join('\n'), /up/)
   })
 })
 
@@ -96,5 +167,17 @@ describe('the plan', () => {
       { path: '/shop/_next/image?url=%2Fa%20b.png&w=64&q=75', accept: 'image/webp', format: 'image/webp' },
       { path: '/shop/_next/image?url=%2Fa%20b.png&w=64&q=75', accept: '*/*', format: 'source' },
     ])
+  })
+  test('with a signing key every variant carries the signature the sidecar checks', () => {
+    const config = resolveNextConfig({ images: { formats: ['image/webp'] } })
+    const s = signImageParams('k3y', '/a b.png', '64', '75')
+    assert.deepEqual(
+      planVariants([{ url: '/a b.png', w: '64', q: '75', s: 'stale' }], config, 'k3y').map((v) => v.path),
+      [`/_next/image?url=%2Fa%20b.png&w=64&q=75&s=${s}`, `/_next/image?url=%2Fa%20b.png&w=64&q=75&s=${s}`],
+    )
+  })
+  test('without a key, a signature found in a page is sent as it was found', () => {
+    const config = resolveNextConfig({ images: { formats: ['image/webp'] } })
+    assert.deepEqual(planVariants([{ url: '/a.png', w: '64', q: '75', s: 'from-page' }], config)[0]!.path, '/_next/image?url=%2Fa.png&w=64&q=75&s=from-page')
   })
 })
