@@ -3,6 +3,7 @@ import cluster from 'node:cluster'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { reportListening, runPrimary, workerShare } from './cluster.js'
+import { redactUrl } from './cache/redis-url.js'
 import { ConfigError } from './errors.js'
 import { resolveSidecarConfig } from './images-config.js'
 import { detectNextVersion, majorOfVersion, parseNextVersion, type NextMajor } from './next-version.js'
@@ -252,7 +253,7 @@ async function serve(argv: string[]): Promise<void> {
     // memory:// with workers) end the first worker's start, which stops the cluster with exit 1.
     resolveSidecarConfig(options)
     runPrimary({ workers, log, shutdownTimeoutMs: delayMs + deadlineMs })
-    log.info({ workers, port, config: configPath ?? null, cache: options.cache }, 'next-image-sidecar cluster starting')
+    log.info({ workers, port, config: configPath ?? null, cache: typeof options.cache === 'string' ? redactUrl(options.cache) : options.cache?.name }, 'next-image-sidecar cluster starting')
     return
   }
   const clusterShare = workerShare()

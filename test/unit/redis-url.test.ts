@@ -45,3 +45,21 @@ test('passwords never reach logs', () => {
   assert.equal(redactRedisUrl('redis+cluster://app:secret@n1:7000,n2:7001'), 'redis+cluster://app:***@n1:7000,n2:7001')
   assert.equal(redactRedisUrl('redis+sentinel://:secret@s1:26379/m'), 'redis+sentinel://:***@s1:26379/m')
 })
+test('redaction hides the password whatever it holds, and keeps the user name', () => {
+  assert.equal(redactRedisUrl('redis://default:S3cretPass@127.0.0.1:1'), 'redis://default:***@127.0.0.1:1')
+  assert.equal(redactRedisUrl('redis://default:S3cr/et@Pass@127.0.0.1:1/2'), 'redis://default:***@127.0.0.1:1/2')
+  assert.equal(redactRedisUrl('redis://S3cretPass@h:1'), 'redis://:***@h:1')
+  assert.equal(redactRedisUrl('redis:/default:S3cretPass@h:1'), 'redis:/default:***@h:1')
+  assert.equal(redactRedisUrl('redis://h:1'), 'redis://h:1')
+})
+for (const url of [
+  'redis+cluster://default:S3cretPass@127.0.0.1',
+  'redis+sentinel://default:S3cretPass@h:1',
+  'redis+sentinel://default:S3cretPass@h:1/m/x',
+  'redis://default:S3cretPass@127.0.0.1:99999',
+  'redis://default:S3cr/etPass@[bad:1',
+]) {
+  test(`a refused URL is a ConfigError without its password: ${url.replace(/S3cr\/?etPass/, '…')}`, () => {
+    assert.throws(() => parseRedisUrl(url), (err: unknown) => err instanceof ConfigError && err.message.includes('--cache') && !err.message.includes('S3cret'))
+  })
+}
