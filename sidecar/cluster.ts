@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster'
 import { randomUUID } from 'node:crypto'
-import { AggregatorRegistry, type Registry } from 'prom-client'
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
 import type { Coordinator, Lock } from './cache/coordinator.js'
 
@@ -17,9 +17,13 @@ type ToPrimary =
   | { nis: 'release'; key: string; token: string }
   | { nis: 'metrics'; id: number }
   | { nis: 'listening' }
+  | { nis: 'collected'; id: number; metrics: WorkerMetrics | null; error?: string }
 type ToWorker =
   | { nis: 'reply'; id: number; value: unknown; error?: string }
   | { nis: 'announce'; key: string }
+  | { nis: 'collect'; id: number }
+
+type WorkerMetrics = MetricObjectWithValues<MetricValue<string>>[]
 
 export interface ClusterShare {
   /** This worker's position (0-based) and the number of workers. */
@@ -105,12 +109,46 @@ export class IpcCoordinator implements Coordinator {
   async close(): Promise<void> {}
 }
 
-/** The cluster's metrics in Prometheus text: every worker's registry, summed by the primary. */
+/** The cluster's metrics in Prometheus text: every worker's registry, aggregated by the primary. */
 export function clusterMetrics(registry: Registry): () => Promise<string> {
-  // Constructing one is what makes prom-client answer the primary's requests in this worker.
-  new AggregatorRegistry()
-  AggregatorRegistry.setRegistries([registry])
+  process.on('message', (message: ToWorker) => {
+    if (message?.nis !== 'collect') return
+    registry.getMetricsAsJSON().then(
+      (metrics) => process.send!({ nis: 'collected', id: message.id, metrics } satisfies ToPrimary),
+      (err: Error) => process.send!({ nis: 'collected', id: message.id, metrics: null, error: err.message } satisfies ToPrimary),
+    )
+  })
   return () => ask<string>({ nis: 'metrics' })
+}
+
+/**
+ * How the primary combines one series across workers, where a plain sum would lie. `perWorker` keeps
+ * each worker's series apart under a `worker` label. Anything not named here keeps the aggregator its
+ * metric declares (prom-client: a sum, unless the metric says otherwise).
+ */
+type Aggregation = 'sum' | 'min' | 'max' | 'first' | 'average' | 'perWorker'
+const AGGREGATION: Array<[RegExp, Aggregation]> = [
+  // Up only while every worker's store answers, so CacheStoreDown fires when one worker loses it.
+  [/^next_image_sidecar_cache_store_up$/, 'min'],
+  // A start time summed is meaningless, and dropped (prom-client's choice) the Restarting alert never
+  // fires: each worker's own, so a replaced worker shows as a change.
+  [/^next_image_sidecar_process_start_time_seconds$/, 'perWorker'],
+  // One saturated worker is the problem to see; an average would halve it.
+  [/^next_image_sidecar_nodejs_eventloop_lag_(seconds|max_seconds|p50_seconds|p90_seconds|p99_seconds)$/, 'max'],
+]
+
+/** Pure: the workers' registries (as `getMetricsAsJSON()` gives them) → the cluster's registry. */
+export function aggregateClusterMetrics(perWorker: Array<{ worker: number; metrics: WorkerMetrics }>): Registry {
+  const prepared = perWorker.map(({ worker, metrics }) =>
+    metrics.map((metric) => {
+      const how = AGGREGATION.find(([name]) => name.test(metric.name))?.[1]
+      if (how === undefined) return metric
+      if (how !== 'perWorker') return { ...metric, aggregator: how }
+      // Distinct labels are never combined, so a sum keeps each worker's series as it is.
+      return { ...metric, aggregator: 'sum' as const, values: metric.values.map((v) => ({ ...v, labels: { ...v.labels, worker: String(worker) } })) }
+    }),
+  )
+  return AggregatorRegistry.aggregate(prepared)
 }
 
 /** Tells the primary this worker listens (a worker that dies before that is a start failure). */
@@ -138,7 +176,9 @@ export interface PrimaryOptions {
 export function runPrimary(options: PrimaryOptions): void {
   const { log } = options
   const locks = new Map<string, { token: string; expiresAt: number }>()
-  const aggregator = new AggregatorRegistry()
+  const collecting = new Map<number, (metrics: WorkerMetrics | null) => void>()
+  let nextCollection = 0
+  const indexOf = new WeakMap<Worker, number>()
   const started = new WeakSet<Worker>()
   let stopping = false
 
@@ -148,6 +188,7 @@ export function runPrimary(options: PrimaryOptions): void {
 
   const fork = (index: number) => {
     const worker = cluster.fork({ NIS_WORKER_INDEX: String(index), NIS_WORKERS: String(options.workers) })
+    indexOf.set(worker, index)
     // A message to a worker whose IPC channel is closing (it is exiting: a drain, a crash) fails with
     // EPIPE as an 'error' event; unhandled, that would take the primary and every other worker down.
     worker.on('error', (err) => log.debug({ err, worker: index }, 'a message to an exiting worker was not delivered'))
@@ -171,8 +212,11 @@ export function runPrimary(options: PrimaryOptions): void {
           if (locks.get(message.key)?.token === message.token) locks.delete(message.key)
           broadcast({ nis: 'announce', key: message.key })
           return
+        case 'collected':
+          collecting.get(message.id)?.(message.metrics)
+          return
         case 'metrics':
-          aggregator.clusterMetrics().then(
+          collectMetrics().then(
             (text) => worker.isConnected() && worker.send({ nis: 'reply', id: message.id, value: text } satisfies ToWorker),
             (err: Error) => worker.isConnected() && worker.send({ nis: 'reply', id: message.id, value: null, error: err.message } satisfies ToWorker),
           )
@@ -195,6 +239,28 @@ export function runPrimary(options: PrimaryOptions): void {
       log.error({ worker: index, code, signal }, 'a worker exited; replacing it')
       setTimeout(() => !stopping && fork(index), options.restartDelayMs ?? 1000).unref()
     })
+  }
+
+  /** Every live worker's registry, aggregated; a worker that does not answer in 5 s fails the scrape. */
+  const collectMetrics = async (): Promise<string> => {
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected())
+    const perWorker = await Promise.all(
+      workers.map(
+        (worker) =>
+          new Promise<{ worker: number; metrics: WorkerMetrics }>((resolve, reject) => {
+            const id = nextCollection++
+            const timer = setTimeout(() => (collecting.delete(id), reject(new Error(`worker ${indexOf.get(worker)} did not send its metrics`))), 5000)
+            collecting.set(id, (metrics) => {
+              clearTimeout(timer)
+              collecting.delete(id)
+              if (metrics) resolve({ worker: indexOf.get(worker)!, metrics })
+              else reject(new Error(`worker ${indexOf.get(worker)} could not read its metrics`))
+            })
+            worker.send({ nis: 'collect', id } satisfies ToWorker)
+          }),
+      ),
+    )
+    return aggregateClusterMetrics(perWorker).metrics()
   }
 
   for (let i = 0; i < options.workers; i++) fork(i)

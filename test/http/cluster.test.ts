@@ -1,5 +1,5 @@
 /** `--workers N`: several processes share one port, one SQLite file and one single flight. */
-import { test, before, after } from 'node:test'
+import { test, before, after, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -120,6 +120,37 @@ test('with --metrics-port, every worker answers there with the sum, and the imag
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { headers: { connection: 'close' } })).text()
     assert.equal(metric(text, 'next_image_sidecar_cache_requests_total'), 6)
   }
+  assert.equal(await stop(c), 0)
+})
+
+/** Stops the cluster when the test ends, also when an assertion failed on the way. */
+function stopAfter(t: TestContext, c: Cluster): void {
+  t.after(() => void (c.child.exitCode === null && c.child.signalCode === null && c.child.kill('SIGTERM')))
+}
+
+test('/metrics aggregates each gauge as it means: the store is up once (not twice), each worker keeps its start time', async (t) => {
+  const cache = `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-cluster-')), 'cache.sqlite')}`
+  const c = await startCluster(['--workers', '2', '--cache', cache])
+  stopAfter(t, c)
+  await allListening(c, 2)
+  const text = await (await fetch(`${c.url}/metrics`)).text()
+  for (const op of ['read', 'write']) assert.equal(metric(text, 'next_image_sidecar_cache_store_up', { op }), 1, op)
+  for (const worker of ['0', '1']) assert.ok(metric(text, 'next_image_sidecar_process_start_time_seconds', { worker }) > 1.6e9, `worker ${worker}'s start time`)
+  assert.equal(await stop(c), 0)
+})
+
+test('a replaced worker shows in /metrics as a new start time under its worker label', async (t) => {
+  const cache = `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-cluster-')), 'cache.sqlite')}`
+  const c = await startCluster(['--workers', '2', '--cache', cache])
+  stopAfter(t, c)
+  await allListening(c, 2)
+  const startOf = async (worker: string) => metric(await (await fetch(`${c.url}/metrics`, { headers: { connection: 'close' } })).text(), 'next_image_sidecar_process_start_time_seconds', { worker })
+  const before = await startOf('0')
+  const victim = c.lines.find((l) => listening(l) && l.worker === 0)!.pid as number
+  process.kill(victim, 'SIGKILL')
+  await waitUntil(() => c.lines.some((l) => listening(l) && l.worker === 0 && l.pid !== victim), 'worker 0 to be replaced', 30_000)
+  // prom-client rounds the start time to the second: wait for the clock to pass it rather than assume.
+  await waitUntil(async () => (await startOf('0')) > before, 'worker 0 to report its new start time', 10_000, 200)
   assert.equal(await stop(c), 0)
 })
 

@@ -43,7 +43,13 @@ function signals(expr: string): string[] {
 /** Grafana's variables as a query with every job and instance selected would have them. */
 const grafana = (expr: string) => expr.replaceAll('$__rate_interval', '1m').replaceAll('$job', '.+').replaceAll('$instance', '.+')
 
-describe('a real Prometheus scraping a loaded sidecar with the shipped config, rules and dashboard', () => {
+/** The pids of a process's children (a --workers primary's workers), from the kernel. */
+function childrenOf(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+}
+
+// Once as one process, once as a --workers 2 cluster (docker-compose's mode), whose /metrics the primary aggregates.
+for (const workers of [1, 2]) describe(`a real Prometheus scraping a loaded sidecar${workers > 1 ? ` with --workers ${workers}` : ''} with the shipped config, rules and dashboard`, () => {
   let upstream: UpstreamServer
   let sidecar: { url: string; child: ChildProcess }
   let metricsUrl: string
@@ -61,7 +67,10 @@ describe('a real Prometheus scraping a loaded sidecar with the shipped config, r
     const config = join(dir, 'next.config.mjs')
     writeFileSync(config, `export default { images: { remotePatterns: [{ protocol: 'http', hostname: '127.0.0.1' }] } }`)
     const metricsPort = await freePort()
-    sidecar = await startCli(['--frontend', upstream.url, '--config', config, '--cache', 'memory://', '--metrics-port', String(metricsPort), '--dangerously-allow-local-ip', '--max-attempts', '1'])
+    // memory:// is private to each process, so the cluster shares a SQLite file.
+    const cache = workers > 1 ? ['--workers', String(workers), '--cache', `sqlite://${join(dir, 'cache.sqlite')}`] : ['--cache', 'memory://']
+    sidecar = await startCli(['--frontend', upstream.url, '--config', config, ...cache, '--metrics-port', String(metricsPort), '--dangerously-allow-local-ip', '--max-attempts', '1'])
+    if (workers > 1) await waitUntil(() => childrenOf(sidecar.child.pid!).length === workers, `${workers} workers`, 30_000)
     metricsUrl = `http://127.0.0.1:${metricsPort}`
 
     // The shipped scrape config, pointed at this sidecar: faster intervals, and without the Kubernetes
@@ -98,7 +107,8 @@ describe('a real Prometheus scraping a loaded sidecar with the shipped config, r
 
   after(async () => {
     prometheus?.kill('SIGKILL')
-    sidecar?.child.kill('SIGKILL')
+    // SIGTERM: a cluster's primary takes its workers down with it.
+    sidecar?.child.kill('SIGTERM')
     await upstream?.close()
     rmSync(dir, { recursive: true, force: true })
   })
@@ -129,6 +139,19 @@ describe('a real Prometheus scraping a loaded sidecar with the shipped config, r
         }
       })
     }
+  }
+
+  if (workers > 1) {
+    test('NextImageSidecarRestarting fires when workers keep being replaced', async () => {
+      const restarts = async () => Number((((await query('sum(changes(next_image_sidecar_process_start_time_seconds[1h]))')).data?.result[0] as { value: [number, string] } | undefined)?.value[1]) ?? 0)
+      for (let i = 1; i <= 3; i++) {
+        const [victim] = childrenOf(sidecar.child.pid!)
+        process.kill(victim!, 'SIGKILL')
+        // Each replacement seen by Prometheus before the next (the primary waits 1 s before forking).
+        await waitUntil(async () => (await restarts()) >= i, `restart ${i} in Prometheus`, 30_000, 250)
+      }
+      await waitUntil(async () => ((await query('ALERTS{alertname="NextImageSidecarRestarting",alertstate="firing"}')).data?.result.length ?? 0) > 0, 'the alert to fire', 30_000, 250)
+    })
   }
 
   for (const panel of dashboard.panels) {
