@@ -65,6 +65,8 @@ export class WarmFetchError extends Error {
 }
 
 interface BoundedResponse {
+  /** Where the answer came from, after redirects. */
+  url: string
   status: number
   headers: Headers
   /** Bytes received (the body is kept only when `keepBody` says so). */
@@ -103,7 +105,7 @@ async function boundedGet(
         if (keep) chunks.push(Buffer.from(chunk))
       }
     }
-    return { status: res.status, headers: res.headers, bytes, body: Buffer.concat(chunks) }
+    return { url: res.url || url, status: res.status, headers: res.headers, bytes, body: Buffer.concat(chunks) }
   } catch (err) {
     if (err instanceof WarmFetchError) throw err
     if (controller.signal.aborted) throw new WarmFetchError(`no complete answer within ${init.timeoutMs} ms`)
@@ -114,10 +116,10 @@ async function boundedGet(
   }
 }
 
-async function fetchSource(url: string, accept: string, timeoutMs: number, maxBytes: number): Promise<Buffer> {
+async function fetchSource(url: string, accept: string, timeoutMs: number, maxBytes: number): Promise<{ url: string; body: Buffer }> {
   const res = await boundedGet(url, { accept, timeoutMs, maxBytes })
   if (res.status < 200 || res.status > 299) throw new WarmFetchError(`answered ${res.status}`)
-  return res.body
+  return res
 }
 
 /**
@@ -129,7 +131,7 @@ async function sitemapPages(url: string, limits: Required<Omit<CollectOptions, '
   visited.add(url)
   let sitemap
   try {
-    const body = await fetchSource(url, 'application/xml,text/xml;q=0.9,*/*;q=0.8', limits.timeoutMs, limits.maxSitemapBytes)
+    const { body } = await fetchSource(url, 'application/xml,text/xml;q=0.9,*/*;q=0.8', limits.timeoutMs, limits.maxSitemapBytes)
     sitemap = parseSitemap(decodeSitemap(body, limits.maxSitemapBytes))
   } catch (err) {
     errors.push(`sitemap ${url}: ${(err as Error).message}`)
@@ -168,8 +170,9 @@ export async function collectRequests(
     let read = 0
     for (const page of [...new Set(pages)]) {
       try {
-        const html = (await fetchSource(page, 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8', limits.timeoutMs, limits.maxPageBytes)).toString('utf8')
-        const images = imagesInHtml(html, page, config.basePath)
+        // A trailingSlash app redirects /a to /a/: relative URLs resolve against where the page came from.
+        const { url, body } = await fetchSource(page, 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8', limits.timeoutMs, limits.maxPageBytes)
+        const images = imagesInHtml(body.toString('utf8'), url, config.basePath)
         requests.push(...images)
         found += images.length
         read++
