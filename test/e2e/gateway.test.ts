@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import type { Browser } from 'playwright-core'
 import { freePort, nextBuild, startNext, REPO, type RunningNext } from '../helpers/next-app.js'
 import { launchBrowser } from '../helpers/browser.js'
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.js'
 import { silentLogger } from '../helpers/sidecar.js'
 import { createSidecar } from '../../sidecar/app.js'
 import { loadNextConfig } from '../../sidecar/next-config.js'
@@ -23,6 +24,7 @@ let nginx: ChildProcess
 let gateway: string
 let browser: Browser
 let stopSidecar: () => Promise<void>
+let dns: DnsServer
 
 before(async () => {
   const env = { EXAMPLE_DIST_DIR: '.next-e2e-gateway' }
@@ -37,12 +39,14 @@ before(async () => {
     await sidecar.close()
   }
 
-  // deploy/nginx.conf as shipped, with this machine's addresses for the compose service names.
+  // deploy/nginx.conf as shipped, the compose service names resolved by a DNS server standing in for Docker's.
+  dns = await startDnsServer({ frontend: '127.0.0.1', sidecar: '127.0.0.1' })
   const gatewayPort = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'nis-nginx-'))
   const conf = readFileSync(join(REPO, 'deploy/nginx.conf'), 'utf8')
-    .replace('server frontend:3000', `server 127.0.0.1:${frontend.port}`)
-    .replace('server sidecar:3001', `server 127.0.0.1:${sidecarPort}`)
+    .replace(/resolver 127\.0\.0\.11\b/, `resolver 127.0.0.1:${dns.port}`)
+    .replaceAll('frontend:3000', `frontend:${frontend.port}`)
+    .replaceAll('sidecar:3001', `sidecar:${sidecarPort}`)
     .replace('listen 8080', `listen 127.0.0.1:${gatewayPort}`)
     .replace('pid /tmp/nginx-next-image-gateway.pid', `pid ${dir}/nginx.pid`)
     .replaceAll('/tmp/nginx-', `${dir}/`)
@@ -67,6 +71,7 @@ after(async () => {
   nginx?.kill('SIGTERM')
   await stopSidecar?.()
   await frontend?.stop()
+  await dns?.close()
 })
 
 /** Loads the home page through the gateway in a fresh context and reports who served each image. */

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseAllDocuments } from 'yaml'
+import { parse, parseAllDocuments } from 'yaml'
 import { REPO } from '../helpers/next-app.js'
 
 for (const file of ['deploy/Dockerfile', 'example-next-app/Dockerfile']) {
@@ -27,7 +27,7 @@ test('the sidecar image runs the tested CLI as a non-root user with a health che
 test('the Kubernetes manifest has probes, resources, a drain delay and a CPU autoscaler', () => {
   const docs = parseAllDocuments(readFileSync(join(REPO, 'deploy/kubernetes/next-image-sidecar.yaml'), 'utf8')).map((d) => d.toJS())
   const kinds = docs.map((d) => d.kind)
-  assert.deepEqual(kinds, ['ConfigMap', 'Deployment', 'Service', 'Ingress', 'HorizontalPodAutoscaler'])
+  assert.deepEqual(kinds, ['ConfigMap', 'Deployment', 'Service', 'Ingress', 'HorizontalPodAutoscaler', 'PodDisruptionBudget'])
   const deployment = docs.find((d) => d.kind === 'Deployment')
   const container = deployment.spec.template.spec.containers[0]
   assert.equal(container.readinessProbe.httpGet.path, '/readyz')
@@ -39,9 +39,67 @@ test('the Kubernetes manifest has probes, resources, a drain delay and a CPU aut
   const hpa = docs.find((d) => d.kind === 'HorizontalPodAutoscaler')
   assert.equal(hpa.spec.scaleTargetRef.name, deployment.metadata.name)
   assert.equal(hpa.spec.metrics[0].resource.name, 'cpu')
-  const ingress = docs.find((d) => d.kind === 'Ingress')
-  const imagePath = ingress.spec.rules[0].http.paths.find((p: { path: string }) => p.path === '/_next/image')
-  assert.equal(imagePath.pathType, 'Exact')
+})
+
+const manifest = () => parseAllDocuments(readFileSync(join(REPO, 'deploy/kubernetes/next-image-sidecar.yaml'), 'utf8')).map((d) => d.toJS())
+
+test('the Ingress sends /_next/image and /_next/image/ (trailingSlash apps), exactly, to the sidecar', () => {
+  const ingress = manifest().find((d) => d.kind === 'Ingress')
+  const toSidecar = ingress.spec.rules[0].http.paths.filter((p: { backend: { service: { name: string } } }) => p.backend.service.name === 'next-image-sidecar')
+  assert.deepEqual(toSidecar.map((p: { path: string; pathType: string }) => [p.path, p.pathType]).sort(), [['/_next/image', 'Exact'], ['/_next/image/', 'Exact']])
+})
+
+test('the Deployment has no replicas of its own: the HPA owns the count (an apply would reset it)', () => {
+  const docs = manifest()
+  assert.equal(docs.find((d) => d.kind === 'Deployment').spec.replicas, undefined)
+  assert.ok(docs.find((d) => d.kind === 'HorizontalPodAutoscaler').spec.minReplicas >= 2)
+})
+
+test('a PodDisruptionBudget keeps a replica serving through drains and upgrades', () => {
+  const docs = manifest()
+  const pdb = docs.find((d) => d.kind === 'PodDisruptionBudget')
+  assert.ok(pdb, 'a PodDisruptionBudget')
+  assert.equal(pdb.apiVersion, 'policy/v1')
+  assert.deepEqual(pdb.spec.selector.matchLabels, docs.find((d) => d.kind === 'Deployment').spec.selector.matchLabels)
+  // At least one pod stays, and the HPA's minimum still lets one be evicted (a drain never blocks forever).
+  assert.ok(pdb.spec.minAvailable >= 1 && pdb.spec.minAvailable < docs.find((d) => d.kind === 'HorizontalPodAutoscaler').spec.minReplicas)
+})
+
+test('the pod is admissible under the restricted Pod Security Standard', () => {
+  // https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted, field by field.
+  const pod = manifest().find((d) => d.kind === 'Deployment').spec.template.spec
+  const allowedVolumes = ['configMap', 'csi', 'downwardAPI', 'emptyDir', 'ephemeral', 'persistentVolumeClaim', 'projected', 'secret']
+  for (const volume of pod.volumes) assert.ok(Object.keys(volume).every((k) => k === 'name' || allowedVolumes.includes(k)), volume.name)
+  assert.ok(!pod.hostNetwork && !pod.hostPID && !pod.hostIPC)
+  for (const container of [...pod.containers, ...(pod.initContainers ?? [])]) {
+    const sc = { ...pod.securityContext, ...container.securityContext }
+    assert.equal(sc.runAsNonRoot, true, container.name)
+    assert.notEqual(sc.runAsUser, 0)
+    assert.equal(container.securityContext?.allowPrivilegeEscalation, false, `${container.name}: allowPrivilegeEscalation`)
+    assert.ok(!container.securityContext?.privileged)
+    assert.deepEqual(container.securityContext?.capabilities?.drop, ['ALL'], `${container.name}: drops ALL capabilities`)
+    assert.ok((container.securityContext?.capabilities?.add ?? []).every((c: string) => c === 'NET_BIND_SERVICE'))
+    assert.ok(['RuntimeDefault', 'Localhost'].includes(sc.seccompProfile?.type), `${container.name}: seccompProfile`)
+    assert.ok(!container.ports.some((p: { hostPort?: number }) => p.hostPort))
+  }
+})
+
+test('the sidecar container has a CPU limit, and requests equal to its limits (it plans with the limits)', () => {
+  const container = manifest().find((d) => d.kind === 'Deployment').spec.template.spec.containers[0]
+  assert.ok(container.resources.limits.cpu, 'limits.cpu: without it concurrency and libvips threads follow the node’s cores')
+  assert.ok(container.resources.limits.memory)
+  assert.deepEqual(container.resources.requests, container.resources.limits)
+})
+
+test('the deploy files name the Next line (the config is mounted without a next package beside it)', () => {
+  const container = manifest().find((d) => d.kind === 'Deployment').spec.template.spec.containers[0]
+  const env = Object.fromEntries(container.env.map((e: { name: string; value: string }) => [e.name, e.value]))
+  assert.match(env.NEXT_VERSION, /^(15|16)(\.\d+){0,2}$/)
+  const compose = parse(readFileSync(join(REPO, 'deploy/docker-compose.yml'), 'utf8'))
+  assert.match(String(compose.services.sidecar.environment.NEXT_VERSION), /^(15|16)(\.\d+){0,2}$/)
+  // Each says how to choose it.
+  assert.match(readFileSync(join(REPO, 'deploy/kubernetes/next-image-sidecar.yaml'), 'utf8'), /#.*NEXT_VERSION|NEXT_VERSION.*\n\s*#|#.*Next line/i)
+  assert.match(readFileSync(join(REPO, 'deploy/docker-compose.yml'), 'utf8'), /#[^\n]*next/i)
 })
 
 test('metrics are scraped from their own port: manifest, ServiceMonitor, pod annotations and docker-compose agree', () => {

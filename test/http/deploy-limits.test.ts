@@ -1,0 +1,119 @@
+/**
+ * README's table of derived limits (Memory), checked against the real CLI in a cgroup of each column's size:
+ * the 256 MiB / 1-CPU pod, and the shipped Kubernetes manifest with its own limits and environment.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { parseAllDocuments } from 'yaml'
+import { PodCgroup, cgroupsAvailable } from '../helpers/cgroup.js'
+import { CLI } from '../helpers/cli.js'
+import { freePort, REPO } from '../helpers/next-app.js'
+import { waitUntil } from '../helpers/wait.js'
+import { parseBytes } from '../../sidecar/limits.js'
+
+const MiB = 1024 ** 2
+const skip = cgroupsAvailable() ? false : 'needs root and writable cgroup v1 memory and cpu controllers'
+
+/** README, Memory: the derived-limits table, as { column header → { row → cell } }. */
+function readmeTable(): Map<string, Map<string, string>> {
+  const lines = readFileSync(join(REPO, 'README.md'), 'utf8').split('\n')
+  const start = lines.findIndex((l) => l.startsWith('| derived | from |'))
+  assert.ok(start >= 0, 'the derived-limits table in README.md')
+  const cells = (line: string) => line.split('|').slice(1, -1).map((c) => c.trim())
+  const headers = cells(lines[start]!)
+  const columns = new Map(headers.slice(2).map((h) => [h, new Map<string, string>()]))
+  for (const line of lines.slice(start + 2)) {
+    if (!line.startsWith('|')) break
+    const row = cells(line)
+    headers.slice(2).forEach((h, i) => columns.get(h)!.set(row[0]!, row[i + 2]!))
+  }
+  return columns
+}
+
+/** "176 MiB" → 176, "1 (not 32)" → 1. */
+const leadingNumber = (cell: string) => Number(/^\d+(\.\d+)?/.exec(cell)?.[0])
+
+/** Starts the CLI inside a cgroup of `memoryBytes` and `cpus`; resolves with its log lines up to `limits`. */
+async function derivedIn(memoryBytes: number, cpus: number, { NEXT_CONFIG_CONTENT, ...env }: Record<string, string>): Promise<Array<Record<string, unknown>>> {
+  const dir = mkdtempSync(join(tmpdir(), 'nis-deploy-limits-'))
+  const group = PodCgroup.create(memoryBytes, cpus)
+  try {
+    const config = join(dir, 'next.config.mjs')
+    writeFileSync(config, NEXT_CONFIG_CONTENT ?? 'export default {}')
+    const port = await freePort()
+    const child = group.spawn(process.execPath, [CLI, '--host', '127.0.0.1', '--port', String(port)], {
+      env: {
+        PATH: process.env.PATH,
+        LOG_LEVEL: 'info',
+        ...env,
+        NEXT_CONFIG_PATH: config,
+        FRONTEND_INTERNAL_URL: 'http://127.0.0.1:1',
+        IMAGE_CACHE_URL: `sqlite://${join(dir, 'cache.sqlite')}`,
+        METRICS_PORT: String(await freePort()),
+        SHUTDOWN_DELAY_MS: '0',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    const lines: Array<Record<string, unknown>> = []
+    createInterface({ input: child.stdout! }).on('line', (text) => lines.push(JSON.parse(text) as Record<string, unknown>))
+    try {
+      await waitUntil(() => {
+        if (child.exitCode !== null) throw new Error(`the CLI exited with ${child.exitCode}`)
+        return lines.some((l) => l.msg === 'next-image-sidecar listening')
+      }, 'the CLI to listen', 30_000, 50)
+    } finally {
+      const exited = once(child, 'exit')
+      if (child.exitCode === null) child.kill('SIGTERM')
+      await exited
+    }
+    return lines
+  } finally {
+    await group.remove()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+function assertColumn(column: Map<string, string>, lines: Array<Record<string, unknown>>): void {
+  const limits = lines.filter((l) => l.msg === 'limits')
+  // One process: `--workers auto` (or WORKERS=1) derived a single worker, no cluster primary.
+  assert.equal(limits.length, 1)
+  assert.ok(!lines.some((l) => l.msg === 'next-image-sidecar cluster starting'))
+  assert.equal(leadingNumber(column.get('`--workers auto`')!), 1)
+  const derived = limits[0]!
+  // The table gives whole MiB (140.8 MiB reads 140 MiB): within one.
+  const expect = (row: string, actual: unknown, unit = 1) => {
+    const table = leadingNumber(column.get(row)!)
+    assert.ok(Math.abs(Number(actual) / unit - table) < 1, `${row}: README says ${table}, the CLI derived ${Number(actual) / unit}`)
+  }
+  expect('`--concurrency`', derived.concurrency)
+  expect('libvips threads per transform', derived.libvipsThreads)
+  expect('memory limit planned for', derived.memoryLimit, MiB)
+  expect('hot cache tier', derived.hotCache, MiB)
+  expect('largest single image job', derived.maxImageMemory, MiB)
+  expect('memory budget of concurrent jobs', derived.memoryBudget, MiB)
+}
+
+test('a 256 MiB, 1-CPU pod derives what README’s table says', { skip }, async () => {
+  const column = readmeTable().get('a 256 MiB, 1-CPU pod on a 32-core node')!
+  assert.ok(column)
+  assertColumn(column, await derivedIn(256 * MiB, 1, { WORKERS: 'auto' }))
+})
+
+test('the shipped Kubernetes manifest, run in a cgroup of its limits with its environment, derives the table’s column', { skip }, async () => {
+  const docs = parseAllDocuments(readFileSync(join(REPO, 'deploy/kubernetes/next-image-sidecar.yaml'), 'utf8')).map((d) => d.toJS())
+  const container = docs.find((d) => d.kind === 'Deployment').spec.template.spec.containers[0]
+  const env: Record<string, string> = Object.fromEntries(container.env.map((e: { name: string; value: string }) => [e.name, e.value]))
+  env.NEXT_CONFIG_CONTENT = docs.find((d) => d.kind === 'ConfigMap').data['next.config.mjs']
+  const memory = parseBytes(container.resources.limits.memory)!
+  const cpus = Number(container.resources.limits.cpu)
+  const header = [...readmeTable().keys()].find((h) => h.startsWith('the shipped Kubernetes manifest'))
+  assert.ok(header, 'a column for the manifest')
+  // The column names the manifest's size: the two cannot drift apart.
+  assert.match(header, new RegExp(`${memory / MiB} MiB, ${cpus} CPU, \`WORKERS=${env.WORKERS}\``))
+  assertColumn(readmeTable().get(header)!, await derivedIn(memory, cpus, env))
+})
