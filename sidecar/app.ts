@@ -77,10 +77,14 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const share = options.clusterShare
   const workers = share?.count ?? 1
   const container = readContainerLimits()
-  const memoryPlan = planMemory(container, {
+  const whole = planMemory(container, {
     memoryLimitBytes: options.memoryLimit === undefined ? undefined : positiveInt('memoryLimit', options.memoryLimit),
     hotCacheBytes: options.hotCacheSize,
   })
+  // Each worker of a cluster is a whole process with its own runtime and hot tier: it plans as a
+  // container of its share of the memory, so the workers together fit the limit (reported whole).
+  const memoryPlan: MemoryPlan =
+    workers === 1 ? whole : { ...planMemory(container, { memoryLimitBytes: Math.floor(whole.limitBytes / workers), hotCacheBytes: options.hotCacheSize }), limitBytes: whole.limitBytes }
   const concurrency = positiveInt('concurrency', options.concurrency ?? defaultConcurrency(container.cpus, workers))
   // libvips' threads per transform: half of this process's share of the CPUs (Next's own default is
   // all cores); Next's imgOptConcurrency, when set, wins. Recorded as sharp really runs.
@@ -88,9 +92,6 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const limits: DerivedLimits = {
     container,
     ...memoryPlan,
-    // The workers of one cluster share the container's memory.
-    budgetBytes: Math.floor(memoryPlan.budgetBytes / workers),
-    maxJobBytes: Math.floor(memoryPlan.maxJobBytes / workers),
     concurrency,
     libvipsThreads: sharp.concurrency(),
   }

@@ -9,12 +9,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { parseAllDocuments } from 'yaml'
+import { parse, parseAllDocuments } from 'yaml'
 import { PodCgroup, cgroupsAvailable } from '../helpers/cgroup.js'
 import { CLI } from '../helpers/cli.js'
 import { freePort, REPO } from '../helpers/next-app.js'
 import { waitUntil } from '../helpers/wait.js'
-import { parseBytes } from '../../sidecar/limits.js'
+import { parseBytes, RUNTIME_RESERVE } from '../../sidecar/limits.js'
 
 const MiB = 1024 ** 2
 const skip = cgroupsAvailable() ? false : 'needs root and writable cgroup v1 memory and cpu controllers'
@@ -78,30 +78,34 @@ async function derivedIn(memoryBytes: number, cpus: number, { NEXT_CONFIG_CONTEN
   }
 }
 
-function assertColumn(column: Map<string, string>, lines: Array<Record<string, unknown>>): void {
+/** Every worker's `limits` line matches the column (per worker), and together they fit the container. */
+function assertColumn(column: Map<string, string>, lines: Array<Record<string, unknown>>, memoryBytes: number): void {
   const limits = lines.filter((l) => l.msg === 'limits')
-  // One process: `--workers auto` (or WORKERS=1) derived a single worker, no cluster primary.
-  assert.equal(limits.length, 1)
-  assert.ok(!lines.some((l) => l.msg === 'next-image-sidecar cluster starting'))
-  assert.equal(leadingNumber(column.get('`--workers auto`')!), 1)
-  const derived = limits[0]!
+  const workers = leadingNumber(column.get('`--workers auto`')!)
+  assert.equal(limits.length, workers, 'processes serving')
+  assert.equal(lines.some((l) => l.msg === 'next-image-sidecar cluster starting'), workers > 1, 'a cluster primary')
   // The table gives whole MiB (140.8 MiB reads 140 MiB): within one.
-  const expect = (row: string, actual: unknown, unit = 1) => {
+  const expect = (derived: Record<string, unknown>, row: string, actual: unknown, unit = 1) => {
     const table = leadingNumber(column.get(row)!)
-    assert.ok(Math.abs(Number(actual) / unit - table) < 1, `${row}: README says ${table}, the CLI derived ${Number(actual) / unit}`)
+    assert.ok(Math.abs(Number(actual) / unit - table) < 1, `${row}: README says ${table}, worker ${String(derived.worker ?? 0)} derived ${Number(actual) / unit}`)
   }
-  expect('`--concurrency`', derived.concurrency)
-  expect('libvips threads per transform', derived.libvipsThreads)
-  expect('memory limit planned for', derived.memoryLimit, MiB)
-  expect('hot cache tier', derived.hotCache, MiB)
-  expect('largest single image job', derived.maxImageMemory, MiB)
-  expect('memory budget of concurrent jobs', derived.memoryBudget, MiB)
+  for (const derived of limits) {
+    expect(derived, '`--concurrency`', derived.concurrency)
+    expect(derived, 'libvips threads per transform', derived.libvipsThreads)
+    expect(derived, 'memory limit planned for', derived.memoryLimit, MiB)
+    expect(derived, 'hot cache tier', derived.hotCache, MiB)
+    expect(derived, 'largest single image job', derived.maxImageMemory, MiB)
+    expect(derived, 'memory budget of concurrent jobs', derived.memoryBudget, MiB)
+  }
+  // Each worker is a whole Node process with its own hot tier: planned together, they fit the limit.
+  const planned = limits.reduce((sum, l) => sum + RUNTIME_RESERVE + Number(l.hotCache) + Number(l.maxImageMemory), 0)
+  assert.ok(planned <= memoryBytes, `the workers plan ${planned / MiB} MiB in a ${memoryBytes / MiB} MiB container`)
 }
 
 test('a 256 MiB, 1-CPU pod derives what README’s table says', { skip }, async () => {
   const column = readmeTable().get('a 256 MiB, 1-CPU pod on a 32-core node')!
   assert.ok(column)
-  assertColumn(column, await derivedIn(256 * MiB, 1, { WORKERS: 'auto' }))
+  assertColumn(column, await derivedIn(256 * MiB, 1, { WORKERS: 'auto' }), 256 * MiB)
 })
 
 test('the shipped Kubernetes manifest, run in a cgroup of its limits with its environment, derives the table’s column', { skip }, async () => {
@@ -115,5 +119,18 @@ test('the shipped Kubernetes manifest, run in a cgroup of its limits with its en
   assert.ok(header, 'a column for the manifest')
   // The column names the manifest's size: the two cannot drift apart.
   assert.match(header, new RegExp(`${memory / MiB} MiB, ${cpus} CPU, \`WORKERS=${env.WORKERS}\``))
-  assertColumn(readmeTable().get(header)!, await derivedIn(memory, cpus, env))
+  assertColumn(readmeTable().get(header)!, await derivedIn(memory, cpus, env), memory)
+})
+
+test('docker-compose’s sidecar, in a cgroup of its limits with its environment (a --workers cluster), derives the table’s column per worker', { skip }, async () => {
+  const sidecar = parse(readFileSync(join(REPO, 'deploy/docker-compose.yml'), 'utf8')).services.sidecar
+  const env: Record<string, string> = Object.fromEntries(Object.entries(sidecar.environment as Record<string, unknown>).map(([k, v]) => [k, String(v)]))
+  const memory = Number(sidecar.mem_limit)
+  const cpus = Number(sidecar.cpus)
+  assert.ok(memory > 0 && cpus > 0, 'docker-compose limits the sidecar’s memory and CPUs')
+  env.NEXT_CONFIG_CONTENT = readFileSync(join(REPO, 'deploy/next.config.example.mjs'), 'utf8')
+  const header = [...readmeTable().keys()].find((h) => h.startsWith('docker-compose'))
+  assert.ok(header, 'a column for docker-compose')
+  assert.match(header, new RegExp(`${memory / 1024 ** 3} GiB, ${cpus} CPUs, \`WORKERS=${env.WORKERS}\``))
+  assertColumn(readmeTable().get(header)!, await derivedIn(memory, cpus, env), memory)
 })
