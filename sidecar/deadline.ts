@@ -15,6 +15,15 @@ export class DeadlineExceeded extends Error {
   }
 }
 
+/** When each Deadline's signal will abort (performance.now() time), for `remainingMs`. */
+const ends = new WeakMap<AbortSignal, number>()
+
+/** Milliseconds until `signal`'s deadline (its own or a parent's); Infinity when it has none. */
+export function remainingMs(signal: AbortSignal | undefined): number {
+  const end = signal && ends.get(signal)
+  return end === undefined ? Infinity : Math.max(0, end - performance.now())
+}
+
 export class Deadline {
   private readonly controller = new AbortController()
   private readonly timer: NodeJS.Timeout
@@ -25,6 +34,7 @@ export class Deadline {
    * when the work ends, so the timer and the parent's listener go with it.
    */
   constructor(ms: number, parent?: AbortSignal) {
+    ends.set(this.controller.signal, performance.now() + Math.min(ms, remainingMs(parent)))
     this.timer = setTimeout(() => this.abort(new DeadlineExceeded(ms)), ms)
     // The timer must not keep a process alive that has nothing else to do; unref'd, it still fires.
     this.timer.unref()

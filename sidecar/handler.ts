@@ -12,7 +12,7 @@ import type { ResolvedNextConfig } from './images-config.js'
 import { negotiateMimeType } from './negotiate.js'
 import { verifySignature } from './signature.js'
 import type { Metrics } from './metrics.js'
-import type { AdmitSource, WorkQueue } from './queue.js'
+import type { SourceAdmission, WorkQueue } from './queue.js'
 import { withAttempts } from './retry.js'
 import { transformImage, type PreviousOutput } from './transform.js'
 import { fetchExternal, fetchInternal, type NotModified, type Resolver, type Upstream } from './upstream.js'
@@ -106,10 +106,10 @@ export function createImageHandler(ctx: HandlerContext) {
     return plan
   }
 
-  async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined, admitSource: AdmitSource, trace: TraceContext | undefined): Promise<Upstream | NotModified> {
+  async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined, admission: SourceAdmission, trace: TraceContext | undefined): Promise<Upstream | NotModified> {
     const kind = params.isAbsolute ? 'external' : 'internal'
     const fetchOnce = (fetchTrace: TraceContext | undefined) => {
-      const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: conditionalValidators(previous), beforeBody: admitSource, traceHeaders: traceHeaders(fetchTrace) }
+      const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: conditionalValidators(previous), admitSource: admission, traceHeaders: traceHeaders(fetchTrace) }
       return params.isAbsolute
         ? fetchExternal(params.href, {
             ...common,
@@ -143,10 +143,10 @@ export function createImageHandler(ctx: HandlerContext) {
    */
   function producer(params: ImageParams, mimeType: string, trace: TraceContext | undefined) {
     return (previous: CacheEntry | undefined, signal: AbortSignal): Promise<Produced> =>
-      ctx.queue.job(signal, (admitSource) =>
+      ctx.queue.job(signal, (admission) =>
         withAttempts(
           async () => {
-            const upstream = await fetchUpstream(params, signal, previous, admitSource, trace)
+            const upstream = await fetchUpstream(params, signal, previous, admission, trace)
             if (upstream.notModified) {
               // Beyond Next: the source is unchanged, so the stored output is reused as it is.
               const { expireAt: _expired, ...unchanged } = previous!

@@ -63,6 +63,11 @@ export function createMetrics() {
       help: 'Source images being downloaded or waiting for their transform (bounded by 2 × concurrency)',
       registers: [registry],
     }),
+    sourceDeferrals: new Counter({
+      name: 'next_image_sidecar_source_deferrals_total',
+      help: 'Upstream answers dropped unread because no source slot was free; the job waited for one and fetched again',
+      registers: [registry],
+    }),
     memoryRefused: new Counter({
       name: 'next_image_sidecar_memory_refused_total',
       help: 'Image jobs refused with 503 because their estimated working set exceeds what this process may hold',

@@ -1,4 +1,4 @@
-import { untilAborted } from './deadline.js'
+import { remainingMs, untilAborted } from './deadline.js'
 import { ImageError } from './errors.js'
 import type { Metrics } from './metrics.js'
 
@@ -34,6 +34,13 @@ export class Slots {
 
   get waiting(): number {
     return this.line.size
+  }
+
+  /** Takes `weight` if it fits now and nobody is in line before; never waits. */
+  tryAcquire(weight = 1): boolean {
+    if (this.line.size > 0 || !this.fits(weight)) return false
+    this.used += weight
+    return true
   }
 
   /** Takes `weight` of the capacity, waiting in line until it fits or `signal` aborts. */
@@ -90,8 +97,26 @@ export interface MemoryLimits {
 /** Called by a transform with its estimated working set, before it decodes anything. */
 export type AdmitMemory = (estimatedBytes: number) => Promise<void>
 
-/** Called by a job once its upstream answered with an image body, before the body is read. */
-export type AdmitSource = (signal: AbortSignal) => Promise<void>
+/**
+ * A job's admission of its source body: `tryAdmit` once its upstream answered with a body (never
+ * waits, so no upstream timer runs during a wait for our own capacity); when that fails the fetch
+ * drops the response, calls `wait` (bounded by the job's deadline) and fetches again.
+ */
+export interface SourceAdmission {
+  tryAdmit(): boolean
+  wait(): Promise<void>
+}
+
+/** Transform durations remembered before any request is refused early on the wait estimate. */
+const MIN_SAMPLES = 3
+/** Weight of the newest transform duration in the moving average. */
+const EWMA_ALPHA = 0.2
+/**
+ * A job is refused early only when the estimated wait exceeds its remaining time this many times
+ * over: the pace of the last transforms says little about the next ones (a 640 px thumbnail and
+ * an 18 MP photo differ tenfold), and refusing work the pod would have finished is the worse error.
+ */
+const EARLY_REFUSAL_MARGIN = 2
 
 /**
  * The work queue, in stages so memory stays bounded by the limits, not by the traffic:
@@ -99,7 +124,9 @@ export type AdmitSource = (signal: AbortSignal) => Promise<void>
  *   jobs run; at most `maxWaiting` wait for admission, holding nothing but their request.
  *   Beyond that the sidecar sheds load with 503 + Retry-After;
  * - once its upstream answers with an image, a job takes one of `concurrency × (1 + FETCH_AHEAD)`
- *   source slots before reading the body (so a stalled upstream holds a socket, not a slot);
+ *   source slots before reading the body (so a stalled upstream holds a socket, not a slot); when
+ *   none is free it drops the response, waits for one under its own deadline (not the upstream's
+ *   timer) and fetches again;
  * - the transform takes one of `concurrency` slots,
  * - then, before decoding, its estimated working set from the memory budget: transforms run
  *   together only while their estimates fit; one larger than the budget runs alone; one larger
@@ -107,12 +134,18 @@ export type AdmitSource = (signal: AbortSignal) => Promise<void>
  *   have more memory) instead of taking the process down with everything else.
  * So at most `concurrency × (1 + FETCH_AHEAD)` source images are in memory at once.
  * Every wait ends at the job's deadline: a request still waiting for a slot then gets 503 + Retry-After.
+ * A job whose wait, estimated from the work ahead of it and the recent transform times, would not
+ * end before its deadline is refused at once (503 + Retry-After) instead of after waiting.
  */
 export class WorkQueue {
   private readonly jobs: Slots
   private readonly sources: Slots
   private readonly transforms: Slots
   private readonly memory: Slots
+  /** Moving average of recent transform durations, and how many were seen. */
+  private transformSeconds = 0
+  private samples = 0
+  private readonly parallel: number
 
   constructor(
     concurrency: number,
@@ -121,6 +154,7 @@ export class WorkQueue {
     private readonly memoryLimits: MemoryLimits = { budgetBytes: Number.MAX_SAFE_INTEGER, maxJobBytes: Number.MAX_SAFE_INTEGER },
     private readonly retryAfterSeconds = 1,
   ) {
+    this.parallel = Math.max(1, concurrency)
     this.jobs = new Slots(requestSlots(concurrency))
     this.sources = new Slots(concurrency * (1 + FETCH_AHEAD))
     this.transforms = new Slots(concurrency)
@@ -139,22 +173,27 @@ export class WorkQueue {
 
   /**
    * Runs a whole image job (fetch, then `transform`), or sheds it when the line is full. The job
-   * calls `admitSource` when its upstream has answered with a body, before reading it.
+   * takes a source slot through `admission` before reading its upstream's body.
    */
-  async job<T>(signal: AbortSignal, job: (admitSource: AdmitSource) => Promise<T>): Promise<T> {
+  async job<T>(signal: AbortSignal, job: (admission: SourceAdmission) => Promise<T>): Promise<T> {
     if (this.jobs.waiting >= this.maxWaiting && this.jobs.running >= this.jobs.size) {
       this.metrics.shed.inc()
       throw this.unavailable('the image queue is full, retry shortly')
     }
-    await this.enter(this.jobs, signal)
+    await this.enter(this.jobs, signal, 1, () => this.jobs.running + this.jobs.waiting)
     let holdsSource = false
-    const admitSource: AdmitSource = async (bodySignal) => {
-      if (holdsSource) return // a retry of the same job
-      await this.enter(this.sources, bodySignal)
-      holdsSource = true
+    const admission: SourceAdmission = {
+      // A retry of the same job keeps its slot.
+      tryAdmit: () => holdsSource || (holdsSource = this.sources.tryAcquire()),
+      wait: async () => {
+        if (holdsSource) return
+        this.metrics.sourceDeferrals.inc()
+        await this.enter(this.sources, signal, 1, () => this.sources.running + this.sources.waiting)
+        holdsSource = true
+      },
     }
     try {
-      return await job(admitSource)
+      return await job(admission)
     } finally {
       if (holdsSource) this.sources.release()
       this.jobs.release()
@@ -170,6 +209,8 @@ export class WorkQueue {
    */
   async transform<T>(signal: AbortSignal, transform: (admit: AdmitMemory) => Promise<T>): Promise<T> {
     await this.enter(this.transforms, signal)
+    // The pace counts the work itself: a wait for memory is not a transform's duration.
+    let started = performance.now()
     let reserved = 0
     const admit: AdmitMemory = async (estimatedBytes) => {
       const bytes = Math.max(Math.round(estimatedBytes), 1)
@@ -180,10 +221,12 @@ export class WorkQueue {
         })
       }
       await this.enter(this.memory, signal, bytes)
+      started = performance.now()
       reserved = bytes
       this.metrics.memoryReserved.inc(bytes)
     }
     const running = transform(admit).finally(() => {
+      this.recordTransform((performance.now() - started) / 1000)
       if (reserved > 0) {
         this.memory.release(reserved)
         this.metrics.memoryReserved.dec(reserved)
@@ -194,7 +237,33 @@ export class WorkQueue {
     return untilAborted(running, signal)
   }
 
-  private async enter(slots: Slots, signal: AbortSignal, weight = 1): Promise<void> {
+  private recordTransform(seconds: number): void {
+    this.transformSeconds = this.samples === 0 ? seconds : this.transformSeconds + EWMA_ALPHA * (seconds - this.transformSeconds)
+    this.samples++
+  }
+
+  /**
+   * Whether a job with `ahead` transforms before it would finish its own before its deadline at
+   * the recent pace (`concurrency` at a time). Until enough transforms were seen, assume so.
+   */
+  private canFinish(signal: AbortSignal, ahead: number): boolean {
+    if (this.samples < MIN_SAMPLES) return true
+    const rounds = Math.ceil((ahead + 1) / this.parallel)
+    return rounds * this.transformSeconds * 1000 <= EARLY_REFUSAL_MARGIN * remainingMs(signal)
+  }
+
+  /**
+   * Takes `weight` of `slots`, waiting in line under `signal`. With `ahead` (the transforms that
+   * will run before this job's), a job that must wait is first asked whether it can finish in time.
+   */
+  private async enter(slots: Slots, signal: AbortSignal, weight = 1, ahead?: () => number): Promise<void> {
+    if (ahead) {
+      if (slots.tryAcquire(weight)) return this.updateDepth()
+      if (!this.canFinish(signal, ahead())) {
+        this.metrics.shed.inc()
+        throw this.unavailable('the work ahead of this image would not finish before its deadline, retry shortly')
+      }
+    }
     const waiting = slots.acquire(signal, weight)
     this.updateDepth()
     try {

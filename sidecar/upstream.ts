@@ -10,6 +10,7 @@ import { Deadline, untilAborted } from './deadline.js'
 import { ImageError, MESSAGES } from './errors.js'
 import { isPrivateIp } from './private-ip.js'
 import type { UpstreamValidators } from './cache/types.js'
+import type { SourceAdmission } from './queue.js'
 
 /** What the transform needs from an upstream response. */
 export interface Upstream {
@@ -44,28 +45,43 @@ export interface UpstreamOptions {
   /** Validators of a cached copy: the request becomes conditional and may answer NotModified. */
   validators?: UpstreamValidators
   /**
-   * Called once the upstream has answered with a body to read, before reading it (the queue then
-   * admits the source; see queue.ts). Its rejection is the fetch's answer, unchanged.
+   * The queue's admission of a source body (see queue.ts). A body is read only once admitted;
+   * when no slot is free the response is dropped, the wait happens outside the upstream timer
+   * (under the job's deadline), and the fetch is made again holding the slot.
    */
-  beforeBody?: (signal: AbortSignal) => Promise<void>
+  admitSource?: SourceAdmission
   /** Trace headers (`traceparent`) to send on, when the request is traced. */
   traceHeaders?: Record<string, string>
 }
 
-/** Carries a refusal of `beforeBody` through the fetch's own error mapping unchanged. */
-class BodyNotAdmitted extends Error {
-  constructor(readonly reason: unknown) {
-    super('the body was not admitted')
+/** The body was not read: no source slot was free. The caller waits for one, then fetches again. */
+class SourceDeferred extends Error {
+  constructor() {
+    super('no source slot free; the body was not read')
   }
 }
 
-async function admitBody(res: IncomingMessage, options: UpstreamOptions, signal: AbortSignal): Promise<void> {
-  try {
-    await options.beforeBody?.(signal)
-  } catch (err) {
+function admitBody(res: IncomingMessage, options: UpstreamOptions): void {
+  if (options.admitSource && !options.admitSource.tryAdmit()) {
     res.destroy()
-    throw new BodyNotAdmitted(err)
+    throw new SourceDeferred()
   }
+}
+
+/**
+ * Runs `fetch` once; when it found no source slot, waits for one and runs it again. The wait is
+ * for the sidecar's own capacity, so it is bounded by the job's deadline, never by an upstream
+ * timer (a queue wait under Next's 7 s timeout refused bursts the pod would have finished), and
+ * it holds no half-read upstream response meanwhile.
+ */
+async function withSourceSlot<T>(options: UpstreamOptions, fetch: () => Promise<T>): Promise<T> {
+  try {
+    return await fetch()
+  } catch (err) {
+    if (!(err instanceof SourceDeferred)) throw err
+  }
+  await options.admitSource!.wait()
+  return fetch()
 }
 
 export interface ExternalOptions extends UpstreamOptions {
@@ -284,23 +300,20 @@ const validatorsOf = (res: IncomingMessage): UpstreamValidators => ({
  * DNS, connect, headers and body: per hop in Next 16 (its recursion gives each hop its own), over
  * the whole fetch in Next 15 (one `AbortSignal.timeout` on `fetch()`).
  */
-export async function fetchExternal(href: string, options: ExternalOptions): Promise<Upstream | NotModified> {
+export function fetchExternal(href: string, options: ExternalOptions): Promise<Upstream | NotModified> {
   const asFetch = options.fetchSemantics === 'whatwg-fetch'
   const follow = async (whole?: AbortSignal): Promise<Upstream | NotModified> => {
+    let current = href
     for (let redirectsLeft = options.maximumRedirects; ; redirectsLeft--) {
-      const hop = whole ? await fetchHop(href, options, whole) : await Deadline.run(options.timeoutMs, options.signal, (signal) => fetchHop(href, options, signal))
+      const hop = whole ? await fetchHop(current, options, whole) : await Deadline.run(options.timeoutMs, options.signal, (signal) => fetchHop(current, options, signal))
       if (!('redirect' in hop)) return hop
       if (redirectsLeft === 0) {
-        throw asFetch ? fetchFailed(`redirect count exceeded for ${href}`) : new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${href}`) })
+        throw asFetch ? fetchFailed(`redirect count exceeded for ${current}`) : new ImageError(508, MESSAGES.upstreamInvalid, { cause: new Error(`too many redirects for ${current}`) })
       }
-      href = hop.redirect
+      current = hop.redirect
     }
   }
-  try {
-    return asFetch ? await Deadline.run(options.timeoutMs, options.signal, follow) : await follow()
-  } catch (err) {
-    throw err instanceof BodyNotAdmitted ? err.reason : err
-  }
+  return withSourceSlot(options, () => (asFetch ? Deadline.run(options.timeoutMs, options.signal, follow) : follow()))
 }
 
 async function fetchHop(href: string, options: ExternalOptions, signal: AbortSignal): Promise<Upstream | NotModified | { redirect: string }> {
@@ -363,7 +376,7 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
     throw status >= 500 ? new TransientUpstreamError(status, MESSAGES.upstreamInvalid, { cause }) : new ImageError(status, MESSAGES.upstreamInvalid, { cause })
   }
 
-  await admitBody(res, options, signal)
+  admitBody(res, options)
   let buffer: Buffer
   try {
     buffer = await readBody(res, options.maximumResponseBody, MESSAGES.upstreamInvalid, asFetch)
@@ -392,7 +405,8 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
  * carry Next's "internal response" messages. The frontend is trusted (no private-IP guard).
  */
 export function fetchInternal(frontend: URL, href: string, options: InternalOptions): Promise<Upstream | NotModified> {
-  return Deadline.run(options.timeoutMs, options.signal, (signal) => fetchFromFrontend(frontend, frontendRequestTarget(href), options, signal))
+  const target = frontendRequestTarget(href)
+  return withSourceSlot(options, () => Deadline.run(options.timeoutMs, options.signal, (signal) => fetchFromFrontend(frontend, target, options, signal)))
 }
 
 /**
@@ -430,7 +444,7 @@ async function fetchFromFrontend(frontend: URL, target: string, options: Interna
       const cause = new Error(`frontend ${url.origin}${target} answered ${status}`)
       throw status >= 500 ? new TransientUpstreamError(status, MESSAGES.internalInvalid, { cause }) : new ImageError(status, MESSAGES.internalInvalid, { cause })
     }
-    await admitBody(res, options, signal)
+    admitBody(res, options)
     const buffer = await readBody(res, options.maximumResponseBody, MESSAGES.internalInvalid)
     if (buffer.byteLength === 0) throw new ImageError(400, MESSAGES.internalInvalid, { cause: new Error(`empty body from ${url.origin}${target}`) })
     return {
@@ -442,7 +456,7 @@ async function fetchFromFrontend(frontend: URL, target: string, options: Interna
       status,
     }
   } catch (err) {
-    if (err instanceof BodyNotAdmitted) throw err.reason
+    if (err instanceof SourceDeferred) throw err
     if (signal.aborted) throw timedOut(err)
     if (err instanceof ImageError) throw err
     // Next answers any other failure of the internal fetch with a 500 and this message.

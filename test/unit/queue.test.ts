@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { Slots, WorkQueue } from '../../sidecar/queue.js'
 import { ImageError } from '../../sidecar/errors.js'
 import { createMetrics } from '../../sidecar/metrics.js'
+import { Deadline } from '../../sidecar/deadline.js'
 
 /** A job that runs until the test ends it. */
 function held() {
@@ -41,10 +42,10 @@ test('jobs waiting on their upstream hold no source slot; bodies are read two pe
   let most = 0
   let started = 0
   const jobs = upstreams.map((upstream, i) =>
-    queue.job(new AbortController().signal, async (admitSource) => {
+    queue.job(new AbortController().signal, async (admission) => {
       started++
       await upstream.job() // the upstream answers when the test says so
-      await admitSource(new AbortController().signal)
+      if (!admission.tryAdmit()) await admission.wait()
       most = Math.max(most, ++reading)
       admitted.push(i)
       await new Promise((r) => setImmediate(r))
@@ -147,5 +148,49 @@ describe('admission by memory', () => {
     await assert.rejects(refused, (err: unknown) => err instanceof ImageError && err.statusCode === 503 && err.headers['Retry-After'] === '1' && /200 MiB/.test(String((err as Error).cause)))
     assert.equal(decoded, false)
     assert.equal((await metrics.memoryRefused.get()).values[0]!.value, 1)
+  })
+})
+
+describe('a wait that cannot end before the deadline', () => {
+  /** One job: a source slot, then a transform of `ms` of work (the work itself, not a synchronisation). */
+  const job = (queue: WorkQueue, signal: AbortSignal, ms: number) =>
+    queue.job(signal, async (admission) => {
+      if (!admission.tryAdmit()) await admission.wait()
+      await queue.transform(signal, () => new Promise((resolve) => setTimeout(resolve, ms)))
+    })
+
+  test('is refused at once, before any work ahead of it ends; jobs that can finish wait and are served', async () => {
+    const queue = new WorkQueue(1, 100, createMetrics())
+    // The recent pace: three transforms of ~50 ms.
+    for (let i = 0; i < 3; i++) await job(queue, new AbortController().signal, 50)
+    let finished = 0
+    const outcomes: Array<{ ok: true } | { ok: false; message: string; finishedBefore: number; retryAfter: string | undefined }> = []
+    // Twenty at once, each with a 400 ms deadline: about eight fit in it (fifty ms each, one at a time).
+    await Promise.all(
+      Array.from({ length: 20 }, () =>
+        Deadline.run(400, undefined, (signal) =>
+          job(queue, signal, 50).then(
+            () => {
+              finished++
+              outcomes.push({ ok: true })
+            },
+            (err: Error) => outcomes.push({ ok: false, message: err.message, finishedBefore: finished, retryAfter: err instanceof ImageError ? err.headers['Retry-After'] : undefined }),
+          ),
+        ),
+      ),
+    )
+    const early = outcomes.filter((o) => !o.ok && o.message.includes('would not finish before its deadline'))
+    assert.ok(early.length > 0, 'no job was refused early')
+    for (const o of early) {
+      assert.ok(!o.ok && o.finishedBefore === 0, 'refused only after work ahead of it ended')
+      assert.ok(!o.ok && o.retryAfter === '1')
+    }
+    assert.ok(outcomes.filter((o) => o.ok).length >= 4, 'jobs that could finish were refused')
+  })
+
+  test('before any transform was timed, nobody is refused early', async () => {
+    const queue = new WorkQueue(1, 100, createMetrics())
+    const outcomes = await Promise.all(Array.from({ length: 6 }, () => Deadline.run(2000, undefined, (signal) => job(queue, signal, 10).then(() => 'ok', (err: Error) => err.message))))
+    assert.deepEqual(outcomes, Array(6).fill('ok'))
   })
 })
