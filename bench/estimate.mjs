@@ -9,12 +9,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import sharp from 'sharp'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const CORPUS = join(ROOT, '../shared/corpus')
 const MiB = 1024 ** 2
-const files = ['large/elephants-3840x2160.jpg', 'large/truchet-dark-4096.webp', 'large/float-into-mate.png', 'photo-jpeg/garden.jpg', 'photo-jpeg/storm.jpg', 'photo-jpeg/ladybird-exif-rotate-6.jpg', 'photo-jpeg/aqua-cmyk.jpg', 'png/chelsea-16bit.png', 'webp/garden-lossy.webp', 'avif/chelsea.avif', 'tiff/chessboard-u16.tif']
+const files = ['large/elephants-3840x2160.jpg', 'large/truchet-dark-4096.webp', 'large/float-into-mate.png', 'photo-jpeg/garden.jpg', 'photo-jpeg/garden-progressive.jpg', 'photo-jpeg/storm.jpg', 'photo-jpeg/ladybird-exif-rotate-6.jpg', 'photo-jpeg/aqua-cmyk.jpg', 'png/chelsea-16bit.png', 'webp/garden-lossy.webp', 'avif/chelsea.avif', 'tiff/chessboard-u16.tif']
 const widths = [640, 1920, 3840]
 
 // `npm run bench:estimate -- progressive`: only the sources whose name holds the word (results then
@@ -23,16 +22,22 @@ const only = process.argv[2]
 const made = mkdtempSync(join(tmpdir(), 'nis-bench-estimate-'))
 process.on('exit', () => rmSync(made, { recursive: true, force: true }))
 const sources = files.map((file) => ({ file, path: join(CORPUS, file) }))
+// Made in a process of its own: Linux keeps a process's peak RSS across exec, so a parent that had
+// held these images would hand every probe below its peak as a starting point.
+const make = `
+  const sharp = (await import('sharp')).default
+  const [dir, source] = process.argv.slice(1)
+  for (const [w, h] of [[1920, 1280], [3840, 2560], [6000, 4000]]) {
+    const photo = sharp(source).resize(w, h, { fit: 'fill' })
+    await photo.clone().jpeg({ quality: 85 }).toFile(dir + '/baseline-' + w + 'x' + h + '.jpg')
+    await photo.clone().jpeg({ quality: 85, progressive: true }).toFile(dir + '/progressive-' + w + 'x' + h + '.jpg')
+    await photo.clone().jpeg({ quality: 85, progressive: true, chromaSubsampling: '4:4:4' }).toFile(dir + '/progressive-444-' + w + 'x' + h + '.jpg')
+    await photo.clone().png().toFile(dir + '/plain-' + w + 'x' + h + '.png')
+    await photo.clone().png({ progressive: true }).toFile(dir + '/interlaced-' + w + 'x' + h + '.png')
+  }`
+execFileSync(process.execPath, ['--input-type=module', '-e', make, made, join(CORPUS, 'large/elephants-3840x2160.jpg')], { cwd: ROOT })
 for (const [w, h] of [[1920, 1280], [3840, 2560], [6000, 4000]]) {
-  const photo = sharp(join(CORPUS, 'large/elephants-3840x2160.jpg')).resize(w, h, { fit: 'fill' })
-  for (const [name, encode] of [
-    [`baseline-${w}x${h}.jpg`, (img) => img.jpeg({ quality: 85 })],
-    [`progressive-${w}x${h}.jpg`, (img) => img.jpeg({ quality: 85, progressive: true })],
-    [`progressive-444-${w}x${h}.jpg`, (img) => img.jpeg({ quality: 85, progressive: true, chromaSubsampling: '4:4:4' })],
-    [`plain-${w}x${h}.png`, (img) => img.png()],
-    [`interlaced-${w}x${h}.png`, (img) => img.png({ progressive: true })],
-  ]) {
-    writeFileSync(join(made, name), await encode(photo.clone()).toBuffer())
+  for (const name of [`baseline-${w}x${h}.jpg`, `progressive-${w}x${h}.jpg`, `progressive-444-${w}x${h}.jpg`, `plain-${w}x${h}.png`, `interlaced-${w}x${h}.png`]) {
     sources.push({ file: `(made) ${name}`, path: join(made, name) })
   }
 }
