@@ -225,8 +225,10 @@ export class WorkQueue {
       reserved = bytes
       this.metrics.memoryReserved.inc(bytes)
     }
-    const running = transform(admit).finally(() => {
-      this.recordTransform((performance.now() - started) / 1000)
+    // Only a transform that ran sets the pace: one refused or timed out while waiting for memory
+    // would count its wait as work.
+    const ran = (value: T) => (this.recordTransform((performance.now() - started) / 1000), value)
+    const running = transform(admit).then(ran).finally(() => {
       if (reserved > 0) {
         this.memory.release(reserved)
         this.metrics.memoryReserved.dec(reserved)

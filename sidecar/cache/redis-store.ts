@@ -284,6 +284,7 @@ const RELEASE_RETRY_MS = 500
  */
 export class RedisCoordinator implements Coordinator {
   private closed = false
+  private releasing = 0
   private unsubscribe: (() => Promise<void>) | undefined
   private subscribing: Promise<void> | undefined
   private subscribeRetryAt = 0
@@ -309,7 +310,9 @@ export class RedisCoordinator implements Coordinator {
       return ok === null ? undefined : lock
     } catch (err) {
       // The SET may still land after we stopped waiting for it: a lock nobody knows it holds.
-      this.releaseLater(lock)
+      // Not when the store refused to send it (offline): then there is nothing to release, and a
+      // release loop per miss during an outage would all fire at Redis when it comes back.
+      if (!(err instanceof RedisOfflineError)) this.releaseLater(lock)
       throw err
     }
   }
@@ -333,7 +336,13 @@ export class RedisCoordinator implements Coordinator {
    * (the promoted replica, after a failover) or the lock expires anyway. The release only deletes
    * the lock if it still carries this token, so a late attempt never frees someone else's lock.
    */
+  /** Releases still being retried in the background (see releaseLater). */
+  get pendingReleases(): number {
+    return this.releasing
+  }
+
   private releaseLater(lock: Lock): void {
+    this.releasing++
     const retry = async () => {
       while (!this.closed && Date.now() < (lock.expiresAt ?? 0)) {
         await sleep(RELEASE_RETRY_MS, undefined, { ref: false })
@@ -347,7 +356,7 @@ export class RedisCoordinator implements Coordinator {
         }
       }
     }
-    void retry()
+    void retry().finally(() => this.releasing--)
   }
 
   async waitFor(key: string, maxMs: number): Promise<void> {

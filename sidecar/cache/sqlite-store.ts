@@ -150,12 +150,14 @@ export class SqliteStore implements CacheStore {
       await this.flushTouches()
       let total = await this.readTotal()
       while (total > this.budget) {
-        // The oldest PAGE_ROWS entries, and of those as many as cover the excess.
+        // The oldest PAGE_ROWS entries, and of those as many as cover the excess. The excess is read
+        // in the statement itself: workers sharing the file evict at the same time, and an excess
+        // read before would be deleted once per worker (a burst could empty the cache).
         await this.query(
           `WITH oldest AS (SELECT key, size, used FROM ${INDEX} ORDER BY used LIMIT ${PAGE_ROWS}),
                 running AS (SELECT key, sum(size) OVER (ORDER BY used ROWS UNBOUNDED PRECEDING) - size AS before FROM oldest)
-           DELETE FROM ${INDEX} WHERE key IN (SELECT key FROM running WHERE before < ?)`,
-          total - this.budget,
+           DELETE FROM ${INDEX} WHERE key IN (SELECT key FROM running WHERE before < (SELECT bytes FROM ${TOTAL}) - ?)`,
+          this.budget,
         )
         const left = await this.readTotal()
         if (left >= total) break // nothing left to delete

@@ -1,0 +1,49 @@
+/**
+ * Two store defects found by review: SQLite eviction by several workers on one file deleted the
+ * excess once per worker (a burst could empty the cache), and with Redis down every miss left a
+ * background lock-release loop although its lock was never taken.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
+import { RedisCoordinator, RedisOfflineError, RedisStore } from '../../sidecar/cache/redis-store.js'
+import { freePort } from '../helpers/next-app.js'
+import { silentLogger } from '../helpers/sidecar.js'
+import { uniquePrefix } from '../helpers/redis.js'
+
+const entry = (i: number) => ({ buffer: Buffer.alloc(20_000, i % 256), contentType: 'image/webp', maxAge: 60, expireAt: Date.now() + 60_000, etag: `e${i}`, upstreamEtag: `u${i}`, validators: {} })
+
+test('two workers evicting one SQLite file together keep it near its budget, not empty', async (t) => {
+  const path = join(mkdtempSync(join(tmpdir(), 'nis-evict-')), 'cache.sqlite')
+  const limits = { maxSize: 1024 * 1024, maxEntrySize: 16 * 1024 * 1024 }
+  const a = new SqliteStore(path, limits, silentLogger, { index: 0, count: 2 })
+  await a.ping()
+  const b = new SqliteStore(path, limits, silentLogger, { index: 1, count: 2 })
+  await b.ping()
+  t.after(async () => {
+    await a.close()
+    await b.close()
+  })
+  // 600 entries of 20 kB at once, half through each worker: twelve times the budget.
+  await Promise.all(Array.from({ length: 600 }, (_, i) => (i % 2 ? a : b).set(`k${i}`, entry(i) as never, 120_000)))
+  let kept = 0
+  for (let i = 0; i < 600; i++) if (await a.get(`k${i}`)) kept++
+  // One store alone keeps 44 (0.85 × the budget); two may differ by a few, never by most of it.
+  assert.ok(kept >= 30, `only ${kept} entries of ~44 left after eviction`)
+  assert.ok(kept * 20_000 <= 1024 * 1024, `${kept} entries exceed the budget`)
+  assert.ok(await a.get('k599') ?? await a.get('k598'), 'the newest entries were evicted')
+})
+
+test('a lock that Redis never took (store offline) leaves no background release behind', async (t) => {
+  const store = new RedisStore(`redis://127.0.0.1:${await freePort()}`, uniquePrefix('offline'), { maxSize: Infinity, maxEntrySize: 1 << 20 }, silentLogger)
+  const coordinator = new RedisCoordinator(store, silentLogger)
+  t.after(async () => {
+    await coordinator.close()
+    await store.close()
+  })
+  for (let i = 0; i < 20; i++) await assert.rejects(coordinator.acquire(`k${i}`, 30_000), RedisOfflineError)
+  assert.equal(coordinator.pendingReleases, 0)
+})
