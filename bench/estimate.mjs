@@ -48,9 +48,9 @@ const probe = `
   const [file, width, type] = process.argv.slice(1)
   const { readFileSync } = await import('node:fs')
   const sharp = (await import('sharp')).default
-  const { optimizeImage, configureSharp } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/transform.js'))})
-  const { estimateWorkingSet } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/memory-estimate.js'))})
-  const { resolveNextConfig } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/images-config.js'))})
+  const { optimizeImage, configureSharp } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/image/transform.js'))})
+  const { estimateWorkingSet } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/image/memory-estimate.js'))})
+  const { resolveNextConfig } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/next/images-config.js'))})
   const config = resolveNextConfig({}).sharp
   configureSharp(config, 1)
   const buffer = readFileSync(file)

@@ -3,7 +3,7 @@
 // 10% sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio) and on with none, each on CPU 0 with the same warm
 // memory cache, exporting to a local OTLP receiver that discards. wrk runs the rounds interleaved
 // (off, on, 10%, off, …) so machine noise falls on all alike; ratios are against "off".
-// BENCH_BASELINE_CLI=path/to/dist/sidecar/cli.js adds a fifth sidecar, an older build with tracing off
+// BENCH_BASELINE_CLI=path/to/dist/sidecar/cli/main.js adds a fifth sidecar, an older build with tracing off
 // (a `git worktree` of the commit to compare with), to measure what a change did to the warm path.
 import { createServer } from 'node:http'
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
@@ -13,7 +13,7 @@ import { freePort, get, runWrk, startServer } from './lib.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const CORPUS = join(ROOT, '../shared/corpus')
-const CLI = join(ROOT, 'dist/sidecar/cli.js')
+const CLI = join(ROOT, 'dist/sidecar/cli/main.js')
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8)
 const CONNECTIONS = 16

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 import { join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { detectNextVersion, majorOfVersion } from '../sidecar/next-version.js'
+import { detectNextVersion, majorOfVersion } from '../sidecar/next/next-version.js'
 
 /** Options of `withImageSidecar`. */
 export interface ImageSidecarOptions {

@@ -60,7 +60,7 @@ function base64url(bytes: Uint8Array): string {
   return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
 }
 
-/** The sidecar's signature of one request (same canonical form as sidecar/signature.ts). */
+/** The sidecar's signature of one request (same canonical form as sidecar/server/signature.ts). */
 export function signature(key: string, url: string, w: string, q: string): string {
   return base64url(hmac(sha256, key, `${url}\n${w}\n${q}`))
 }

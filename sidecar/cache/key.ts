@@ -1,5 +1,5 @@
-import { hashBase64url } from '../upstream.js'
-import type { NextMajor } from '../next-version.js'
+import { hashBase64url } from '../next/etag.js'
+import type { NextMajor } from '../next/next-version.js'
 
 /** Bumped whenever what a key covers changes, so old entries are never read as new ones. */
 const KEY_VERSION = 'nis-2'

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino'
-import { Deadline, untilAborted } from '../deadline.js'
+import { Deadline, untilAborted } from '../runtime/deadline.js'
 import { ImageError, MESSAGES } from '../errors.js'
-import type { CacheResult } from '../headers.js'
-import type { Coordinator, Lock } from './coordinator.js'
-import { traced, type TraceContext } from '../tracing.js'
+import type { CacheResult } from '../next/headers.js'
+import type { Coordinator, Lock } from '../runtime/coordinator.js'
+import { traced, type TraceContext } from '../runtime/tracing.js'
 import type { CacheEntry, CacheStore } from './types.js'
 
 /** What a producer returns: the entry without its expiry (the cache sets that). */

@@ -1,3 +1,4 @@
+import type { UpstreamValidators } from '../upstream/http.js'
 /** One cached image variant: what Next keeps in a cache file name plus the bytes. */
 export interface CacheEntry {
   buffer: Buffer
@@ -12,10 +13,7 @@ export interface CacheEntry {
   validators?: UpstreamValidators
 }
 
-export interface UpstreamValidators {
-  etag?: string
-  lastModified?: string
-}
+export type { UpstreamValidators }
 
 /**
  * The storage a cache backend provides. Keep it this small: the response cache owns all

@@ -13,8 +13,8 @@ import type { Browser } from 'playwright-core'
 import { freePort, nextBuild, startNext, REPO, type RunningNext } from '../helpers/next-app.js'
 import { launchBrowser, loadImages, type LoadedImage } from '../helpers/browser.js'
 import { silentLogger } from '../helpers/sidecar.js'
-import { createSidecar, type Sidecar } from '../../sidecar/app.js'
-import { loadNextConfig } from '../../sidecar/next-config.js'
+import { createSidecar, type Sidecar } from '../../sidecar/server/app.js'
+import { loadNextConfig } from '../../sidecar/next/next-config.js'
 
 const APP = join(REPO, 'example-next-app')
 

@@ -13,9 +13,9 @@ import { exampleAppFor, freePort, nextBuild, nextMajorFromEnv, startNext, type R
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { launchBrowser, loadImages, type LoadedImage } from '../helpers/browser.js'
 import { silentLogger } from '../helpers/sidecar.js'
-import { createSidecar } from '../../sidecar/app.js'
-import { loadNextConfig } from '../../sidecar/next-config.js'
-import { detectNextVersion, majorOfVersion } from '../../sidecar/next-version.js'
+import { createSidecar } from '../../sidecar/server/app.js'
+import { loadNextConfig } from '../../sidecar/next/next-config.js'
+import { detectNextVersion, majorOfVersion } from '../../sidecar/next/next-version.js'
 
 const MAJOR = nextMajorFromEnv()
 const APP = exampleAppFor(MAJOR)

@@ -13,8 +13,8 @@ import { freePort, nextBuild, startNext, REPO, type RunningNext } from '../helpe
 import { launchBrowser } from '../helpers/browser.js'
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js'
 import { silentLogger } from '../helpers/sidecar.js'
-import { createSidecar } from '../../sidecar/app.js'
-import { loadNextConfig } from '../../sidecar/next-config.js'
+import { createSidecar } from '../../sidecar/server/app.js'
+import { loadNextConfig } from '../../sidecar/next/next-config.js'
 
 const APP = join(REPO, 'example-next-app')
 const NGINX = process.env.NGINX_PATH ?? '/usr/sbin/nginx'

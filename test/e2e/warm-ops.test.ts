@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { CLI, startCli } from '../helpers/cli.js'
 import { corpusFile } from '../helpers/upstream-server.js'
-import { signImageParams } from '../../sidecar/signature.js'
+import { signImageParams } from '../../sidecar/server/signature.js'
 
 const KEY = 'warm-test-signing-key'
 // One width, one quality, WebP: each image is 2 variants (WebP and the source-format fallback).

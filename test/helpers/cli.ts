@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { freePort, REPO } from './next-app.js'
 
-export const CLI = join(REPO, 'dist/sidecar/cli.js')
+export const CLI = join(REPO, 'dist/sidecar/cli/main.js')
 
 /** The real CLI as a server process on 127.0.0.1 (`nodeArgs` go to node); resolves once /healthz answers. */
 export async function startCli(args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ url: string; child: ChildProcess }> {

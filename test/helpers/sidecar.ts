@@ -1,6 +1,6 @@
 import { pino } from 'pino'
-import { createSidecar, type Sidecar } from '../../sidecar/app.js'
-import type { SidecarOptions } from '../../sidecar/options.js'
+import { createSidecar, type Sidecar } from '../../sidecar/server/app.js'
+import type { SidecarOptions } from '../../sidecar/server/options.js'
 
 export const silentLogger = pino({ level: 'silent' })
 

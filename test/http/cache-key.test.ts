@@ -9,7 +9,7 @@ import request from 'supertest'
 import sharp from 'sharp'
 import { corpusFile, startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { testSidecar } from '../helpers/sidecar.js'
-import type { Sidecar } from '../../sidecar/app.js'
+import type { Sidecar } from '../../sidecar/server/app.js'
 
 let frontend: UpstreamServer
 let sidecar: Sidecar

@@ -14,7 +14,7 @@ import { PodCgroup, cgroupsAvailable } from '../helpers/cgroup.js'
 import { CLI } from '../helpers/cli.js'
 import { freePort, REPO } from '../helpers/next-app.js'
 import { waitUntil } from '../helpers/wait.js'
-import { parseBytes, RUNTIME_RESERVE } from '../../sidecar/limits.js'
+import { parseBytes, RUNTIME_RESERVE } from '../../sidecar/runtime/limits.js'
 
 const MiB = 1024 ** 2
 const skip = cgroupsAvailable() ? false : 'needs root and writable cgroup v1 memory and cpu controllers'

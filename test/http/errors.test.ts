@@ -7,8 +7,8 @@ import { join } from 'node:path'
 import request from 'supertest'
 import { CORPUS, startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
-import type { Sidecar } from '../../sidecar/app.js'
-import { signImageParams } from '../../sidecar/signature.js'
+import type { Sidecar } from '../../sidecar/server/app.js'
+import { signImageParams } from '../../sidecar/server/signature.js'
 import { image } from '../helpers/image-url.js'
 
 const UPSTREAM_INVALID = '"url" parameter is valid but upstream response is invalid'
@@ -254,7 +254,7 @@ describe('SSRF guard (no connection is ever attempted off this machine)', () => 
     trap.close()
   })
   test('the pinned lookup only ever answers with the checked addresses', async () => {
-    const { createPinnedLookup } = await import('../../sidecar/upstream.js')
+    const { createPinnedLookup } = await import('../../sidecar/upstream/external.js')
     const lookup = createPinnedLookup('img.test', [{ address: '127.0.0.2', family: 4 }])
     const answer = await new Promise<unknown>((resolve) => lookup('img.test', { all: true }, (err, addresses) => resolve(err ?? addresses)))
     assert.deepEqual(answer, [{ address: '127.0.0.2', family: 4 }])

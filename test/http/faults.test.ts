@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import request from 'supertest'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
-import type { Sidecar } from '../../sidecar/app.js'
+import type { Sidecar } from '../../sidecar/server/app.js'
 
 let upstream: UpstreamServer
 let sidecar: Sidecar

@@ -10,7 +10,7 @@ import { runInNewContext } from 'node:vm'
 import request from 'supertest'
 import { corpusFile, startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
-import type { Sidecar } from '../../sidecar/app.js'
+import type { Sidecar } from '../../sidecar/server/app.js'
 
 setFlagsFromString('--expose_gc')
 const gc = runInNewContext('gc') as () => void

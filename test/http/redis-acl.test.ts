@@ -12,7 +12,8 @@ import { silentLogger, testSidecar } from '../helpers/sidecar.js'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { image } from '../helpers/image-url.js'
 import { waitUntil } from '../helpers/wait.js'
-import { RedisCoordinator, RedisStore } from '../../sidecar/cache/redis-store.js'
+import { RedisCoordinator } from '../../sidecar/cache/redis-coordinator.js'
+import { RedisStore } from '../../sidecar/cache/redis-store.js'
 
 const PREFIX = uniquePrefix('acl')
 /** The ACL the README documents: the commands the sidecar sends, its keys, optionally its channel. */

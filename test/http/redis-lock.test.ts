@@ -11,7 +11,8 @@ import { once } from 'node:events'
 import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
 import { silentLogger } from '../helpers/sidecar.js'
 import { waitUntil } from '../helpers/wait.js'
-import { RedisCoordinator, RedisStore } from '../../sidecar/cache/redis-store.js'
+import { RedisCoordinator } from '../../sidecar/cache/redis-coordinator.js'
+import { RedisStore } from '../../sidecar/cache/redis-store.js'
 
 /**
  * A TCP hop between the store and Redis that can lose traffic one way, as a dying master's connection

@@ -11,7 +11,7 @@ import { testSidecar } from '../helpers/sidecar.js'
 import { metric } from '../helpers/metrics.js'
 import { frozenClock } from '../helpers/clock.js'
 import { image } from '../helpers/image-url.js'
-import type { Sidecar } from '../../sidecar/app.js'
+import type { Sidecar } from '../../sidecar/server/app.js'
 
 let upstream: UpstreamServer
 before(async () => {

@@ -13,8 +13,8 @@ import request from 'supertest'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { testSidecar } from '../helpers/sidecar.js'
 import { relativeSpellingsTo } from '../helpers/ssrf-spellings.js'
-import { frontendRequestTarget } from '../../sidecar/upstream.js'
-import type { Sidecar } from '../../sidecar/app.js'
+import { frontendRequestTarget } from '../../sidecar/upstream/frontend.js'
+import type { Sidecar } from '../../sidecar/server/app.js'
 
 let frontend: UpstreamServer
 let trap: Server

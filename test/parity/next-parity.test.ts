@@ -14,8 +14,8 @@ import { join } from 'node:path'
 import { buildFixtureApp, startNext, REPO, type NextMajor, type RunningNext } from '../helpers/next-app.js'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { silentLogger } from '../helpers/sidecar.js'
-import { createSidecar } from '../../sidecar/app.js'
-import { loadNextConfig } from '../../sidecar/next-config.js'
+import { createSidecar } from '../../sidecar/server/app.js'
+import { loadNextConfig } from '../../sidecar/next/next-config.js'
 import { relativeSpellingsTo } from '../helpers/ssrf-spellings.js'
 
 const FIXTURE = join(REPO, 'test/fixtures/parity-app')

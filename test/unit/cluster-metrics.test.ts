@@ -4,8 +4,8 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { aggregateClusterMetrics } from '../../sidecar/cluster.js'
-import { createMetrics } from '../../sidecar/metrics.js'
+import { aggregateClusterMetrics } from '../../sidecar/runtime/cluster.js'
+import { createMetrics } from '../../sidecar/runtime/metrics.js'
 import { metric } from '../helpers/metrics.js'
 
 async function twoWorkers(set: (worker: ReturnType<typeof createMetrics>, index: number) => void): Promise<string> {

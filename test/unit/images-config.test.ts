@@ -3,8 +3,8 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { resolveNextConfig } from '../../sidecar/images-config.js'
-import { findNextConfig, loadNextConfig } from '../../sidecar/next-config.js'
+import { resolveNextConfig } from '../../sidecar/next/images-config.js'
+import { findNextConfig, loadNextConfig } from '../../sidecar/next/next-config.js'
 import { ConfigError } from '../../sidecar/errors.js'
 
 function configError(userConfig: Record<string, unknown>): string {

@@ -1,8 +1,8 @@
 /** Container limits (cgroup v1 and v2 files as the kernel writes them) and what the sidecar derives from them. */
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { ancestry, cpusOf, parseBytes, parseCpuMax, parseMemoryLimit, parseProcCgroup, planMemory, readContainerLimits, RUNTIME_RESERVE } from '../../sidecar/limits.js'
-import { estimateWorkingSet } from '../../sidecar/memory-estimate.js'
+import { ancestry, cpusOf, parseBytes, parseCpuMax, parseMemoryLimit, parseProcCgroup, planMemory, readContainerLimits, RUNTIME_RESERVE } from '../../sidecar/runtime/limits.js'
+import { estimateWorkingSet } from '../../sidecar/image/memory-estimate.js'
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs'
 import { cgroupsAvailable } from '../helpers/cgroup.js'
@@ -47,7 +47,7 @@ describe('the limits of a process', () => {
     mkdirSync(dir)
     try {
       writeFileSync(`${dir}/memory.limit_in_bytes`, String(300 * MiB))
-      const probe = `import { readContainerLimits } from ${JSON.stringify(new URL('../../sidecar/limits.ts', import.meta.url).href)}; console.log(readContainerLimits().memoryLimitBytes)`
+      const probe = `import { readContainerLimits } from ${JSON.stringify(new URL('../../sidecar/runtime/limits.ts', import.meta.url).href)}; console.log(readContainerLimits().memoryLimitBytes)`
       const out = execFileSync('sh', ['-c', `echo $$ > '${dir}/cgroup.procs' && exec "$0" --import tsx --input-type=module -e "$1"`, process.execPath, probe], { encoding: 'utf8' })
       assert.equal(Number(out.trim()), 300 * MiB)
     } finally {

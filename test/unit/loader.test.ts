@@ -125,15 +125,15 @@ describe('signed URLs', () => {
   const settings = { origin: 'http://s', deploymentId: undefined, signingKey: 'k3y' }
   const config = { path: '/_next/image', qualities: [50, 75] }
   test('the loader’s signature is the one the sidecar verifies', async () => {
-    const { verifySignature } = await import('../../sidecar/signature.js')
-    const { parseQuery } = await import('../../sidecar/validate.js')
+    const { verifySignature } = await import('../../sidecar/server/signature.js')
+    const { parseQuery } = await import('../../sidecar/next/validate.js')
     const url = buildImageUrl({ src: '/photos/a b.jpg?x=1', width: 640, quality: 70, config }, settings)
     assert.match(url, /&s=[A-Za-z0-9_-]{43}$/)
     assert.doesNotThrow(() => verifySignature('k3y', parseQuery(url.split('?').slice(1).join('?'))))
   })
   test('a changed width invalidates the signature', async () => {
-    const { verifySignature } = await import('../../sidecar/signature.js')
-    const { parseQuery } = await import('../../sidecar/validate.js')
+    const { verifySignature } = await import('../../sidecar/server/signature.js')
+    const { parseQuery } = await import('../../sidecar/next/validate.js')
     const url = buildImageUrl({ src: '/a.png', width: 640, config }, settings).replace('w=640', 'w=3840')
     assert.throws(() => verifySignature('k3y', parseQuery(url.split('?')[1]!)), /"s" parameter \(signature\) is invalid/)
   })

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
-import { estimateWorkingSet } from '../../sidecar/memory-estimate.js'
+import { estimateWorkingSet } from '../../sidecar/image/memory-estimate.js'
 
 const MiB = 1024 ** 2
 const PIXELS = 6000 * 4000
@@ -60,8 +60,8 @@ describe('the estimate against a real transform', () => {
       const probe = `
         const { readFileSync } = await import('node:fs')
         const sharp = (await import('sharp')).default
-        const { optimizeImage, configureSharp, workingSetOf } = await import(${JSON.stringify(new URL('../../sidecar/transform.ts', import.meta.url).href)})
-        const { resolveNextConfig } = await import(${JSON.stringify(new URL('../../sidecar/images-config.ts', import.meta.url).href)})
+        const { optimizeImage, configureSharp, workingSetOf } = await import(${JSON.stringify(new URL('../../sidecar/image/transform.ts', import.meta.url).href)})
+        const { resolveNextConfig } = await import(${JSON.stringify(new URL('../../sidecar/next/images-config.ts', import.meta.url).href)})
         const config = resolveNextConfig({}).sharp
         configureSharp(config, 1)
         const buffer = readFileSync(${JSON.stringify(file)})

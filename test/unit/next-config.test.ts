@@ -10,9 +10,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError } from '../../sidecar/errors.js'
-import { nextDefaultConfig, resolveNextConfig } from '../../sidecar/images-config.js'
-import { loadNextConfig } from '../../sidecar/next-config.js'
-import { PROFILES, type NextMajor } from '../../sidecar/next-version.js'
+import { nextDefaultConfig, resolveNextConfig } from '../../sidecar/next/images-config.js'
+import { loadNextConfig } from '../../sidecar/next/next-config.js'
+import { PROFILES, type NextMajor } from '../../sidecar/next/next-version.js'
 import { NEXT_PACKAGES } from '../helpers/next-app.js'
 
 /** Next's own `defaultConfig` (server/config-shared.js) of the installed package of that line. */

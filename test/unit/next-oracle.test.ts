@@ -10,16 +10,16 @@ import { mkdtempSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
-import { parseQuery, validateParams } from '../../sidecar/validate.js'
-import { resolveNextConfig } from '../../sidecar/images-config.js'
-import { PROFILES, type NextMajor } from '../../sidecar/next-version.js'
+import { parseQuery, validateParams } from '../../sidecar/next/validate.js'
+import { resolveNextConfig } from '../../sidecar/next/images-config.js'
+import { PROFILES, type NextMajor } from '../../sidecar/next/next-version.js'
 import { NEXT_PACKAGES } from '../helpers/next-app.js'
-import { negotiateMimeType } from '../../sidecar/negotiate.js'
-import { detectContentType, isAnimated } from '../../sidecar/detect.js'
-import { isPrivateIp } from '../../sidecar/private-ip.js'
+import { negotiateMimeType } from '../../sidecar/next/negotiate.js'
+import { detectContentType, isAnimated } from '../../sidecar/image/detect.js'
+import { isPrivateIp } from '../../sidecar/upstream/private-ip.js'
 import { cacheKey } from '../../sidecar/cache/key.js'
-import { contentDispositionHeader, getMaxAge, isNotModified } from '../../sidecar/headers.js'
-import { extractEtag } from '../../sidecar/upstream.js'
+import { contentDispositionHeader, getMaxAge, isNotModified } from '../../sidecar/next/headers.js'
+import { extractEtag } from '../../sidecar/next/etag.js'
 import { ImageError } from '../../sidecar/errors.js'
 import { CORPUS, corpusFile } from '../helpers/upstream-server.js'
 
@@ -277,7 +277,7 @@ describe('header rules match Next', () => {
 })
 
 describe('the private-address rule over DNS answers (pure: nothing connects)', async () => {
-  const { assertPublicAddresses } = await import('../../sidecar/upstream.js')
+  const { assertPublicAddresses } = await import('../../sidecar/upstream/external.js')
   test('a public answer first and a private one second is refused', () => {
     assert.throws(
       () => assertPublicAddresses('http://a.test/x.png', [{ address: '93.184.216.34', family: 4 }, { address: '169.254.169.254', family: 4 }]),

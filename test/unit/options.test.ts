@@ -1,9 +1,9 @@
 /** The numeric options of `createSidecar` are checked as the CLI checks its flags: one range each, one message shape. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { createSidecar } from '../../sidecar/app.js'
+import { createSidecar } from '../../sidecar/server/app.js'
 import { ConfigError } from '../../sidecar/errors.js'
-import { MAX_TIMER_MS } from '../../sidecar/options.js'
+import { MAX_TIMER_MS } from '../../sidecar/server/options.js'
 
 const base = { frontend: 'http://127.0.0.1:9', cache: 'memory://' }
 

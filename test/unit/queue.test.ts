@@ -1,10 +1,10 @@
 /** The work queue's slots and waiting line, driven by promises and signals the test controls. */
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { Slots, WorkQueue } from '../../sidecar/queue.js'
+import { Slots, WorkQueue } from '../../sidecar/runtime/queue.js'
 import { ImageError } from '../../sidecar/errors.js'
-import { createMetrics } from '../../sidecar/metrics.js'
-import { Deadline } from '../../sidecar/deadline.js'
+import { createMetrics } from '../../sidecar/runtime/metrics.js'
+import { Deadline } from '../../sidecar/runtime/deadline.js'
 
 /** A job that runs until the test ends it. */
 function held() {

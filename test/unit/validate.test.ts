@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { parseQuery, validateParams } from '../../sidecar/validate.js'
-import { resolveNextConfig } from '../../sidecar/images-config.js'
+import { parseQuery, validateParams } from '../../sidecar/next/validate.js'
+import { resolveNextConfig } from '../../sidecar/next/images-config.js'
 import { ImageError } from '../../sidecar/errors.js'
 
 const defaults = resolveNextConfig({})

@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
 import { gzipSync } from 'node:zlib'
-import { decodeSitemap, imagesInHtml, isOptimizable, parseOptimizerUrl, parseSitemap, projectImages, srcsetUrls, variantsOf } from '../../sidecar/warm-sources.js'
-import { planVariants } from '../../sidecar/warm.js'
-import { signImageParams } from '../../sidecar/signature.js'
-import { resolveNextConfig } from '../../sidecar/images-config.js'
+import { decodeSitemap, imagesInHtml, isOptimizable, parseOptimizerUrl, parseSitemap, projectImages, srcsetUrls, variantsOf } from '../../sidecar/cli/warm-sources.js'
+import { planVariants } from '../../sidecar/cli/warm.js'
+import { signImageParams } from '../../sidecar/server/signature.js'
+import { resolveNextConfig } from '../../sidecar/next/images-config.js'
 
 describe('finding the optimizer URLs a page will request', () => {
   const html = `<html><head>

@@ -2,7 +2,7 @@ import { readdirSync, realpathSync, statSync } from 'node:fs'
 import { join, relative, sep } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { Parser } from 'htmlparser2'
-import type { ResolvedNextConfig } from './images-config.js'
+import type { ResolvedNextConfig } from '../next/images-config.js'
 
 /** One optimizer request to warm: the query parameters a live request carries. */
 export interface WarmRequest {

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import type { Server } from 'node:http'
-import type { Sidecar } from './app.js'
-import type { ResolvedNextConfig } from './images-config.js'
-import { signImageParams } from './signature.js'
+import type { Sidecar } from '../server/app.js'
+import type { ResolvedNextConfig } from '../next/images-config.js'
+import { signImageParams } from '../server/signature.js'
 import { decodeSitemap, imagesInHtml, parseOptimizerUrl, parseSitemap, projectImages, variantsOf, type WarmRequest } from './warm-sources.js'
 
 export interface WarmSources {

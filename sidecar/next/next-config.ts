@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../errors.js'
 import { nextDefaultConfig } from './images-config.js'
 import type { NextMajor } from './next-version.js'
 

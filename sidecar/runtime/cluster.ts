@@ -2,7 +2,7 @@ import cluster, { type Worker } from 'node:cluster'
 import { randomUUID } from 'node:crypto'
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
-import type { Coordinator, Lock } from './cache/coordinator.js'
+import type { Coordinator, Lock } from './coordinator.js'
 
 /**
  * `--workers N`: N sidecar processes share the listening port (node:cluster), so serving

@@ -1,5 +1,5 @@
 import { mediaType } from '@hapi/accept'
-import { ImageError } from './errors.js'
+import { ImageError } from '../errors.js'
 
 /**
  * The output type a client accepts, as Next picks it (`getSupportedMimeType`): @hapi/accept

@@ -1,4 +1,4 @@
-import { AVIF, JPEG, PNG, WEBP } from './image-types.js'
+import { AVIF, JPEG, PNG, WEBP } from '../next/image-types.js'
 
 /** What the estimate needs from a source image's header (sharp's `metadata()`, which reads only the header). */
 export interface SourceHeader {

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ImageError, MESSAGES } from './errors.js'
-import { TransientUpstreamError } from './upstream.js'
+import { ImageError, MESSAGES } from '../errors.js'
+import { TransientUpstreamError } from './http.js'
 
 export interface AttemptOptions {
   maxAttempts: number

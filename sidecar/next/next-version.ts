@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../errors.js'
 import type { LocalPattern } from './match.js'
 
 /** The Next.js majors whose optimizer the sidecar reproduces. */

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino'
-import { ConfigError } from './errors.js'
-import type { CacheStore } from './cache/types.js'
-import type { ClusterShare } from './cluster.js'
-import type { NextMajor } from './next-version.js'
-import type { Resolver } from './upstream.js'
+import { ConfigError } from '../errors.js'
+import type { CacheStore } from '../cache/types.js'
+import type { ClusterShare } from '../runtime/cluster.js'
+import type { NextMajor } from '../next/next-version.js'
+import type { Resolver } from '../upstream/external.js'
 
 /** Options of `createSidecar`. Everything but `frontend` has a default. */
 export interface SidecarOptions {

@@ -1,12 +1,13 @@
 import sharp from 'sharp'
-import { ImageError, MESSAGES } from './errors.js'
+import { ImageError, MESSAGES } from '../errors.js'
 import { detectContentType, isAnimated } from './detect.js'
-import { ANIMATABLE_TYPES, AVIF, BYPASS_TYPES, JPEG, PNG, WEBP } from './image-types.js'
-import type { SharpConfig } from './images-config.js'
-import { getMaxAge } from './headers.js'
-import { hashBase64url, type Upstream } from './upstream.js'
+import { ANIMATABLE_TYPES, AVIF, BYPASS_TYPES, JPEG, PNG, WEBP } from '../next/image-types.js'
+import type { SharpConfig } from '../next/images-config.js'
+import { getMaxAge } from '../next/headers.js'
+import { hashBase64url } from '../next/etag.js'
+import { type Upstream } from '../upstream/http.js'
 import { estimateWorkingSet } from './memory-estimate.js'
-import type { AdmitMemory } from './queue.js'
+import type { AdmitMemory } from '../runtime/queue.js'
 
 export interface TransformParams {
   href: string

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import isAnimatedImage from 'is-animated'
-import { AVIF, BMP, GIF, HEIC, ICNS, ICO, JP2, JPEG, JXL, PDF, PNG, SVG, TIFF, WEBP } from './image-types.js'
+import { AVIF, BMP, GIF, HEIC, ICNS, ICO, JP2, JPEG, JXL, PDF, PNG, SVG, TIFF, WEBP } from '../next/image-types.js'
 
 const require = createRequire(import.meta.url)
 // Next bundles image-size's `detector` for the formats its magic-byte table misses

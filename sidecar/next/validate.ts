@@ -1,4 +1,4 @@
-import { ImageError } from './errors.js'
+import { ImageError } from '../errors.js'
 import type { ResolvedNextConfig } from './images-config.js'
 import { hasLocalMatch, hasRemoteMatch } from './match.js'
 

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../errors.js'
 import { hasRemoteMatch, type RemotePattern, type LocalPattern } from './match.js'
 import { PROFILES, type NextMajor, type NextProfile } from './next-version.js'
 

@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto'
-import { ImageError } from './errors.js'
-import type { Query } from './validate.js'
+import { ImageError } from '../errors.js'
+import type { Query } from '../next/validate.js'
 
 /**
  * Optional signed URLs (off by default; Next has none): `s` = base64url(HMAC-SHA256(key,

@@ -1,5 +1,5 @@
 import { remainingMs, untilAborted } from './deadline.js'
-import { ImageError } from './errors.js'
+import { ImageError } from '../errors.js'
 import type { Metrics } from './metrics.js'
 
 /** Sources downloaded ahead of the transforms, per transform slot: the CPU never waits on a download. */

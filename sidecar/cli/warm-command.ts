@@ -1,0 +1,51 @@
+/** `next-image-sidecar warm [sources] [options]`: fills the cache before traffic arrives. */
+import { parseArgs } from 'node:util'
+import { pino } from 'pino'
+import { ConfigError } from '../errors.js'
+import { resolveSidecarConfig } from '../next/images-config.js'
+import { readContainerLimits } from '../runtime/limits.js'
+import { collectRequests, planVariants, progressReporter, warmVariants } from './warm.js'
+import { HELP, WARM, undetectedNextVersion, sidecarOptions } from './flags.js'
+
+// The service (Express, sharp, the store clients) is loaded only to warm through a sidecar of its own,
+// not for --target.
+const loadApp = () => import('../server/app.js')
+
+export async function warm(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: WARM, strict: true, allowPositionals: true })
+  if (values.help) return void process.stdout.write(HELP), 0
+  const { options, configPath, nextVersion } = await sidecarOptions(values)
+  if (nextVersion.from === 'default') process.stderr.write(`warm: ${undetectedNextVersion(configPath)}\n`)
+  const config = resolveSidecarConfig(options)
+  // `--pages A B C`: parseArgs sees B and C as positionals; they are pages too.
+  if (positionals.length > 0 && !values.pages) throw new ConfigError(`warm: unexpected argument "${positionals[0]}" (pages go after --pages)`)
+  const sources = { pages: [...(values.pages ?? []), ...positionals], sitemap: values.sitemap, from: values.from, urls: values.urls }
+  if (!sources.pages?.length && !sources.sitemap && !sources.from && !sources.urls) {
+    throw new ConfigError('warm: name at least one source: --pages URL..., --sitemap URL, --from PATH or --urls FILE')
+  }
+  const { requests, errors } = await collectRequests(sources, config, { timeoutMs: options.timeoutMs })
+  const variants = planVariants(requests, config, options.signingKey)
+  const formats = [...config.images.formats, 'source format']
+  process.stderr.write(`warm: ${requests.length} image requests × ${formats.length} formats (${formats.join(', ')}) = ${variants.length} variants\n`)
+  for (const error of errors) process.stderr.write(`warm: could not read ${error}\n`)
+  if (values['dry-run']) {
+    for (const v of variants) process.stdout.write(`${v.accept.padEnd(10)} ${v.path}\n`)
+    return errors.length > 0 ? 1 : 0
+  }
+  const concurrency = options.concurrency ?? Math.max(Math.ceil(readContainerLimits().cpus) - 1, 1)
+  // A warm run on a live node leaves room for traffic: one core fewer, also for transforms.
+  const { createSidecar } = await loadApp()
+  const sidecar = values.target ? values.target : createSidecar({ ...options, concurrency, logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }) })
+  const summary = await warmVariants(sidecar, variants, { concurrency, timeoutMs: options.timeoutMs, onProgress: progressReporter(process.stderr) })
+  let transforms = ''
+  if (typeof sidecar !== 'string') {
+    transforms = `, ${(await sidecar.metrics.transforms.get()).values[0]?.value ?? 0} transforms here`
+    await sidecar.close()
+  }
+  process.stdout.write(
+    `warm: ${summary.variants} variants: ${summary.warmed} warmed, ${summary.skipped} already fresh, ${summary.failed.length} failed; ` +
+      `${(summary.bytesWritten / 1024 ** 2).toFixed(1)} MiB written in ${(summary.elapsedMs / 1000).toFixed(1)} s${transforms}\n`,
+  )
+  for (const { variant, reason } of summary.failed) process.stdout.write(`  failed: ${variant.path} (Accept: ${variant.accept}): ${reason}\n`)
+  return summary.failed.length > 0 || errors.length > 0 ? 1 : 0
+}
