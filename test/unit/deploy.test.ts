@@ -20,7 +20,7 @@ test('the sidecar image runs the tested CLI as a non-root user with a health che
   assert.match(final, /^USER node$/m)
   assert.match(final, /^HEALTHCHECK .*\n.*\/healthz/m)
   // Exec form, so SIGTERM reaches node directly.
-  assert.match(final, /^CMD \["node", "dist\/sidecar\/cli\.js"\]$/m)
+  assert.match(final, /^CMD \["node", "dist\/sidecar\/cli\/main\.js"\]$/m)
   assert.match(dockerfile, /npm prune --omit=dev/)
 })
 
