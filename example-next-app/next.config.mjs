@@ -1,7 +1,7 @@
 // The two lines a Next.js app needs: import the helper, wrap the config.
 // With IMAGE_SIDECAR_URL set at `next build`, every <Image> is served by the sidecar;
 // without it, this config is returned untouched and Next optimizes images itself.
-import { withImageSidecar } from 'next-image-sidecar/config'
+import { withImageSidecar } from 'next-image-sidecar-loader'
 import { createRequire } from 'node:module'
 
 // EXAMPLE_REMOTE_IMAGE: an absolute image URL the home page shows, allowed by remotePatterns.

@@ -1,12 +1,9 @@
-import { readFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { resolve } from 'node:path'
+import { majorOfVersion as majorOf, NextVersionError, SUPPORTED_NEXT as SUPPORTED, type NextMajor } from 'next-image-sidecar-loader/next-version'
 import { ConfigError } from '../errors.js'
 import type { LocalPattern } from './match.js'
 
-/** The Next.js majors whose optimizer the sidecar reproduces. */
-export type NextMajor = 15 | 16
-export const NEXT_MAJORS: readonly NextMajor[] = [15, 16]
+// Which versions are served is one rule, kept in the frontend package (its loader needs it too).
+export { detectNextVersion, NEXT_MAJORS, type NextMajor } from 'next-image-sidecar-loader/next-version'
 
 /**
  * Everything the sidecar does differently for one Next line: config defaults and schema, the
@@ -74,24 +71,18 @@ export const PROFILES: Record<NextMajor, NextProfile> = {
   },
 }
 
-const SUPPORTED = 'Next.js 15.5 and 16 are supported'
-
 /**
- * The profile for a Next version string (`next/package.json`'s `version`). Next 15 before 15.5
- * is refused: its optimizer differs in ways the 15 profile does not reproduce.
+ * The profile for a Next version string (`next/package.json`'s `version`), as a ConfigError when
+ * refused; before 15.5 the sidecar also offers its flag.
  */
 export function majorOfVersion(version: string, source: string): NextMajor {
-  const match = /^(\d+)\.(\d+)\.(\d+)/.exec(version)
-  if (!match) throw new ConfigError(`${source}: cannot read a Next.js version from "${version}"`)
-  const [major, minor] = [Number(match[1]), Number(match[2])]
-  if (major === 16) return 16
-  if (major === 15 && minor >= 5) return 15
-  if (major === 15) {
-    throw new ConfigError(
-      `${source}: Next.js ${version} is not supported: the sidecar reproduces Next 15.5, the last 15 line. Upgrade the app to 15.5 (its image URLs keep their meaning), or pass --next-version 15 to serve it with 15.5's semantics anyway.`,
-    )
+  try {
+    return majorOf(version, source)
+  } catch (err) {
+    if (!(err instanceof NextVersionError)) throw err
+    const remedy = err.refusal === 'before-15.5' ? " Or pass --next-version 15 to serve it with 15.5's semantics anyway." : ''
+    throw new ConfigError(err.message + remedy)
   }
-  throw new ConfigError(`${source}: Next.js ${version} is not supported (${SUPPORTED}).`)
 }
 
 /** `--next-version` / NEXT_VERSION: a major (15, 16) or a full version (15.5.3). */
@@ -102,20 +93,4 @@ export function parseNextVersion(raw: string, source: string): NextMajor {
     throw new ConfigError(`${source}: Next.js ${raw} is not supported (${SUPPORTED}); expected 15 or 16`)
   }
   return majorOfVersion(raw, source)
-}
-
-/**
- * The version of the `next` package that the app at `configPath` resolves (its directory's
- * node_modules, as `next build` there would), or undefined when none is installed there.
- */
-export function detectNextVersion(configPath: string): string | undefined {
-  const from = resolve(configPath)
-  let manifest: string
-  try {
-    manifest = createRequire(from).resolve('next/package.json')
-  } catch {
-    return undefined
-  }
-  const { version } = JSON.parse(readFileSync(manifest, 'utf8')) as { version?: unknown }
-  return typeof version === 'string' ? version : undefined
 }

@@ -14,7 +14,7 @@ import { createRequire } from 'node:module'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { createImageLoader } from '../../loader/loader.js'
+import { createImageLoader } from '../../packages/loader/src/loader.js'
 import { NEXT_PACKAGES, type NextMajor } from '../helpers/next-app.js'
 
 const require = createRequire(import.meta.url)

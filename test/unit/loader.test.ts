@@ -1,11 +1,11 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { buildImageUrl, findClosestQuality } from '../../loader/loader.js'
-import { withImageSidecar, resolveSidecarUrl, ImageSidecarConfigError } from '../../dist/loader/config.js'
+import { buildImageUrl, findClosestQuality } from '../../packages/loader/src/loader.js'
+import { withImageSidecar, resolveSidecarUrl, ImageSidecarConfigError } from '../../packages/loader/dist/config.js'
 import { NEXT_PACKAGES } from '../helpers/next-app.js'
 
 const require = createRequire(import.meta.url)
@@ -49,7 +49,7 @@ describe('with a sidecar origin', () => {
     assert.equal(buildImageUrl({ src: '/a.png', width: 64, config: { path: '/_next/image', qualities: [75] } }, { origin: 'http://s', deploymentId: 'd1' }), 'http://s/_next/image?url=%2Fa.png&w=64&q=75&dpl=d1')
   })
   test('the default export carries Next’s default-loader mark, so Next decides SVG, data: and unoptimized for it', async () => {
-    const loader = (await import('../../loader/loader.js')).default
+    const loader = (await import('../../packages/loader/src/loader.js')).default
     assert.equal(loader.__next_img_default, true)
   })
   for (const [q, list] of [[undefined, [75]], [80, [50, 75, 90]], [63, [50, 75]], [62, [50, 75]], [100, [10, 20]], [1, [60, 40]], [80, []]] as const) {
@@ -76,7 +76,7 @@ describe('withImageSidecar', () => {
   test('with a URL it sets the loader file, keeps the default loader and bakes the URL and deployment id into env', () => {
     const config = withImageSidecar({ basePath: '/shop', deploymentId: 'dep-7', images: { qualities: [50, 90] }, env: { OTHER: '1' } }, { url: 'https://img.example.com/', projectDir })
     assert.equal(config.images.loader, 'default')
-    assert.match(config.images.loaderFile, /^\.{1,2}\/.*dist\/loader\/loader\.js$/)
+    assert.match(config.images.loaderFile, /^\.{1,2}\/.*loader\/dist\/loader\.js$/)
     assert.deepEqual(config.images.qualities, [50, 90])
     assert.deepEqual(config.env, { OTHER: '1', NEXT_IMAGE_SIDECAR_URL: 'https://img.example.com', NEXT_IMAGE_SIDECAR_NEXT_MAJOR: '16', NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID: 'dep-7' })
   })
@@ -140,5 +140,31 @@ describe('signed URLs', () => {
   test('without a key (or without a sidecar) no signature is added', () => {
     assert.doesNotMatch(buildImageUrl({ src: '/a.png', width: 640, config }, { ...settings, signingKey: undefined }), /&s=/)
     assert.doesNotMatch(buildImageUrl({ src: '/a.png', width: 640, config }, { ...settings, origin: '' }), /&s=/)
+  })
+})
+
+describe('the frontend package stands alone', () => {
+  const PACKAGE = join(import.meta.dirname, '../../packages/loader')
+  test('its sources import only node: built-ins, each other and @noble/hashes (nothing of the server)', () => {
+    const foreign: string[] = []
+    for (const name of readdirSync(join(PACKAGE, 'src'))) {
+      for (const [, fromSpec, dynamicSpec] of readFileSync(join(PACKAGE, 'src', name), 'utf8').matchAll(/^(?:import|export)\b[^'\n]*\bfrom\s+'([^']+)'|\bimport\(\s*'([^']+)'/gm)) {
+        const spec = fromSpec ?? dynamicSpec!
+        if (!/^(node:|\.\/[^/]+$|@noble\/hashes\/)/.test(spec)) foreign.push(`${name} → ${spec}`)
+      }
+    }
+    assert.deepEqual(foreign, [])
+  })
+  test('its manifest: no install scripts, `next` only as a peer, at most one dependency', () => {
+    const manifest = JSON.parse(readFileSync(join(PACKAGE, 'package.json'), 'utf8'))
+    assert.deepEqual(Object.keys(manifest.scripts ?? {}).filter((s) => /^(pre|post)?install$|^prepare$/.test(s)), [])
+    assert.deepEqual(Object.keys(manifest.dependencies ?? {}), ['@noble/hashes'])
+    assert.deepEqual(Object.keys(manifest.peerDependencies ?? {}), ['next'])
+  })
+  test('the server package’s /config and /loader subpaths are the frontend package’s', async () => {
+    const [serverConfig, frontendConfig] = [await import('next-image-sidecar/config'), await import('next-image-sidecar-loader')]
+    assert.equal(serverConfig.withImageSidecar, frontendConfig.withImageSidecar)
+    const [serverLoader, frontendLoader] = [await import('next-image-sidecar/loader'), await import('next-image-sidecar-loader/loader')]
+    assert.equal(serverLoader.default, frontendLoader.default)
   })
 })
