@@ -126,7 +126,7 @@ export async function runRate(url, rate, seconds) {
  * wrk over a list of paths (a Lua script cycles through them), as the warm-cache load.
  * Asynchronous on purpose: the static reference server lives in this process.
  */
-export async function runWrk(origin, paths, connections, seconds, accept) {
+export async function runWrk(origin, paths, connections, seconds, accept, { timeoutSeconds = 2, cpus } = {}) {
   const script = `local paths = {${paths.map((p) => JSON.stringify(p)).join(',')}}
 local i = 0
 request = function()
@@ -140,7 +140,8 @@ done = function(summary, latency, requests)
 end`
   const file = `/tmp/nis-bench-${process.pid}.lua`
   execFileSync('sh', ['-c', `cat > ${file}`], { input: script })
-  const { stdout: out } = await promisify(execFile)('wrk', ['-t2', `-c${connections}`, `-d${seconds}s`, '-s', file, origin], { encoding: 'utf8' })
+  const argv = ['-t2', `-c${connections}`, `-d${seconds}s`, '--timeout', `${timeoutSeconds}s`, '-s', file, origin]
+  const { stdout: out } = await promisify(execFile)(cpus ? 'taskset' : 'wrk', cpus ? ['-c', cpus, 'wrk', ...argv] : argv, { encoding: 'utf8' })
   const json = JSON.parse(out.split('\n').find((l) => l.startsWith('JSON ')).slice(5))
   return { rps: json.requests / json.seconds, p50: json.p50, p99: json.p99, requests: json.requests, failed: json.non2xx + json.errors }
 }

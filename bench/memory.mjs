@@ -4,7 +4,10 @@
 //             requests, in 256 MiB / 1 CPU: survived?, 200s / 503s / errors, peak, RSS 20 s after;
 //   M2 soak:  BENCH_SOAK_MINUTES (10) of new variants mixed with hits, RSS every second, its trend;
 //   M3 cold throughput at 1 CPU: the sidecar vs in-process sharp (Next's transform) on one core,
-//             and the sidecar without memory admission, to show what admission costs.
+//             and the sidecar without memory admission, to show what admission costs;
+//   M4 burst served: 44 distinct large cold variants (test/http/burst.test.ts) at c32 in
+//             BENCH_BURST_SIZES (256,384,512) MiB / 1 CPU, the package's command: share answered 200,
+//             the refusals (503 + Retry-After), OOM kills, RSS idle / peak / 20 s after.
 // Writes bench/results/memory.{md,json} and the RSS plots memory-burst.svg, memory-soak.svg.
 // Needs root (it creates and removes its own cgroups).
 import { execFileSync, spawn } from 'node:child_process'
@@ -20,11 +23,13 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const APP = join(ROOT, 'example-next-app')
 const CORPUS = join(ROOT, '../shared/corpus')
 const NEXT_BIN = join(ROOT, 'node_modules/next/dist/bin/next')
-const BIN = join(ROOT, 'bin/next-image-sidecar')
+// BENCH_TARGET_ROOT: run another checkout's command (its bin/ and dist/), e.g. a `git archive` snapshot.
+const BIN = join(process.env.BENCH_TARGET_ROOT ?? ROOT, 'bin/next-image-sidecar')
 const DIST = '.next-bench-memory'
 const MiB = 1024 ** 2
 const POD_MEMORY = Number(process.env.BENCH_POD_MIB ?? 256) * MiB
-const SECTIONS = (process.env.BENCH_SECTIONS ?? 'M1,M2,M3').split(',')
+const SECTIONS = (process.env.BENCH_SECTIONS ?? 'M1,M2,M3,M4').split(',')
+const BURST_SIZES = (process.env.BENCH_BURST_SIZES ?? '256,384,512').split(',').map(Number)
 const SOAK_MINUTES = Number(process.env.BENCH_SOAK_MINUTES ?? 10)
 const AFTER_SECONDS = 20
 const env = { NEXT_TELEMETRY_DISABLED: '1', EXAMPLE_DIST_DIR: DIST, NODE_ENV: 'production' }
@@ -33,11 +38,14 @@ const round = (n, digits = 1) => (Number.isFinite(n) ? Number(n.toFixed(digits))
 
 // ---------------------------------------------------------------- setup
 const photos = ['large/elephants-3840x2160.jpg', 'large/truchet-dark-4096.webp', 'large/float-into-mate.png', ...['storm', 'garden', 'aqua', 'aqua-cmyk', 'ladybird', 'green-meadow', 'garden-progressive', 'rocket', 'fresh-flower'].map((f) => `photo-jpeg/${f}.jpg`)]
+// M4: the burst of test/http/burst.test.ts.
+const M4_FILES = ['large/elephants-3840x2160.jpg', 'large/truchet-dark-4096.webp', 'large/float-into-mate.png', 'photo-jpeg/storm.jpg', 'photo-jpeg/garden.jpg', 'photo-jpeg/aqua.jpg', 'photo-jpeg/aqua-cmyk.jpg', 'photo-jpeg/ladybird-exif-rotate-6.jpg', 'photo-jpeg/green-meadow.jpg', 'photo-jpeg/garden-progressive.jpg', 'photo-jpeg/rocket.jpg']
 mkdirSync(join(APP, 'public/bench'), { recursive: true })
-for (const p of photos) cpSync(join(CORPUS, p), join(APP, 'public/bench', p.replace('/', '-')))
+for (const p of new Set([...photos, ...M4_FILES])) cpSync(join(CORPUS, p), join(APP, 'public/bench', p.replace('/', '-')))
 const src = (p) => `/bench/${p.replace('/', '-')}`
 const imagePath = (p, w, q = 75) => `/_next/image?url=${encodeURIComponent(src(p))}&w=${w}&q=${q}`
 const burstSet = photos.slice(0, 10).flatMap((p) => [640, 750, 1080, 1920, 2048, 3840].map((w) => imagePath(p, w)))
+const m4Set = M4_FILES.flatMap((p) => [640, 1080, 1920, 3840].map((w) => imagePath(p, w)))
 
 log('building the example app (default loader) ...')
 execFileSync('npm', ['run', 'build'], { cwd: APP, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
@@ -137,7 +145,7 @@ function sampler(group, points, t0 = performance.now()) {
   return () => clearInterval(timer)
 }
 
-const results = { settings: { podMemoryMiB: POD_MEMORY / MiB, cpus: 1, burstVariants: burstSet.length, burstConcurrency: 32, soakMinutes: SOAK_MINUTES }, M1: {}, M2: {}, M3: {} }
+const results = { settings: { podMemoryMiB: POD_MEMORY / MiB, cpus: 1, burstVariants: burstSet.length, burstConcurrency: 32, soakMinutes: SOAK_MINUTES }, M1: {}, M2: {}, M3: {}, M4: {} }
 const frontend = await startFrontend()
 
 // ---------------------------------------------------------------- M1: the burst, Next and the sidecar in the same pod size
@@ -230,8 +238,8 @@ if (SECTIONS.includes('M3')) {
   // In-process sharp with Next's transform, one at a time, in the same 1-CPU cgroup.
   const script = `
     const { readFileSync } = await import('node:fs')
-    const { optimizeImage } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/transform.js'))})
-    const { resolveNextConfig } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/images-config.js'))})
+    const { optimizeImage } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/image/transform.js'))})
+    const { resolveNextConfig } = await import(${JSON.stringify(join(ROOT, 'dist/sidecar/next/images-config.js'))})
     const config = resolveNextConfig({}).sharp
     const inputs = ${JSON.stringify(cold.map(({ p, w }) => ({ file: join(CORPUS, p), w })))}.map((i) => ({ buffer: readFileSync(i.file), w: i.w }))
     const started = performance.now()
@@ -252,7 +260,7 @@ if (SECTIONS.includes('M3')) {
     results.M3[name] = { rps: counts[200] / counts.seconds, ...counts }
     await sidecar.stop()
   }
-  // BENCH_BASELINE_CLI=path/to/an/older/dist/sidecar/cli.js: the same load on another build (as its Dockerfile ran it).
+  // BENCH_BASELINE_CLI=path/to/an/older/dist/sidecar/cli/main.js: the same load on another build (as its Dockerfile ran it).
   if (process.env.BENCH_BASELINE_CLI) {
     const sidecar = await startSidecarIn(group, frontend.url, [], { MALLOC_ARENA_MAX: '2' }, process.execPath, [process.env.BENCH_BASELINE_CLI])
     const counts = await burst(sidecar.url, cold.map((c) => c.path), 8)
@@ -261,12 +269,32 @@ if (SECTIONS.includes('M3')) {
   }
   await group.remove()
 }
+// ---------------------------------------------------------------- M4: the burst served, 256 / 384 / 512 MiB
+for (const mib of SECTIONS.includes('M4') ? BURST_SIZES : []) {
+  log(`M4 burst served: the sidecar's command in ${mib} MiB / 1 CPU`)
+  const group = PodCgroup.create(mib * MiB, 1)
+  try {
+    const sidecar = await startSidecarIn(group, frontend.url)
+    await sleep(2000)
+    const idle = groupRss(group)
+    const points = []
+    const stopSampling = sampler(group, points)
+    const counts = await burst(sidecar.url, m4Set, 32)
+    await sleep(AFTER_SECONDS * 1000)
+    stopSampling()
+    const survived = group.oomKills === 0 && !sidecar.exited()
+    results.M4[mib] = { survived, oomKills: group.oomKills, ...counts, variants: m4Set.length, idleMiB: idle / MiB, peakMiB: Math.max(...points.map((p) => p[1])), after20sMiB: survived ? groupRss(group) / MiB : undefined }
+    await sidecar.stop()
+  } finally {
+    await group.remove()
+  }
+}
 frontend.stop()
 
 // ---------------------------------------------------------------- report
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
 if (SECTIONS.includes('M1')) writeFileSync(join(ROOT, 'bench/results/memory-burst.svg'), lineChart({ title: `RSS during a burst of ${burstSet.length} large cold variants at c32, ${POD_MEMORY / MiB} MiB / 1 CPU`, xLabel: 'seconds', yLabel: 'RSS (MiB)', series: burstPlot, limit: { value: POD_MEMORY / MiB, label: 'limit' } }))
-const { M1, M2, M3 } = results
+const { M1, M2, M3, M4 } = results
 const MB = (v) => (v === undefined ? '–' : `${round(v, 0)} MiB`)
 const row = (cells) => `| ${cells.join(' | ')} |`
 const lines = [`Memory in a ${POD_MEMORY / MiB} MiB / 1-CPU cgroup (v1), ${new Date().toISOString()}`, '']
@@ -286,7 +314,20 @@ if (M2.peakMiB) lines.push(
 if (M3.sidecar) lines.push(
   `M3 cold throughput at 1 CPU (${M3.sidecar[200] + M3.sidecar[503]} photo variants, c8): sidecar ${round(M3.sidecar.rps, 2)} req/s = **${round(M3.sidecar.rps / M3.inProcessSharpRps, 2)}×** in-process sharp on one core (${round(M3.inProcessSharpRps, 2)} req/s); without memory admission ${round(M3.sidecarNoMemoryAdmission.rps, 2)} req/s (admission costs ${round((1 - M3.sidecar.rps / M3.sidecarNoMemoryAdmission.rps) * 100, 0)}%); on glibc with MALLOC_ARENA_MAX=2 instead of jemalloc ${round(M3.sidecarGlibc.rps, 2)} req/s (${round(M3.sidecarGlibc.rps / M3.inProcessSharpRps, 2)}×)${M3.baseline ? `; the baseline build ${round(M3.baseline.rps, 2)} req/s (this build ${round(M3.sidecar.rps / M3.baseline.rps, 2)}× it)` : ''}.`,
 )
+if (Object.keys(M4).length > 0) lines.push(
+  '',
+  row(['M4 burst: 44 distinct large cold variants at c32, the package\'s command', ...Object.keys(M4).map((mib) => `${mib} MiB / 1 CPU`)]),
+  row(['---', ...Object.keys(M4).map(() => '---')]),
+  row(['served (200)', ...Object.values(M4).map((m) => `**${m[200]} of ${m.variants}** (${round((m[200] / m.variants) * 100, 0)}%)`)]),
+  row(['503 + Retry-After / other / connection errors', ...Object.values(M4).map((m) => `${m[503]} / ${m.other} / ${m.errors}`)]),
+  row(['OOM kills', ...Object.values(M4).map((m) => String(m.oomKills))]),
+  row(['burst took', ...Object.values(M4).map((m) => `${round(m.seconds, 1)} s`)]),
+  row(['RSS idle / peak / 20 s after', ...Object.values(M4).map((m) => `${MB(m.idleMiB)} / ${MB(m.peakMiB)} / ${MB(m.after20sMiB)}`)]),
+  row(['RSS 20 s after ÷ idle', ...Object.values(M4).map((m) => (m.after20sMiB ? `${round(m.after20sMiB / m.idleMiB, 2)}×` : '–'))]),
+)
 const markdown = lines.join('\n')
-writeFileSync(join(ROOT, 'bench/results/memory.json'), JSON.stringify(results, null, 2))
-writeFileSync(join(ROOT, 'bench/results/memory.md'), `${markdown}\n`)
+// A run of some sections only (BENCH_SECTIONS) writes memory-<sections>.{json,md}, leaving the full run's.
+const out = SECTIONS.join(',') === 'M1,M2,M3,M4' ? 'memory' : `memory-${SECTIONS.join('-').toLowerCase()}`
+writeFileSync(join(ROOT, `bench/results/${out}.json`), JSON.stringify(results, null, 2))
+writeFileSync(join(ROOT, `bench/results/${out}.md`), `${markdown}\n`)
 console.log(markdown)

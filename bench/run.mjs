@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // `npm run bench`: every scenario against the sidecar and against Next's built-in optimizer
 // (`next start` of the example app, default loader), side by side in one run on this machine.
+// Also P: cold and warm on one pinned core (taskset -c 1; load and frontend on core 0), rounds
+// interleaved, for Next, the sidecar's command with its shipped allocator and with glibc, unjs/ipx 3
+// and in-process sharp. BENCH_SECTIONS=P runs only P (writes bench/results/pinned.{json,md}).
 // Prints a markdown table and writes bench/results/latest.{json,md}. Loads only 127.0.0.1.
 import { execFileSync } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -16,7 +19,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const APP = join(ROOT, 'example-next-app')
 const CORPUS = join(ROOT, '../shared/corpus')
 const NEXT_BIN = join(ROOT, 'node_modules/next/dist/bin/next')
-const CLI = join(ROOT, 'dist/sidecar/cli.js')
+const CLI = join(ROOT, 'dist/sidecar/cli/main.js')
 const DIST = '.next-bench'
 const CORES = availableParallelism()
 const ACCEPT = 'image/webp'
@@ -24,6 +27,12 @@ const SSR_RATE = Number(process.env.BENCH_SSR_RATE ?? 20)
 const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 8)
 const WARM_SECONDS = Number(process.env.BENCH_WARM_SECONDS ?? 6)
 const S6_ROUNDS = Number(process.env.BENCH_S6_ROUNDS ?? 5)
+const PIN_ROUNDS = Number(process.env.BENCH_PIN_ROUNDS ?? 2)
+const ONLY_PINNED = process.env.BENCH_SECTIONS === 'P'
+// P measures BENCH_TARGET_ROOT's build (its bin/ and dist/) when set, e.g. a `git archive` snapshot.
+const TARGET = process.env.BENCH_TARGET_ROOT ?? ROOT
+const BIN = join(TARGET, 'bin/next-image-sidecar')
+const targetDist = (...candidates) => candidates.map((c) => join(TARGET, 'dist/sidecar', c)).find((f) => existsSync(f)) ?? join(TARGET, 'dist/sidecar', candidates[0])
 const env = { NEXT_TELEMETRY_DISABLED: '1', EXAMPLE_DIST_DIR: DIST, NODE_ENV: 'production' }
 const log = (...args) => console.error('[bench]', ...args)
 const round = (n, digits = 1) => (Number.isFinite(n) ? Number(n.toFixed(digits)) : n)
@@ -82,10 +91,10 @@ results.machine = {
 results.settings = { coldRequests: coldSet.length, coldConcurrency: 8, warmConnections: [16, 64], warmSeconds: WARM_SECONDS, ssrRate: SSR_RATE, phaseSeconds: PHASE_SECONDS, accept: ACCEPT, cache: 'sqlite (default)' }
 
 // ---------------------------------------------------------------- S0: the CPU ceiling
-{
+if (!ONLY_PINNED) {
   log('S0: in-process sharp, Next’s exact transform')
-  const { optimizeImage } = await import(join(ROOT, 'dist/sidecar/transform.js'))
-  const { resolveNextConfig } = await import(join(ROOT, 'dist/sidecar/images-config.js'))
+  const { optimizeImage } = await import(join(ROOT, 'dist/sidecar/image/transform.js'))
+  const { resolveNextConfig } = await import(join(ROOT, 'dist/sidecar/next/images-config.js'))
   const sharpConfig = resolveNextConfig({}).sharp
   const inputs = coldSet.map((c) => ({ buffer: readFileSync(join(CORPUS, c.file)), width: c.width }))
   const s0 = {}
@@ -103,6 +112,98 @@ results.settings = { coldRequests: coldSet.length, coldConcurrency: 8, warmConne
     s0[`c${concurrency}`] = { rps: inputs.length / ((performance.now() - started) / 1000) }
   }
   results.scenarios.S0 = s0
+}
+
+// ---------------------------------------------------------------- P: one pinned core
+{
+  // This process (load) and the frontend on core 0, the server under test on core 1, each round
+  // in the same order with fresh caches, so a neighbour's load on a shared machine falls on all.
+  execFileSync('taskset', ['-apc', '0', String(process.pid)], { stdio: 'ignore' })
+  const frontend = await startNext('0')
+  const P = { rounds: PIN_ROUNDS, cold: { sharp: [], next: [], sidecar: [], sidecarGlibc: [], ipx: [] }, warm: { next: [], sidecar: [], ipx: [] } }
+  const ipxPath = (c) => `/w_${c.width},f_webp,q_75${src(c.file)}`
+  const sharpScript = `
+    const { readFileSync } = await import('node:fs')
+    const { optimizeImage } = await import(${JSON.stringify(targetDist('image/transform.js', 'transform.js'))})
+    const { resolveNextConfig } = await import(${JSON.stringify(targetDist('next/images-config.js', 'images-config.js'))})
+    const config = resolveNextConfig({}).sharp
+    const inputs = ${JSON.stringify(coldSet.map((c) => ({ file: join(CORPUS, c.file), width: c.width })))}.map((i) => ({ buffer: readFileSync(i.file), width: i.width }))
+    const started = performance.now()
+    for (const { buffer, width } of inputs) await optimizeImage(buffer, 'image/webp', width, 75, config)
+    console.log(inputs.length / ((performance.now() - started) / 1000))`
+  const starters = {
+    next: () => startNext('1'),
+    // The package's command as shipped (its allocator), and with glibc's malloc as it is.
+    sidecar: () => startPinnedCommand(frontend.url, {}),
+    sidecarGlibc: () => startPinnedCommand(frontend.url, { NIS_ALLOCATOR: 'glibc' }),
+    ipx: async () => {
+      const port = await freePort()
+      return startServer({ name: 'ipx', command: process.execPath, args: [join(ROOT, 'bench/ipx-server.mjs'), join(APP, 'public'), String(port)], cwd: ROOT, env: {}, cpus: '1', url: `http://127.0.0.1:${port}`, readyPath: ipxPath({ file: photos[0], width: 16 }) })
+    },
+  }
+  for (let r = 0; r < PIN_ROUNDS; r++) {
+    log(`P one pinned core, round ${r + 1} of ${PIN_ROUNDS}: in-process sharp`)
+    P.cold.sharp.push({ rps: Number(execFileSync('taskset', ['-c', '1', process.execPath, '--input-type=module', '-e', sharpScript], { encoding: 'utf8', timeout: 300_000 }).trim()) })
+    for (const name of ['next', 'sidecar', 'sidecarGlibc', 'ipx']) {
+      log(`P one pinned core, round ${r + 1} of ${PIN_ROUNDS}: ${name}`)
+      const server = await starters[name]()
+      const paths = coldSet.map((c) => (name === 'ipx' ? ipxPath(c) : c.path))
+      const { latencies, ...cold } = await runList(paths.map((p) => `${server.url}${p}`), 8, { accept: ACCEPT })
+      P.cold[name].push(cold)
+      // Warm: the same URLs again (ipx has no result cache: it transforms every time).
+      if (name !== 'sidecarGlibc') P.warm[name].push(await runWrk(server.url, paths, 16, WARM_SECONDS, ACCEPT, { timeoutSeconds: 60, cpus: '0' }))
+      await server.stop()
+    }
+  }
+  await frontend.stop()
+  execFileSync('taskset', ['-apc', `0-${CORES - 1}`, String(process.pid)], { stdio: 'ignore' })
+  const median = (xs) => {
+    const sorted = xs.filter(Number.isFinite).sort((a, b) => a - b)
+    return sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2
+  }
+  P.median = Object.fromEntries(Object.entries({ ...P.cold }).map(([k, v]) => [k, { cold: median(v.map((x) => x.rps)), coldMin: Math.min(...v.map((x) => x.rps)), coldMax: Math.max(...v.map((x) => x.rps)), failed: v.reduce((n, x) => n + (x.failed ?? 0), 0), warm: P.warm[k] ? median(P.warm[k].map((x) => x.rps)) : undefined, warmMin: P.warm[k] ? Math.min(...P.warm[k].map((x) => x.rps)) : undefined, warmMax: P.warm[k] ? Math.max(...P.warm[k].map((x) => x.rps)) : undefined }]))
+  results.scenarios.P = P
+  if (ONLY_PINNED) {
+    const markdown = pinnedTable(P).join('\n')
+    mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
+    writeFileSync(join(ROOT, 'bench/results/pinned.json'), JSON.stringify({ machine: results.machine, settings: results.settings, P }, null, 2))
+    writeFileSync(join(ROOT, 'bench/results/pinned.md'), `${markdown}\n`)
+    console.log(markdown)
+    process.exit(0)
+  }
+}
+
+/** The package's command (bin/next-image-sidecar) on core 1, with `allocatorEnv` added to a clean allocator environment. */
+async function startPinnedCommand(frontend, allocatorEnv) {
+  const port = await freePort()
+  const cache = join(mkdtempSync(join(tmpdir(), 'nis-bench-')), 'cache.sqlite')
+  return startServer({
+    name: 'sidecar',
+    command: BIN,
+    args: ['--port', String(port), '--host', '127.0.0.1', '--frontend', frontend, '--config', join(APP, 'next.config.mjs'), '--cache', `sqlite://${cache}`, '--max-attempts', '1'],
+    cwd: ROOT,
+    env: { LOG_LEVEL: 'warn', LD_PRELOAD: '', MALLOC_CONF: '', NIS_ALLOCATOR: '', ...allocatorEnv },
+    cpus: '1',
+    url: `http://127.0.0.1:${port}`,
+    readyPath: '/readyz',
+  })
+}
+
+/** P's rows: cold and warm req/s on one pinned core, medians (min–max), and the ratios. */
+function pinnedTable(P) {
+  const m = P.median
+  const f = (x, digits = 2) => round(x, digits)
+  const cell = (k, kind, digits) => (m[k][kind] === undefined ? '' : `${f(m[k][kind], digits)} (${f(m[k][`${kind}Min`], digits)}–${f(m[k][`${kind}Max`], digits)})`)
+  return [
+    `P: one pinned core (taskset -c 1; load and Next frontend on core 0), ${coldSet.length} cold variants at c8 then warm (the same URLs, wrk c16 ${WARM_SECONDS} s), ${P.rounds} interleaved rounds, medians (min–max); a machine shared with other engineers' runs.`,
+    '',
+    '| one pinned core | Next built-in | sidecar (shipped allocator) | sidecar, glibc malloc | ipx 3 | in-process sharp |',
+    '| --- | --- | --- | --- | --- | --- |',
+    `| cold req/s | ${cell('next', 'cold')} | ${cell('sidecar', 'cold')} | ${cell('sidecarGlibc', 'cold')} | ${cell('ipx', 'cold')} | ${cell('sharp', 'cold')} |`,
+    `| cold ÷ in-process sharp | ${f(m.next.cold / m.sharp.cold)}× | ${f(m.sidecar.cold / m.sharp.cold)}× | ${f(m.sidecarGlibc.cold / m.sharp.cold)}× | ${f(m.ipx.cold / m.sharp.cold)}× | 1× |`,
+    `| warm req/s (c16) | ${cell('next', 'warm', 0)} | ${cell('sidecar', 'warm', 0)} |  | ${cell('ipx', 'warm', 1)} |  |`,
+    `| non-200 answers | ${m.next.failed} | ${m.sidecar.failed} | ${m.sidecarGlibc.failed} | ${m.ipx.failed} |  |`,
+  ]
 }
 
 // ---------------------------------------------------------------- S1, S2, S3, S5 (unpinned)
@@ -179,7 +280,7 @@ results.settings = { coldRequests: coldSet.length, coldConcurrency: 8, warmConne
 
   // S6: a gallery page's first view, cold vs after `next-image-sidecar warm`.
   log('S6 first view: cold vs warmed')
-  const { imagesInHtml } = await import(join(ROOT, 'dist/sidecar/warm-sources.js'))
+  const { imagesInHtml } = await import(join(ROOT, 'dist/sidecar/cli/warm-sources.js'))
   const html = await (await fetch(`${next.url}/gallery`)).text()
   // What a 1280-px, DPR-1 browser fetches for the 33vw grid: the 640w candidate of each image.
   const firstView = [...new Set(imagesInHtml(html, `${next.url}/gallery`, '').filter((r) => r.w === '640').map((r) => `/_next/image?url=${encodeURIComponent(r.url)}&w=${r.w}&q=${r.q}`))]
@@ -259,6 +360,9 @@ const ratios = {
   peakRssS1VsNext: s.S5.sidecar.peakS1 / s.S5.next.peakS1,
   rssAfterVsIdle: s.S5.sidecar.after / s.S5.sidecar.idle,
   firstViewP95ColdVsWarm: s.S6.cold.p95 / s.S6.warmed.p95,
+  pinnedColdVsSharp: s.P.median.sidecar.cold / s.P.median.sharp.cold,
+  pinnedColdVsIpx: s.P.median.sidecar.cold / s.P.median.ipx.cold,
+  pinnedColdVsGlibc: s.P.median.sidecar.cold / s.P.median.sidecarGlibc.cold,
 }
 results.ratios = ratios
 const targets = [
@@ -272,6 +376,8 @@ const targets = [
   ['peak RSS during S1 ≤ Next’s', ratios.peakRssS1VsNext <= 1, `${round(ratios.peakRssS1VsNext, 2)}×`],
   ['RSS after within 20% of idle', ratios.rssAfterVsIdle <= 1.2, `${round(ratios.rssAfterVsIdle, 2)}×`],
   ['first-view p95 ≥ 10× lower after warm', ratios.firstViewP95ColdVsWarm >= 10, `${round(ratios.firstViewP95ColdVsWarm, 1)}× lower`],
+  ['cold on one pinned core ≥ 0.95× in-process sharp (shipped allocator)', ratios.pinnedColdVsSharp >= 0.95, `${round(ratios.pinnedColdVsSharp, 2)}× (glibc malloc: ${round(s.P.median.sidecarGlibc.cold / s.P.median.sharp.cold, 2)}×)`],
+  ['cold on one pinned core ≥ ipx 3', ratios.pinnedColdVsIpx >= 1, `${round(ratios.pinnedColdVsIpx, 2)}×`],
 ]
 results.targets = targets.map(([name, met, value]) => ({ name, met, value }))
 
@@ -296,6 +402,8 @@ const lines = [
   row(['S4 SSR p50/p95/p99 ms during the image storm', `${round(s.S4.next.storm.p50)} / ${round(s.S4.next.storm.p95)} / ${round(s.S4.next.storm.p99)}`, `${round(s.S4.sidecar.storm.p50)} / ${round(s.S4.sidecar.storm.p95)} / ${round(s.S4.sidecar.storm.p99)}`, 'sidecar on core 1']),
   row([`S6 gallery first view (${s.S6.images} images, c6, ${s.S6.rounds} fresh processes each): p50 / p95 ms`, '', `cold ${round(s.S6.cold.p50, 0)} / ${round(s.S6.cold.p95, 0)}; after warm ${round(s.S6.warmed.p50, 1)} / ${round(s.S6.warmed.p95, 1)}`, `warm took ${round(s.S6.warmSeconds)} s`]),
   row(['S5 RSS: idle / peak S1 / peak S2 / after', `${MB(s.S5.next.idle)} / ${MB(s.S5.next.peakS1)} / ${MB(s.S5.next.peakS2)} / ${MB(s.S5.next.after)}`, `${MB(s.S5.sidecar.idle)} / ${MB(s.S5.sidecar.peakS1)} / ${MB(s.S5.sidecar.peakS2)} / ${MB(s.S5.sidecar.after)}`, `--workers ${CORES} (all processes): ${MB(s.S5.workers.idle)} idle / ${MB(s.S5.workers.peakS2)} peak S2 / ${MB(s.S5.workers.after)} after`]),
+  '',
+  ...pinnedTable(s.P),
   '',
   row(['target', 'met', 'measured']),
   row(['---', '---', '---']),
