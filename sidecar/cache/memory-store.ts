@@ -1,10 +1,14 @@
 import { LRUCache } from 'lru-cache'
-import { MAX_TIMER_MS, type CacheEntry, type CacheStore, type StoreLimits } from './types.js'
+import { PurgeLog } from './purge-log.js'
+import { MAX_TIMER_MS, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type StoreLimits } from './types.js'
 
 /** In-process store: least recently used entries go once the byte budget is spent. */
-export class MemoryStore implements CacheStore {
+export class MemoryStore implements CacheStore, PurgeableStore {
   readonly name: string
   private readonly lru: LRUCache<string, CacheEntry>
+  /** Source → its cached keys; an entry leaves it when the LRU lets it go (evicted, expired, deleted). */
+  private readonly bySource = new Map<string, Set<string>>()
+  private readonly log = new PurgeLog()
 
   constructor(private readonly limits: StoreLimits, name = 'memory://') {
     this.name = name
@@ -12,7 +16,19 @@ export class MemoryStore implements CacheStore {
       maxSize: limits.maxSize,
       sizeCalculation: (entry) => Math.max(entry.buffer.byteLength, 1),
       ttlAutopurge: true,
+      // On 'set' the key stays (same key, same source): only its value changed.
+      dispose: (entry, key, reason) => {
+        if (reason !== 'set') this.unindex(entry, key)
+      },
     })
+  }
+
+  private unindex(entry: CacheEntry, key: string): void {
+    const href = entry.variant?.href
+    if (href === undefined) return
+    const keys = this.bySource.get(href)
+    keys?.delete(key)
+    if (keys?.size === 0) this.bySource.delete(href)
   }
 
   async get(key: string): Promise<CacheEntry | undefined> {
@@ -22,10 +38,42 @@ export class MemoryStore implements CacheStore {
   async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
     this.lru.set(key, entry, { ttl: ttlMs > 0 ? Math.min(ttlMs, MAX_TIMER_MS) : undefined })
+    const href = entry.variant?.href
+    if (href !== undefined && this.lru.has(key)) {
+      let keys = this.bySource.get(href)
+      if (!keys) this.bySource.set(href, (keys = new Set()))
+      keys.add(key)
+    }
   }
 
   async delete(key: string): Promise<void> {
     this.lru.delete(key)
+  }
+
+  async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
+    this.log.record(selector)
+    const removed: PurgedEntry[] = []
+    const take = (key: string) => {
+      const entry = this.lru.peek(key, { allowStale: true })
+      if (entry === undefined) return
+      removed.push({ key, ...(entry.variant ? { variant: entry.variant } : {}) })
+      this.lru.delete(key)
+    }
+    if ('all' in selector) {
+      for (const key of [...this.lru.keys()]) take(key)
+    } else {
+      const sources = 'sources' in selector ? selector.sources : [...this.bySource.keys()].filter((href) => href.startsWith(selector.prefix))
+      for (const href of sources) for (const key of [...(this.bySource.get(href) ?? [])]) take(key)
+    }
+    return removed
+  }
+
+  async purgeMark(): Promise<string> {
+    return this.log.mark()
+  }
+
+  async purgedSince(mark: string | undefined, href: string): Promise<boolean> {
+    return this.log.purgedSince(mark, href)
   }
 
   async ping(): Promise<void> {}
@@ -37,5 +85,10 @@ export class MemoryStore implements CacheStore {
   /** Bytes held (for tests and metrics). */
   get size(): number {
     return this.lru.calculatedSize
+  }
+
+  /** Sources indexed (tests: the index is bounded with the entries). */
+  get indexedSources(): number {
+    return this.bySource.size
   }
 }

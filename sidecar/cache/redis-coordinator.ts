@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import type { Coordinator, Lock } from '../runtime/coordinator.js'
+import type { Coordinator, Lock, PurgeBroadcast, PurgeMessage } from '../runtime/coordinator.js'
 import { RedisOfflineError, RedisStore, bounded } from './redis-store.js'
 
 const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
@@ -11,6 +11,13 @@ return 1`
 
 /** After Redis refused SUBSCRIBE (an ACL without the channel), waiters poll for this long before asking again. */
 const SUBSCRIBE_RETRY_MS = 60_000
+
+/** How long a purge waits for the other replicas to say they dropped their copies. */
+const PURGE_ACK_MS = 3000
+
+const PUBLISH = `return redis.call('publish', ARGV[1], ARGV[2])`
+
+type PurgeWire = { purge: PurgeMessage; id: string; from: string } | { ack: string; from: string }
 
 /** How often a lock whose release failed is released again. */
 const RELEASE_RETRY_MS = 500
@@ -24,7 +31,7 @@ const RELEASE_RETRY_MS = 500
  * (no cross-slot commands); the announcement is classic pub/sub, which a Cluster relays to
  * every node (sharded pub/sub would need one channel per slot for what is one small message).
  */
-export class RedisCoordinator implements Coordinator {
+export class RedisCoordinator implements Coordinator, PurgeBroadcast {
   private closed = false
   private releasing = 0
   private unsubscribe: (() => Promise<void>) | undefined
@@ -33,12 +40,88 @@ export class RedisCoordinator implements Coordinator {
   private refusalLogged = false
   private readonly waiters = new Map<string, Set<() => void>>()
   private readonly channel: string
+  /** Purges and their acknowledgements, on a channel of their own (the release channel is per key). */
+  private readonly purgeChannel: string
+  private readonly instance = randomUUID()
+  private purgeHandler: ((selector: PurgeMessage) => Promise<void>) | undefined
+  private purgeSubscription: Promise<() => Promise<void>> | undefined
+  private readonly acks = new Map<string, () => void>()
 
   constructor(
     private readonly store: RedisStore,
     private readonly log: Logger,
   ) {
     this.channel = `${store.prefix}done`
+    this.purgeChannel = `${store.prefix}purge`
+  }
+
+  onPurge(handler: (selector: PurgeMessage) => Promise<void>): void {
+    this.purgeHandler = handler
+    void this.subscribePurges().catch(() => {})
+  }
+
+  /**
+   * Every replica subscribed to the purge channel (always, from its start) drops its hot copies
+   * and answers; this waits for as many answers as Redis delivered the message to (PUBLISH's
+   * count, which on a Cluster counts the subscribers of the node that took the message), or 3 s.
+   */
+  async announcePurge(selector: PurgeMessage): Promise<number> {
+    await this.subscribePurges()
+    const id = randomUUID()
+    let applied = 0
+    let expected = Infinity
+    let finish: () => void = () => {}
+    const all = new Promise<void>((resolve) => (finish = resolve))
+    this.acks.set(id, () => {
+      applied++
+      if (applied >= expected) finish()
+    })
+    const timer = setTimeout(finish, PURGE_ACK_MS)
+    try {
+      const receivers = Number(await this.store.run(() => this.store.client.eval(PUBLISH, { keys: [], arguments: [this.purgeChannel, JSON.stringify({ purge: selector, id, from: this.instance } satisfies PurgeWire)] })))
+      expected = receivers - 1 // this process is subscribed too
+      if (applied >= expected) finish()
+      await all
+      if (applied < expected) this.log.warn({ applied, expected, selector }, 'purge: not every replica confirmed it dropped its in-process copies in time')
+      return applied
+    } finally {
+      clearTimeout(timer)
+      this.acks.delete(id)
+    }
+  }
+
+  private subscribePurges(): Promise<() => Promise<void>> {
+    this.purgeSubscription ??= (async () => {
+      await bounded(this.store.connected(), 2000)
+      return bounded(
+        this.store.subscribe(this.purgeChannel, (raw: Buffer | string) => void this.onPurgeMessage(raw.toString())),
+        5000,
+      )
+    })().catch((err: unknown) => {
+      this.purgeSubscription = undefined
+      this.log.warn({ err, channel: this.purgeChannel }, 'redis: could not subscribe to the purge channel; purges from other replicas will not reach this hot tier')
+      throw err
+    })
+    return this.purgeSubscription
+  }
+
+  private async onPurgeMessage(raw: string): Promise<void> {
+    let message: PurgeWire
+    try {
+      message = JSON.parse(raw) as PurgeWire
+    } catch {
+      return
+    }
+    if ('ack' in message) return void this.acks.get(message.ack)?.()
+    if (message.from === this.instance) return
+    try {
+      await this.purgeHandler?.(message.purge)
+    } catch (err) {
+      this.log.error({ err }, 'purge from another replica could not be applied here')
+    }
+    await this.store
+      .run(() => this.store.client.eval(PUBLISH, { keys: [], arguments: [this.purgeChannel, JSON.stringify({ ack: message.id, from: this.instance } satisfies PurgeWire)] }))
+      .catch((err: unknown) => this.log.debug({ err }, 'purge acknowledgement not sent'))
   }
 
   private lockKey(key: string): string {
@@ -157,5 +240,7 @@ export class RedisCoordinator implements Coordinator {
     for (const set of this.waiters.values()) for (const wake of [...set]) wake()
     await this.subscribing
     await this.unsubscribe?.()
+    const purges = await this.purgeSubscription?.catch(() => undefined)
+    await purges?.()
   }
 }

@@ -2,7 +2,7 @@ import KeyvRedis from '@keyv/redis'
 import { createClient, createCluster, createSentinel, RESP_TYPES } from '@redis/client'
 import type { Logger } from 'pino'
 import { decodeEntry, encodeEntry } from './codec.js'
-import type { CacheEntry, CacheStore, StoreLimits } from './types.js'
+import type { CacheEntry, CacheStore, PurgeableStore, PurgedEntry, PurgeSelector, StoreLimits, Variant } from './types.js'
 import { parseRedisUrl, redactRedisUrl, type RedisTarget } from './redis-url.js'
 
 type PubSubListener = (message: Buffer | string) => void
@@ -53,6 +53,8 @@ interface Connection {
   subscribe: (channel: string, listener: PubSubListener) => Promise<() => Promise<void>>
   /** Called when a command failed: a chance to follow a topology that changed. */
   onFailure?: () => void
+  /** A command sender per master (one, except on a Cluster): what a SCAN must visit to see every key. */
+  masters: () => Promise<Array<(args: string[]) => Promise<unknown>>>
 }
 
 function makeClient(target: RedisTarget, log: Logger): Connection {
@@ -63,6 +65,7 @@ function makeClient(target: RedisTarget, log: Logger): Connection {
     return {
       client: client as unknown as Client,
       ping: () => client.ping(),
+      masters: async () => [(args) => client.sendCommand(args)],
       // A connection in subscriber mode can send nothing else: pub/sub gets its own.
       subscribe: async (channel, listener) => {
         const subscriber = client.duplicate()
@@ -107,6 +110,10 @@ function makeClient(target: RedisTarget, log: Logger): Connection {
     return {
       client: cluster as unknown as Client,
       onFailure: refreshSlots,
+      masters: () => Promise.all(cluster.masters.map(async (master) => {
+        const node = await cluster.nodeClient(master)
+        return (args: string[]) => node.sendCommand(args)
+      })),
       // PING names no key: any master answers for the cluster being reachable.
       ping: () => cluster.sendCommand(undefined, true, ['PING']),
       // Classic pub/sub is cluster-wide (every node relays PUBLISH), and the cluster client keeps
@@ -127,6 +134,7 @@ function makeClient(target: RedisTarget, log: Logger): Connection {
   return {
     client: sentinel as unknown as Client,
     ping: () => sentinel.ping(),
+    masters: async () => [(args) => sentinel.sendCommand(false, args)],
     // The sentinel client's own pub/sub connection, re-subscribed on the new master after a failover.
     subscribe: async (channel, listener) => {
       await sentinel.subscribe(channel, listener)
@@ -141,7 +149,7 @@ function makeClient(target: RedisTarget, log: Logger): Connection {
  * under `<prefix><key>` with a TTL, so the server's own maxmemory policy can bound them. The
  * same client backs the cross-replica single-flight lock (see RedisCoordinator).
  */
-export class RedisStore implements CacheStore {
+export class RedisStore implements CacheStore, PurgeableStore {
   readonly name: string
   readonly client: Client
   readonly subscribe: (channel: string, listener: PubSubListener) => Promise<() => Promise<void>>
@@ -149,6 +157,7 @@ export class RedisStore implements CacheStore {
   /** Tells the client a command failed (the Cluster client then re-reads its slot map). */
   readonly onFailure: () => void
   private readonly adapter: KeyvRedis<Buffer>
+  private readonly masters: Connection['masters']
   private connecting: Promise<unknown> | undefined
   /** The first connection was made; node-redis reconnects by itself afterwards. */
   private everConnected = false
@@ -161,8 +170,9 @@ export class RedisStore implements CacheStore {
   ) {
     const target = parseRedisUrl(url)
     this.name = redactRedisUrl(url)
-    const { client, ping, subscribe, onFailure } = makeClient(target, log)
+    const { client, ping, subscribe, onFailure, masters } = makeClient(target, log)
     this.client = client
+    this.masters = masters
     this.pingServer = ping
     this.subscribe = subscribe
     this.onFailure = onFailure ?? (() => {})
@@ -223,7 +233,95 @@ export class RedisStore implements CacheStore {
 
   async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
-    await this.run(() => this.adapter.set(this.k(key), encodeEntry(entry) as never, Math.max(Math.round(ttlMs), 1000)))
+    const keepMs = Math.max(Math.round(ttlMs), 1000)
+    await this.run(() => this.adapter.set(this.k(key), encodeEntry(entry) as never, keepMs))
+    const { variant } = entry
+    if (variant) {
+      // Its own command on the set's key alone: on a Cluster the set and the entry live in different slots.
+      await this.run(() => this.client.eval(INDEX_ADD, { keys: [this.sourceKey(variant.href)], arguments: [JSON.stringify([key, variant.width, variant.quality, variant.mimeType]), String(keepMs)] }))
+    }
+  }
+
+  /** The set of a source's variants: `<prefix>src:<href>`, so a prefix purge is a SCAN of a key pattern. */
+  private sourceKey(href: string): string {
+    return `${this.prefix}src:${href}`
+  }
+
+  private get purgeKeys(): string[] {
+    // One hash tag: the counter and the log are in one slot, so one script updates both on a Cluster.
+    return [`${this.prefix}{purge}seq`, `${this.prefix}{purge}log`]
+  }
+
+  private async keyed(script: string, key: string, args: string[] = []): Promise<unknown> {
+    return this.run(() => this.client.eval(script, { keys: [key], arguments: args }))
+  }
+
+  /** Every key matching `pattern` on every master (SCAN, in pages). */
+  private async scan(pattern: string): Promise<string[]> {
+    const found: string[] = []
+    for (const send of await this.run(() => this.masters())) {
+      let cursor = '0'
+      do {
+        const [next, keys] = (await this.run(() => send(['SCAN', cursor, 'MATCH', pattern, 'COUNT', '1000']))) as [Buffer | string, Array<Buffer | string>]
+        cursor = next.toString()
+        for (const k of keys) found.push(k.toString())
+      } while (cursor !== '0')
+    }
+    return found
+  }
+
+  /**
+   * Logs the purge (INCR and LPUSH in one script), then removes each selected source's entries
+   * through its set (one DEL per key: no cross-slot command). A prefix finds its sets by SCAN of
+   * `<prefix>src:<P>*` on every master; only a purge of all scans for every key of the prefix.
+   */
+  async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
+    const [kind, value] = 'all' in selector ? ['all', ''] : 'prefix' in selector ? ['prefix', selector.prefix] : ['sources', JSON.stringify(selector.sources)]
+    await this.run(() => this.client.eval(LOG_PURGE, { keys: this.purgeKeys, arguments: [kind, value, String(PURGE_LOG_LENGTH)] }))
+    const srcPrefix = `${this.prefix}src:`
+    const sets =
+      'sources' in selector
+        ? selector.sources.map((href) => this.sourceKey(href))
+        : await this.scan(`${globEscape('all' in selector ? srcPrefix : srcPrefix + selector.prefix)}*`)
+    const variants = new Map<string, Variant>()
+    for (const set of sets) {
+      const href = set.slice(srcPrefix.length)
+      const members = (await this.keyed(MEMBERS, set)) as Array<Buffer | string>
+      for (const member of members) {
+        const [key, width, quality, mimeType] = JSON.parse(member.toString()) as [string, number, number, string]
+        variants.set(key, { href, width, quality, mimeType })
+      }
+    }
+    let keys = [...variants.keys()]
+    if ('all' in selector) {
+      const skip = [`${this.prefix}lock:`, srcPrefix, `${this.prefix}{purge}`]
+      keys = (await this.scan(`${globEscape(this.prefix)}*`)).filter((k) => !skip.some((s) => k.startsWith(s))).map((k) => k.slice(this.prefix.length))
+    }
+    const removed: PurgedEntry[] = []
+    for (const key of keys) {
+      if (Number(await this.keyed(DEL, this.k(key))) > 0) removed.push({ key, ...(variants.has(key) ? { variant: variants.get(key)! } : {}) })
+    }
+    // The sets last: a purge that failed half-way can be run again and still finds the rest.
+    for (const set of sets) await this.keyed(DEL, set)
+    return removed
+  }
+
+  async purgeMark(): Promise<string> {
+    const seq = await this.keyed(GET, this.purgeKeys[0]!)
+    return seq ? seq.toString() : '0'
+  }
+
+  async purgedSince(mark: string | undefined, href: string): Promise<boolean> {
+    if (mark === undefined) return true
+    if (Number(await this.purgeMark()) <= Number(mark)) return false
+    const [seq, ...log] = (await this.run(() => this.client.eval(READ_LOG, { keys: this.purgeKeys, arguments: [] }))) as Array<Buffer | string | null>
+    const last = Number(seq?.toString() ?? 0)
+    const since = Number(mark)
+    if (last <= since) return false
+    const entries = log.map((e) => JSON.parse(e!.toString()) as { id: number; kind: string; value: string })
+    // More purges than the log keeps since the mark: assume this source was one of them.
+    if (entries.length === 0 || entries.at(-1)!.id > since + 1) return true
+    return entries.some((e) => e.id > since && (e.kind === 'all' || (e.kind === 'prefix' && href.startsWith(e.value)) || (e.kind === 'sources' && (JSON.parse(e.value) as string[]).includes(href))))
   }
 
   async delete(key: string): Promise<void> {
@@ -242,6 +340,30 @@ export class RedisStore implements CacheStore {
     if (this.client.isReady === false && this.client.destroy) this.client.destroy()
     else await this.client.close()
   }
+}
+
+/** Purges the log keeps; a job older than that many purges treats its source as purged. */
+const PURGE_LOG_LENGTH = 1000
+// The set lives as long as its longest-kept entry.
+const INDEX_ADD = `redis.call('sadd', KEYS[1], ARGV[1])
+local ttl = redis.call('pttl', KEYS[1])
+if ttl == -1 or ttl < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 1`
+const LOG_PURGE = `local id = redis.call('incr', KEYS[1])
+redis.call('lpush', KEYS[2], cjson.encode({ id = id, kind = ARGV[1], value = ARGV[2] }))
+redis.call('ltrim', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+return id`
+// The counter, then the log newest first.
+const READ_LOG = `local out = { redis.call('get', KEYS[1]) or '0' }
+for _, e in ipairs(redis.call('lrange', KEYS[2], 0, -1)) do out[#out + 1] = e end
+return out`
+const MEMBERS = `return redis.call('smembers', KEYS[1])`
+const DEL = `return redis.call('del', KEYS[1])`
+const GET = `return redis.call('get', KEYS[1])`
+
+/** A literal for SCAN's MATCH: glob's special characters escaped. */
+export function globEscape(text: string): string {
+  return text.replace(/[*?[\]\\]/g, (c) => `\\${c}`)
 }
 
 /** Bounds a Redis round trip: a request may wait on the cache for a second at most. */

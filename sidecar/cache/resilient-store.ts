@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import type { CacheEntry, CacheStore } from './types.js'
+import { isPurgeable, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector } from './types.js'
 
 /** Reads (get, ping) and writes (set, delete) fail apart: a full disk or a Redis at maxmemory still reads. */
 export type StoreOp = 'read' | 'write'
@@ -31,7 +31,7 @@ class Health {
  * a short back-off the failing kind is skipped (never the other: reads that work are still served
  * while writes fail); then it is tried again and its recovery is logged.
  */
-export class ResilientStore implements CacheStore {
+export class ResilientStore implements CacheStore, PurgeableStore {
   readonly name: string
   private readonly health: Record<StoreOp, Health> = { read: new Health(), write: new Health() }
   private readonly timeoutMs: number
@@ -137,6 +137,23 @@ export class ResilientStore implements CacheStore {
 
   delete(key: string): Promise<void> {
     return this.write(() => this.inner.delete(key))
+  }
+
+  /** Not bounded nor swallowed: a purge that did not happen must say so. */
+  purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
+    if (!isPurgeable(this.inner)) return Promise.reject(new Error(`${this.name} cannot purge`))
+    return this.inner.purge(selector)
+  }
+
+  purgeMark(): Promise<string | undefined> {
+    const inner = this.inner
+    return isPurgeable(inner) ? this.attempt('read', () => bounded(inner.purgeMark(), this.timeoutMs), undefined) : Promise.resolve(undefined)
+  }
+
+  /** A store that cannot answer is taken to have purged (the safe answer: the entry is not kept). */
+  purgedSince(mark: string | undefined, href: string): Promise<boolean> {
+    const inner = this.inner
+    return isPurgeable(inner) ? this.attempt('read', () => bounded(inner.purgedSince(mark, href), this.timeoutMs), true) : Promise.resolve(false)
   }
 
   /** Bounded, and reported like a read; rejects while the store does not answer (the start-up check). */

@@ -4,7 +4,7 @@ import { ImageError, MESSAGES } from '../errors.js'
 import type { CacheResult } from '../next/headers.js'
 import type { Coordinator, Lock } from '../runtime/coordinator.js'
 import { traced, type TraceContext } from '../runtime/tracing.js'
-import type { CacheEntry, CacheStore } from './types.js'
+import { isPurgeable, selects, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type Variant } from './types.js'
 
 /** What a producer returns: the entry without its expiry (the cache sets that). */
 export type Produced = Omit<CacheEntry, 'expireAt'>
@@ -30,6 +30,16 @@ export interface ResponseCacheOptions {
   onResult?: (result: CacheResult) => void
 }
 
+/** Times a job produces again because its source was purged while it ran, before it serves without storing. */
+const MAX_PURGED_RETRIES = 2
+
+/** One job in this process; `purged` when a purge of its source returned while it ran. */
+interface Job {
+  promise: Promise<CacheEntry>
+  href: string | undefined
+  purged: boolean
+}
+
 /** Keep stale entries this many times their freshness, so STALE can be served while refreshing. */
 const RETENTION_FACTOR = 10
 const MIN_RETENTION_MS = 24 * 60 * 60 * 1000
@@ -41,7 +51,8 @@ const MIN_RETENTION_MS = 24 * 60 * 60 * 1000
  * runs; a failed refresh keeps the old entry for Next's short 3–30 s.
  */
 export class ResponseCache {
-  private readonly inflight = new Map<string, Promise<CacheEntry>>()
+  private readonly inflight = new Map<string, Job>()
+  private readonly purgeable: PurgeableStore | undefined
   private readonly refreshing = new Map<string, Promise<void>>()
   private readonly minimumCacheTTL: number
   private readonly log: Logger
@@ -58,18 +69,46 @@ export class ResponseCache {
     this.coordinator = options.coordinator
     this.lockTtlMs = options.lockTtlMs ?? options.jobTimeoutMs + 5000
     this.pollMs = options.pollMs ?? 250
+    this.purgeable = isPurgeable(store) ? store : undefined
   }
 
   /** The entry for `key`, producing it on a miss; `trace` is the request's, for its spans. */
-  async get(key: string, produce: Producer, trace?: TraceContext): Promise<CachedResponse> {
-    const response = await this.lookup(key, produce, trace)
+  async get(key: string, produce: Producer, trace?: TraceContext, variant?: Variant): Promise<CachedResponse> {
+    let response = await this.lookup(key, produce, trace, variant)
+    // A job this request waited for was overtaken by a purge of its source: its bytes may be the old ones.
+    for (let tries = 0; response === 'purged' && tries < MAX_PURGED_RETRIES; tries++) response = await this.lookup(key, produce, trace, variant)
+    if (response === 'purged') throw new ImageError(503, 'Service Unavailable', { cause: new Error(`the source of ${key} was purged repeatedly while it was produced`) })
     this.options.onResult?.(response.result)
     return response
   }
 
-  private async lookup(key: string, produce: Producer, trace: TraceContext | undefined): Promise<CachedResponse> {
+  /**
+   * Removes every cached variant the selector covers from the store (and its hot tier), and
+   * makes this process's jobs of those sources in flight produce again instead of handing out
+   * what they made. Other processes are told by the caller (see Sidecar.purge).
+   */
+  async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
+    if (!this.purgeable) throw new Error(`the cache store ${this.store.name} cannot purge`)
+    const removed = await this.purgeable.purge(selector)
+    this.forget(selector)
+    return removed
+  }
+
+  /** What another process's purge asks of this one: its hot tier's copies and its jobs in flight. */
+  async purgeLocal(selector: PurgeSelector): Promise<PurgedEntry[]> {
+    const hot = this.store as CacheStore & { purgeHot?: (s: PurgeSelector) => Promise<PurgedEntry[]> }
+    const removed = typeof hot.purgeHot === 'function' ? await hot.purgeHot(selector) : []
+    this.forget(selector)
+    return removed
+  }
+
+  private forget(selector: PurgeSelector): void {
+    for (const job of this.inflight.values()) if (job.href !== undefined && selects(selector, job.href)) job.purged = true
+  }
+
+  private async lookup(key: string, produce: Producer, trace: TraceContext | undefined, variant: Variant | undefined): Promise<CachedResponse | 'purged'> {
     const pending = this.inflight.get(key)
-    if (pending) return { entry: await this.waitForJob(pending, trace), result: 'MISS' }
+    if (pending) return this.waitForJob(pending, trace)
 
     const cached = await traced(trace, 'cache lookup', { 'next_image_sidecar.store': this.store.name }, async (span) => {
       const entry = await this.read(key)
@@ -84,22 +123,25 @@ export class ResponseCache {
 
     // Another request may have started the same miss while we read the store.
     const started = this.inflight.get(key)
-    if (started) return { entry: await this.waitForJob(started, trace), result: 'MISS' }
+    if (started) return this.waitForJob(started, trace)
     // Waiters on this promise are bounded by its deadline, which covers the lock wait and the job.
     const promise = Deadline.run(this.options.jobTimeoutMs, undefined, (signal) =>
-      this.coordinator ? this.produceOnce(key, produce, signal, trace) : this.produceAndStore(key, undefined, produce, signal, trace),
+      this.coordinator ? this.produceOnce(key, produce, signal, trace, variant) : this.produceAndStore(key, undefined, produce, signal, trace, variant),
     )
-    this.inflight.set(key, promise)
+    const job: Job = { promise, href: variant?.href, purged: false }
+    this.inflight.set(key, job)
     try {
-      return { entry: await promise, result: 'MISS' }
+      const entry = await promise
+      return job.purged ? 'purged' : { entry, result: 'MISS' }
     } finally {
-      this.inflight.delete(key)
+      if (this.inflight.get(key) === job) this.inflight.delete(key)
     }
   }
 
   /** An identical request's job in this process: this request waits for its result. */
-  private waitForJob(job: Promise<CacheEntry>, trace: TraceContext | undefined): Promise<CacheEntry> {
-    return traced(trace, 'lock wait', { 'next_image_sidecar.lock': 'process' }, () => job)
+  private async waitForJob(job: Job, trace: TraceContext | undefined): Promise<CachedResponse | 'purged'> {
+    const entry = await traced(trace, 'lock wait', { 'next_image_sidecar.lock': 'process' }, () => job.promise)
+    return job.purged ? 'purged' : { entry, result: 'MISS' }
   }
 
   /** Resolves when every background refresh started so far has finished (tests, shutdown). */
@@ -113,7 +155,8 @@ export class ResponseCache {
    * (on release or at its TTL) and the next waiter takes over. Waiting ends at the job's deadline
    * with Next's 504, as the holder's own job would.
    */
-  private async produceOnce(key: string, produce: Producer, signal: AbortSignal, trace: TraceContext | undefined): Promise<CacheEntry> {
+  private async produceOnce(key: string, produce: Producer, signal: AbortSignal, trace: TraceContext | undefined, variant: Variant | undefined): Promise<CacheEntry> {
+    const mark = await this.purgeMark(variant)
     while (!signal.aborted) {
       const lock = await this.tryLock(key)
       if (lock === 'unavailable') break
@@ -121,7 +164,7 @@ export class ResponseCache {
         try {
           // The holder may have let go just as this request's own deadline passed.
           if (signal.aborted) break
-          return await this.produceAndStore(key, undefined, produce, signal, trace)
+          return await this.produceAndStore(key, undefined, produce, signal, trace, variant)
         } finally {
           await this.unlock(lock)
         }
@@ -130,7 +173,8 @@ export class ResponseCache {
         await untilAborted(this.coordinator!.waitFor(key, this.pollMs * 4), signal).catch(() => undefined)
         return this.read(key)
       })
-      if (landed) return landed
+      // Another process's entry of a source purged since this wait began may be the old bytes.
+      if (landed && !(await this.purgedSince(mark, variant))) return landed
       // The store is failing (a failover, an outage): whatever the holder makes may never land
       // there, and its lock may outlive it. Serve around the store instead of waiting on it.
       if (this.store.available === false) break
@@ -138,7 +182,7 @@ export class ResponseCache {
     if (signal.aborted) {
       throw new ImageError(504, MESSAGES.upstreamTimedOut, { cause: new Error(`another process held the lock of ${key} past the deadline`) })
     }
-    return this.produceAndStore(key, undefined, produce, signal, trace)
+    return this.produceAndStore(key, undefined, produce, signal, trace, variant)
   }
 
   private async tryLock(key: string): Promise<Lock | undefined | 'unavailable'> {
@@ -160,7 +204,7 @@ export class ResponseCache {
       const lock = this.coordinator ? await this.tryLock(key) : 'unavailable'
       if (lock === undefined) return // another replica is refreshing this key
       try {
-        await this.produceAndStore(key, previous, produce, signal, trace)
+        await this.produceAndStore(key, previous, produce, signal, trace, previous.variant)
       } catch (err) {
         this.log.warn({ err, key }, 'image revalidation failed; keeping the previous entry')
         // Next's retainPreviousCacheEntry: retry soon, but not in a hot loop.
@@ -173,11 +217,42 @@ export class ResponseCache {
     this.refreshing.set(key, run)
   }
 
-  private async produceAndStore(key: string, previous: CacheEntry | undefined, produce: Producer, signal: AbortSignal, trace: TraceContext | undefined): Promise<CacheEntry> {
-    const produced = await produce(previous, signal)
-    const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge) }
-    await traced(trace, 'store', { 'next_image_sidecar.store': this.store.name, 'next_image_sidecar.bytes': entry.buffer.byteLength }, () => this.write(key, entry))
-    return entry
+  /**
+   * Produces and stores. A purge of the source while this ran wins: the purge is logged before it
+   * removes anything, and the log is read after the write, so either the purge removes what was
+   * written or this job sees the purge and removes it; then it produces again from the new source.
+   */
+  private async produceAndStore(key: string, previous: CacheEntry | undefined, produce: Producer, signal: AbortSignal, trace: TraceContext | undefined, variant: Variant | undefined): Promise<CacheEntry> {
+    for (let tries = 0; ; tries++) {
+      const mark = await this.purgeMark(variant)
+      const produced = await produce(previous, signal)
+      const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge), ...(variant ? { variant } : {}) }
+      const last = tries === MAX_PURGED_RETRIES
+      if (!last && (await this.purgedSince(mark, variant))) {
+        previous = undefined
+        continue
+      }
+      await traced(trace, 'store', { 'next_image_sidecar.store': this.store.name, 'next_image_sidecar.bytes': entry.buffer.byteLength }, () => this.write(key, entry))
+      if (await this.purgedSince(mark, variant)) {
+        await this.store.delete(key).catch((err: unknown) => this.log.error({ err, key }, 'could not remove an entry of a purged source'))
+        if (!last) {
+          previous = undefined
+          continue
+        }
+      }
+      return entry
+    }
+  }
+
+  /** The store's purge log position before a job reads its source; undefined where nothing can be purged. */
+  private async purgeMark(variant: Variant | undefined): Promise<string | undefined> {
+    if (!variant || !this.purgeable) return undefined
+    return this.purgeable.purgeMark().catch(() => undefined)
+  }
+
+  private async purgedSince(mark: string | undefined, variant: Variant | undefined): Promise<boolean> {
+    if (mark === undefined || !variant || !this.purgeable) return false
+    return this.purgeable.purgedSince(mark, variant.href).catch(() => true)
   }
 
   private expireAt(maxAge: number): number {

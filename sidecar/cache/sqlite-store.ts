@@ -6,11 +6,17 @@ import KeyvSqlite from '@keyv/sqlite'
 import sqlite3 from 'sqlite3'
 import type { Logger } from 'pino'
 import { decodeEntry, encodeEntry } from './codec.js'
-import type { CacheEntry, CacheStore, StoreLimits } from './types.js'
+import type { CacheEntry, CacheStore, PurgeableStore, PurgedEntry, PurgeSelector, StoreLimits } from './types.js'
 
 const TABLE = 'next_image_cache'
 /** Per entry: its size, keep time and last use; a trigger keeps it in step with TABLE. */
 const INDEX = `${TABLE}_lru`
+/** Per entry with a known source: the source and the variant, so a purge finds a source's keys without a scan. */
+const SOURCES = `${TABLE}_sources`
+/** The purge log: a job that started before a purge of its source must not store (see ResponseCache). */
+const PURGES = `${TABLE}_purges`
+/** Longer than any job may run: a job's mark older than the log is answered from what is left, safely. */
+const PURGE_LOG_MS = 24 * 60 * 60 * 1000
 /** One row: the bytes INDEX counts, kept exact by triggers (no scan to know the total). */
 const TOTAL = `${TABLE}_bytes`
 // Page and index overhead on top of the stored bytes, kept out of the entry budget so the
@@ -43,7 +49,7 @@ const SWEEP_MS = 60_000
  * at start, once, in pages of PAGE_ROWS headers; with `share` each worker indexes its part of
  * the rows (chosen in SQL).
  */
-export class SqliteStore implements CacheStore {
+export class SqliteStore implements CacheStore, PurgeableStore {
   readonly name: string
   private adapter!: KeyvSqlite
   private readonly budget: number
@@ -83,6 +89,7 @@ export class SqliteStore implements CacheStore {
     for (const statement of SCHEMA) await this.query(statement)
     await this.indexUnindexedRows()
     await this.query(`DELETE FROM ${INDEX} WHERE NOT EXISTS (SELECT 1 FROM ${TABLE} WHERE ${TABLE}.key = ${INDEX}.key)`)
+    await this.query(`DELETE FROM ${SOURCES} WHERE NOT EXISTS (SELECT 1 FROM ${INDEX} WHERE ${INDEX}.key = ${SOURCES}.key)`)
     // Self-healing: whatever happened to the file, the total is the index's sum again.
     await this.query(`UPDATE ${TOTAL} SET bytes = (SELECT total(size) FROM ${INDEX})`)
     await this.sweep()
@@ -134,6 +141,7 @@ export class SqliteStore implements CacheStore {
   /** Deletes what has outlived its keep time (the trigger deletes the entries themselves). */
   private async sweep(): Promise<void> {
     await this.query(`DELETE FROM ${INDEX} WHERE keep_until <= ?`, Date.now())
+    await this.query(`DELETE FROM ${PURGES} WHERE at < ?`, Date.now() - PURGE_LOG_MS)
     await this.readTotal()
     this.scheduleVacuum()
   }
@@ -229,7 +237,76 @@ export class SqliteStore implements CacheStore {
       keepUntil,
       now,
     )
+    const { variant } = entry
+    if (variant) {
+      await this.query(
+        `INSERT OR REPLACE INTO ${SOURCES} (key, href, width, quality, mime) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM ${INDEX} WHERE key = ?)`,
+        key,
+        variant.href,
+        variant.width,
+        variant.quality,
+        variant.mimeType,
+        key,
+      )
+    }
     if ((await this.readTotal()) > this.budget) this.track(this.evict())
+  }
+
+  /**
+   * Logs the purge, then deletes the selected index rows (their entries and source rows go by
+   * trigger). Sources are found through SOURCES' href index (a prefix as a range on it); only a
+   * purge of all touches every row.
+   */
+  async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
+    await this.ready
+    const [kind, value] = 'all' in selector ? ['all', ''] : 'prefix' in selector ? ['prefix', selector.prefix] : ['sources', JSON.stringify(selector.sources)]
+    await this.query(`INSERT INTO ${PURGES} (kind, value, at) VALUES (?, ?, ?)`, kind, value, Date.now())
+    type Row = { key: string; href: string | null; width: number; quality: number; mime: string }
+    const columns = `${INDEX}.key AS key, href, width, quality, mime`
+    let rows: Row[]
+    if ('all' in selector) {
+      rows = await this.query<Row>(`SELECT ${columns} FROM ${INDEX} LEFT JOIN ${SOURCES} USING (key)`)
+      await this.query(`DELETE FROM ${INDEX}`)
+      await this.query(`DELETE FROM ${TABLE}`)
+    } else {
+      const where =
+        'prefix' in selector
+          ? { sql: `href >= ? AND href < ? || char(1114111)`, params: [selector.prefix, selector.prefix] }
+          : { sql: `href IN (SELECT value FROM json_each(?))`, params: [JSON.stringify(selector.sources)] }
+      rows = await this.query<Row>(`SELECT ${columns} FROM ${SOURCES} JOIN ${INDEX} USING (key) WHERE ${where.sql}`, ...where.params)
+      if (rows.length > 0) await this.query(`DELETE FROM ${INDEX} WHERE key IN (SELECT value FROM json_each(?))`, JSON.stringify(rows.map((r) => r.key)))
+    }
+    for (const row of rows) this.touches.delete(row.key)
+    await this.readTotal()
+    this.scheduleVacuum()
+    return rows.map((r) => ({ key: r.key, ...(r.href !== null ? { variant: { href: r.href, width: r.width, quality: r.quality, mimeType: r.mime } } : {}) }))
+  }
+
+  async purgeMark(): Promise<string> {
+    await this.ready
+    const [row] = await this.query<{ id: number | null }>(`SELECT max(id) AS id FROM ${PURGES}`)
+    return String(row?.id ?? 0)
+  }
+
+  async purgedSince(mark: string | undefined, href: string): Promise<boolean> {
+    if (mark === undefined) return true
+    await this.ready
+    const [row] = await this.query<{ hit: number }>(
+      `SELECT count(*) AS hit FROM ${PURGES} WHERE id > ? AND (kind = 'all' OR (kind = 'prefix' AND substr(?, 1, length(${PURGES}.value)) = ${PURGES}.value)
+         OR (kind = 'sources' AND EXISTS (SELECT 1 FROM json_each(${PURGES}.value) AS s WHERE s.value = ?)))`,
+      Number(mark),
+      href,
+      href,
+    )
+    return (row?.hit ?? 1) > 0
+  }
+
+  /** Purges logged after `mark` (another process's, e.g. the CLI's): what this process's hot tier must drop too. */
+  async purgesAfter(mark: string): Promise<{ mark: string; selectors: PurgeSelector[] }> {
+    await this.ready
+    const rows = await this.query<{ id: number; kind: string; value: string }>(`SELECT id, kind, value FROM ${PURGES} WHERE id > ? ORDER BY id`, Number(mark))
+    const selectors = rows.map((r): PurgeSelector => (r.kind === 'all' ? { all: true } : r.kind === 'prefix' ? { prefix: r.value } : { sources: JSON.parse(r.value) as string[] }))
+    return { mark: String(rows.at(-1)?.id ?? mark), selectors }
   }
 
   async delete(key: string): Promise<void> {
@@ -280,6 +357,10 @@ const SCHEMA = [
      DELETE FROM ${TABLE} WHERE key = OLD.key;
    END`,
   `CREATE TRIGGER IF NOT EXISTS ${TABLE}_delete AFTER DELETE ON ${TABLE} BEGIN DELETE FROM ${INDEX} WHERE key = OLD.key; END`,
+  `CREATE TABLE IF NOT EXISTS ${SOURCES} (key TEXT PRIMARY KEY, href TEXT NOT NULL, width INTEGER NOT NULL, quality INTEGER NOT NULL, mime TEXT NOT NULL)`,
+  `CREATE INDEX IF NOT EXISTS ${SOURCES}_href ON ${SOURCES} (href)`,
+  `CREATE TRIGGER IF NOT EXISTS ${INDEX}_delete_source AFTER DELETE ON ${INDEX} BEGIN DELETE FROM ${SOURCES} WHERE key = OLD.key; END`,
+  `CREATE TABLE IF NOT EXISTS ${PURGES} (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, value TEXT NOT NULL, at INTEGER NOT NULL)`,
 ]
 
 /**

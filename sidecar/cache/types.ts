@@ -11,6 +11,48 @@ export interface CacheEntry {
   upstreamEtag: string
   /** The upstream's own validators, for a conditional revalidation (If-None-Match / If-Modified-Since). */
   validators?: UpstreamValidators
+  /** Which request this is a variant of: the source's purge index, and the optimizer URL a CDN purge needs. */
+  variant?: Variant
+}
+
+/** What one cache key stands for: a source (Next's `href`) at a width, quality and format. */
+export interface Variant {
+  href: string
+  width: number
+  quality: number
+  mimeType: string
+}
+
+/** Which sources a purge removes: some exact sources, those starting with a prefix, or all. */
+export type PurgeSelector = { sources: string[] } | { prefix: string } | { all: true }
+
+/** A removed variant (without `variant` when the entry predates the index, in a purge of all). */
+export interface PurgedEntry {
+  key: string
+  variant?: Variant
+}
+
+/**
+ * Purge support of a store: removes through a source → keys index (never a scan of the entries,
+ * except for a purge of all) and keeps a purge log, so work that started before a purge can tell,
+ * when it stores, that its source was purged meanwhile (see ResponseCache).
+ */
+export interface PurgeableStore {
+  /** Records the purge in the log (before anything is removed), removes, and returns what it removed. */
+  purge(selector: PurgeSelector): Promise<PurgedEntry[]>
+  /** The log's position now: an opaque token, undefined when the store cannot tell. */
+  purgeMark(): Promise<string | undefined>
+  /** Whether a purge logged after `mark` covers `href` (true when the log cannot tell: the safe answer). */
+  purgedSince(mark: string | undefined, href: string): Promise<boolean>
+}
+
+export const isPurgeable = (store: object): store is PurgeableStore => typeof (store as Partial<PurgeableStore>).purge === 'function'
+
+/** Pure: whether a selector covers a source. */
+export function selects(selector: PurgeSelector, href: string): boolean {
+  if ('all' in selector) return true
+  if ('prefix' in selector) return href.startsWith(selector.prefix)
+  return selector.sources.includes(href)
 }
 
 export type { UpstreamValidators }

@@ -2,7 +2,7 @@ import cluster, { type Worker } from 'node:cluster'
 import { randomUUID } from 'node:crypto'
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
-import type { Coordinator, Lock } from './coordinator.js'
+import type { Coordinator, Lock, PurgeBroadcast, PurgeMessage } from './coordinator.js'
 
 /**
  * `--workers N`: N sidecar processes share the listening port (node:cluster), so serving
@@ -18,10 +18,13 @@ type ToPrimary =
   | { nis: 'metrics'; id: number }
   | { nis: 'listening' }
   | { nis: 'collected'; id: number; metrics: WorkerMetrics | null; error?: string }
+  | { nis: 'purge'; id: number; selector: PurgeMessage }
+  | { nis: 'purged'; id: number }
 type ToWorker =
   | { nis: 'reply'; id: number; value: unknown; error?: string }
   | { nis: 'announce'; key: string }
   | { nis: 'collect'; id: number }
+  | { nis: 'purge'; id: number; selector: PurgeMessage }
 
 type WorkerMetrics = MetricObjectWithValues<MetricValue<string>>[]
 
@@ -45,6 +48,7 @@ let nextId = 0
 const pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>()
 const announced = new Map<string, Set<() => void>>()
 let listening = false
+let purgeHandler: ((selector: PurgeMessage) => Promise<void>) | undefined
 
 function listen(): void {
   if (listening) return
@@ -57,11 +61,15 @@ function listen(): void {
       else call?.resolve(message.value)
     } else if (message?.nis === 'announce') {
       for (const wake of announced.get(message.key) ?? []) wake()
+    } else if (message?.nis === 'purge') {
+      // Acknowledged even when applying failed: the primary must not wait for a worker that cannot.
+      const done = () => process.send!({ nis: 'purged', id: message.id } satisfies ToPrimary)
+      void (purgeHandler?.(message.selector) ?? Promise.resolve()).then(done, done)
     }
   })
 }
 
-type Question = { nis: 'acquire'; key: string; ttlMs: number } | { nis: 'metrics' }
+type Question = { nis: 'acquire'; key: string; ttlMs: number } | { nis: 'metrics' } | { nis: 'purge'; selector: PurgeMessage }
 
 function ask<T>(message: Question, timeoutMs = 5000): Promise<T> {
   listen()
@@ -107,6 +115,18 @@ export class IpcCoordinator implements Coordinator {
   }
 
   async close(): Promise<void> {}
+}
+
+/** Purges reach every other worker's hot tier through the primary, which answers once all of them applied it. */
+export class IpcPurgeBroadcast implements PurgeBroadcast {
+  announcePurge(selector: PurgeMessage): Promise<number> {
+    return ask<number>({ nis: 'purge', selector }, 10_000)
+  }
+
+  onPurge(handler: (selector: PurgeMessage) => Promise<void>): void {
+    listen()
+    purgeHandler = handler
+  }
 }
 
 /** The cluster's metrics in Prometheus text: every worker's registry, aggregated by the primary. */
@@ -177,6 +197,8 @@ export function runPrimary(options: PrimaryOptions): void {
   const { log } = options
   const locks = new Map<string, { token: string; expiresAt: number }>()
   const collecting = new Map<number, (metrics: WorkerMetrics | null) => void>()
+  const purging = new Map<number, () => void>()
+  let nextPurge = 0
   let nextCollection = 0
   const indexOf = new WeakMap<Worker, number>()
   const started = new WeakSet<Worker>()
@@ -215,6 +237,25 @@ export function runPrimary(options: PrimaryOptions): void {
         case 'collected':
           collecting.get(message.id)?.(message.metrics)
           return
+        case 'purged':
+          purging.get(message.id)?.()
+          return
+        case 'purge': {
+          // Every other live worker applies it; the asking worker hears back once they all did (or 5 s passed).
+          const others = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w !== worker && w.isConnected())
+          void Promise.all(
+            others.map(
+              (other) =>
+                new Promise<boolean>((resolve) => {
+                  const id = nextPurge++
+                  const timer = setTimeout(() => (purging.delete(id), resolve(false)), 5000)
+                  purging.set(id, () => (clearTimeout(timer), purging.delete(id), resolve(true)))
+                  other.send({ nis: 'purge', id, selector: message.selector } satisfies ToWorker)
+                }),
+            ),
+          ).then((applied) => worker.isConnected() && worker.send({ nis: 'reply', id: message.id, value: applied.filter(Boolean).length } satisfies ToWorker))
+          return
+        }
         case 'metrics':
           collectMetrics().then(
             (text) => worker.isConnected() && worker.send({ nis: 'reply', id: message.id, value: text } satisfies ToWorker),

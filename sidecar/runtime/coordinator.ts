@@ -19,3 +19,18 @@ export interface Coordinator {
   waitFor(key: string, maxMs: number): Promise<void>
   close(): Promise<void>
 }
+
+/** A purge as it travels between processes (the cache's PurgeSelector, as JSON). */
+export type PurgeMessage = { sources: string[] } | { prefix: string } | { all: true }
+
+/**
+ * Carries a purge to the other processes sharing a cache (the workers of a cluster, the replicas
+ * on one Redis), each of which drops its own in-process copies and jobs in flight.
+ */
+export interface PurgeBroadcast {
+  /** Resolves once every process that got the message applied it, or when the wait ends: how many did. */
+  announcePurge(selector: PurgeMessage): Promise<number>
+  /** This process's handler of the purges other processes announce. */
+  onPurge(handler: (selector: PurgeMessage) => Promise<void>): void
+  close?(): Promise<void>
+}

@@ -8,12 +8,15 @@ import { pino, type Logger } from 'pino'
 import { ResponseCache } from '../cache/response-cache.js'
 import { openStore, type OpenedStore } from '../cache/open-store.js'
 import type { CacheStore } from '../cache/types.js'
-import { clusterMetrics, IpcCoordinator } from '../runtime/cluster.js'
+import { clusterMetrics, IpcCoordinator, IpcPurgeBroadcast } from '../runtime/cluster.js'
 import { createMetrics, type Metrics } from '../runtime/metrics.js'
 import { WorkQueue } from '../runtime/queue.js'
 import { ConfigError } from '../errors.js'
 import { createImageHandler } from './handler.js'
 import { createOpsApp, opsRoutes } from './ops.js'
+import { createPurger, purgeRoute } from './purge.js'
+import type { PurgeRequest, PurgeResult } from '../cache/purge-request.js'
+import type { PurgeBroadcast } from '../runtime/coordinator.js'
 import { renderError } from './render-error.js'
 import { observeRequests } from './request-log.js'
 import { resolveSidecarConfig, type ResolvedNextConfig } from '../next/images-config.js'
@@ -35,6 +38,13 @@ export interface Sidecar {
    * port that is not exposed with the images (see `metricsOnMainPort`).
    */
   listenOps(port: number, host?: string): Promise<Server & { url: string }>
+  /**
+   * Removes every cached variant (all widths, qualities, formats) of some sources, of a prefix or of
+   * all, from the store, this process's hot tier and every other worker's and replica's; jobs of those
+   * sources in flight produce again. Resolves with what was removed and the optimizer URLs to purge
+   * from a CDN in front.
+   */
+  purge(request: PurgeRequest): Promise<PurgeResult>
   /** Resolves when the background revalidations started so far have finished. */
   idle(): Promise<void>
   /** Marks the sidecar as draining: /readyz answers 503 and responses close their connection. */
@@ -94,6 +104,10 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     coordinator,
     onResult: (result) => metrics.cacheRequests.inc({ result: result.toLowerCase() }),
   })
+  // Purges reach the other processes' hot tiers: through Redis when shared there, else a cluster's primary.
+  const purgeBroadcast: PurgeBroadcast | undefined =
+    opened.coordinator && 'announcePurge' in opened.coordinator ? (opened.coordinator as unknown as PurgeBroadcast) : share ? new IpcPurgeBroadcast() : undefined
+  const purger = createPurger({ cache, broadcasts: purgeBroadcast ? [purgeBroadcast] : [], basePath: config.basePath, log })
   const queueSize = positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot)
   metrics.queueCapacity.set(queueSize)
   const queue = new WorkQueue(concurrency, queueSize, metrics, limits)
@@ -153,7 +167,10 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   // With a metrics port, the image origin (often public) does not publish the metrics.
   if (options.metricsOnMainPort !== false) app.get('/metrics', metricsRoute)
   app.get('/readyz', readyz)
-  const opsApp = createOpsApp({ healthz, readyz, metricsRoute })
+  // No token, no route: the admin surface does not exist unless asked for.
+  const purgeHandlers = options.adminToken ? purgeRoute({ purger, token: options.adminToken, log, registry: metrics.registry }) : undefined
+  if (purgeHandlers && options.metricsOnMainPort !== false) app.post('/purge', ...purgeHandlers)
+  const opsApp = createOpsApp({ healthz, readyz, metricsRoute, purge: purgeHandlers })
   if (config.trailingSlash) {
     // With trailingSlash, Next's loader emits /_next/image/?… and next start serves it directly.
     app.get(`${imagePath}/`, handleImage)
@@ -191,6 +208,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       )
       return listenOn(server, port, host)
     },
+    purge: (request) => purger.purge(request),
     idle: () => cache.settled(),
     drain: () => {
       draining = true

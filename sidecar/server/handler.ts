@@ -222,7 +222,7 @@ export function createImageHandler(ctx: HandlerContext) {
       const { params, mimeType, key } = planFor(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '', req.headers.accept)
 
       const trace = res.locals.trace as TraceContext | undefined
-      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType, trace), trace)
+      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType, trace), trace, { href: params.href, width: params.width, quality: params.quality, mimeType })
 
       const notModified = isNotModified(req.headers, entry.etag)
       const headers = headersFor(entry, params, result, notModified)

@@ -43,9 +43,10 @@ export function opsRoutes({ store, log, metrics, metricsText, draining }: { stor
 }
 
 /** The operations endpoints alone, for a port that is not exposed with the images. */
-export function createOpsApp({ healthz, readyz, metricsRoute }: OpsRoutes): express.Express {
+export function createOpsApp({ healthz, readyz, metricsRoute, purge }: OpsRoutes & { purge?: RequestHandler[] }): express.Express {
   const opsApp = express()
   opsApp.disable('x-powered-by')
+  if (purge) opsApp.post('/purge', ...purge)
   opsApp.get('/metrics', metricsRoute)
   opsApp.get('/healthz', healthz)
   opsApp.get('/readyz', readyz)

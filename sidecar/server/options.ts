@@ -89,6 +89,12 @@ export interface SidecarOptions {
    * before any work. Off by default, as in Next. The CLI reads it from IMAGE_SIDECAR_SIGNING_KEY.
    */
   signingKey?: string
+  /**
+   * Enables `POST /purge` (on the ops listener, and on the image port only while /metrics is served
+   * there), for requests with `Authorization: Bearer <adminToken>`. Unset: no such route (404).
+   * The CLI reads it from --admin-token or IMAGE_SIDECAR_ADMIN_TOKEN.
+   */
+  adminToken?: string
   /** DNS resolution for absolute URLs; injectable for tests. Default: dns.lookup({ all: true }). */
   resolve?: Resolver
   /**

@@ -1,0 +1,30 @@
+import { selects, type PurgeSelector } from './types.js'
+
+/** How many purges an in-process log remembers; a mark older than that is answered "purged" (safe). */
+const KEEP = 1000
+
+/**
+ * The purge log of a store private to this process (memory://): a counter and the last purges,
+ * so a job can tell whether its source was purged since it started.
+ */
+export class PurgeLog {
+  private last = 0
+  private readonly entries: Array<{ id: number; selector: PurgeSelector }> = []
+
+  record(selector: PurgeSelector): void {
+    this.entries.push({ id: ++this.last, selector })
+    if (this.entries.length > KEEP) this.entries.shift()
+  }
+
+  mark(): string {
+    return String(this.last)
+  }
+
+  purgedSince(mark: string | undefined, href: string): boolean {
+    const since = Number(mark)
+    if (!Number.isInteger(since)) return true
+    if (since >= this.last) return false
+    if ((this.entries[0]?.id ?? Infinity) > since + 1) return true
+    return this.entries.some((e) => e.id > since && selects(e.selector, href))
+  }
+}
