@@ -9,7 +9,7 @@ import { isRedisUrl, redactUrl } from './redis-url.js'
 import { ResilientStore, type StoreOp } from './resilient-store.js'
 import { SqliteStore } from './sqlite-store.js'
 import { TieredStore } from './tiered-store.js'
-import type { CacheStore } from './types.js'
+import type { CacheStore, PurgeSelector } from './types.js'
 
 export interface StoreOptions {
   /** Total bytes for SQLite and memory stores (Redis: use the server's maxmemory). */
@@ -40,6 +40,16 @@ export interface OpenedStore {
   store: CacheStore
   /** Cross-process single flight, where the store is shared (Redis). */
   coordinator?: Coordinator
+  /**
+   * The store's purge log, for a store other processes on the host purge directly (SQLite: the CLI's
+   * `purge --cache sqlite://…`): the sidecar follows it to drop its hot tier's copies too.
+   */
+  purgeFeed?: PurgeFeed
+}
+
+export interface PurgeFeed {
+  mark(): Promise<string>
+  after(mark: string): Promise<{ mark: string; selectors: PurgeSelector[] }>
 }
 
 /**
@@ -60,7 +70,7 @@ export function openStore(cacheUrl: string, log: Logger, options: StoreOptions =
   if (cacheUrl.startsWith('sqlite://')) {
     const path = resolve(cacheUrl.slice('sqlite://'.length) || STORE_DEFAULTS.sqlitePath)
     const sqlite = new SqliteStore(path, { maxSize: options.maxSize ?? STORE_DEFAULTS.sqliteMaxSize, maxEntrySize }, log, options.share)
-    return { store: withHot(resilient(sqlite)) }
+    return { store: withHot(resilient(sqlite)), purgeFeed: { mark: () => sqlite.purgeMark(), after: (mark) => sqlite.purgesAfter(mark) } }
   }
   if (isRedisUrl(cacheUrl)) {
     const redis = new RedisStore(cacheUrl, options.prefix ?? STORE_DEFAULTS.prefix, { maxSize: Infinity, maxEntrySize }, log)

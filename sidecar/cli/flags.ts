@@ -9,6 +9,8 @@ export const HELP = `next-image-sidecar — Next.js's /_next/image optimizer (15
 
 Usage: next-image-sidecar [options]                serve
        next-image-sidecar warm [sources] [options] fill the cache before traffic arrives
+       next-image-sidecar purge <src…> | --prefix P | --all  (--target URL | --cache URL)
+                                                   remove every cached variant of sources
 
 Options (each has an environment variable; the flag wins):
   --port N            port to listen on                      PORT                   (3001)
@@ -55,6 +57,8 @@ Options (each has an environment variable; the flag wins):
                       within it, else it is disconnected
   --keep-alive-timeout MS  idle keep-alive connections close  KEEP_ALIVE_TIMEOUT_MS  (${DEFAULTS.keepAliveTimeoutMs})
                       (keep it above your load balancer's idle timeout)
+  --admin-token T     enables POST /purge for requests with   IMAGE_SIDECAR_ADMIN_TOKEN  (none: no /purge)
+                      Authorization: Bearer T (ops listener with --metrics-port)
   --help              show this text
 Logging: LOG_LEVEL (trace|debug|info|warn|error|silent), JSON lines on stdout.
 Tracing: off unless OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
@@ -70,6 +74,16 @@ warm options:
   --dry-run           print the plan with counts, change nothing
 Each variant is warmed in every format the config negotiates plus the source-format fallback.
 Fresh entries are skipped (a second run resumes); the exit code is 1 if anything failed.
+
+purge (one of): SRC… (sources as the app requests them: /images/hero.jpg, https://cdn.example/a.png),
+  --prefix P (every source starting with P), --all
+purge options:
+  --target URL        a running sidecar's /purge (its --metrics-port listener when it has one), with
+                      IMAGE_SIDECAR_ADMIN_TOKEN or --admin-token; it reaches every worker and replica
+  --cache URL         straight on the store (Redis: replicas told through it; SQLite: sidecars on the
+                      host follow the file within 1 s)
+Prints the count and the optimizer URLs that were cached (one a line, for a CDN purge); exit 1 when
+nothing could be reached.
 `
 
 export const COMMON = {
@@ -99,6 +113,7 @@ export const COMMON = {
 
 export const SERVE = {
   ...COMMON,
+  'admin-token': { type: 'string' },
   workers: { type: 'string' },
   'metrics-port': { type: 'string' },
   'metrics-host': { type: 'string' },
@@ -112,6 +127,19 @@ export const WARM = {
   urls: { type: 'string' },
   target: { type: 'string' },
   'dry-run': { type: 'boolean' },
+} as const
+
+export const PURGE = {
+  cache: { type: 'string' },
+  'cache-prefix': { type: 'string' },
+  config: { type: 'string' },
+  'next-version': { type: 'string' },
+  target: { type: 'string' },
+  'admin-token': { type: 'string' },
+  prefix: { type: 'string' },
+  all: { type: 'boolean' },
+  timeout: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
 } as const
 
 export type Values = Partial<Record<Exclude<keyof typeof COMMON, 'help' | 'cache-strict' | 'dangerously-allow-local-ip'>, string>> & {

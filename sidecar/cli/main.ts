@@ -3,9 +3,11 @@
 import { ConfigError } from '../errors.js'
 import { serve } from './serve.js'
 import { warm } from './warm-command.js'
+import { purge } from './purge-command.js'
 
 async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'warm') process.exitCode = await warm(argv.slice(1))
+  else if (argv[0] === 'purge') process.exitCode = await purge(argv.slice(1))
   else await serve(argv)
 }
 

@@ -45,7 +45,9 @@ export async function serve(argv: string[]): Promise<void> {
   // Loads OpenTelemetry only when the OTEL_* environment asks for traces.
   const tracing = await startTracing(log)
   const { createSidecar } = await loadApp()
-  const sidecar = createSidecar({ ...options, logger: log, clusterShare, metricsOnMainPort: metricsPort === undefined })
+  // A secret: the environment is the place for it; the flag exists for local runs.
+  const adminToken = values['admin-token'] ?? (process.env.IMAGE_SIDECAR_ADMIN_TOKEN || undefined)
+  const sidecar = createSidecar({ ...options, logger: log, clusterShare, metricsOnMainPort: metricsPort === undefined, adminToken })
   // An unusable store (SQLite unwritable or corrupt, Redis down) is found at start: fatal only when
   // asked to be strict; otherwise said clearly once, and the sidecar serves without it until it answers.
   const strict = values['cache-strict'] === true || process.env.CACHE_STRICT === '1'

@@ -107,7 +107,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   // Purges reach the other processes' hot tiers: through Redis when shared there, else a cluster's primary.
   const purgeBroadcast: PurgeBroadcast | undefined =
     opened.coordinator && 'announcePurge' in opened.coordinator ? (opened.coordinator as unknown as PurgeBroadcast) : share ? new IpcPurgeBroadcast() : undefined
-  const purger = createPurger({ cache, broadcasts: purgeBroadcast ? [purgeBroadcast] : [], basePath: config.basePath, log })
+  const purger = createPurger({ cache, broadcasts: purgeBroadcast ? [purgeBroadcast] : [], basePath: config.basePath, log, feed: opened.purgeFeed })
   const queueSize = positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot)
   metrics.queueCapacity.set(queueSize)
   const queue = new WorkQueue(concurrency, queueSize, metrics, limits)
@@ -214,6 +214,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       draining = true
     },
     async close() {
+      purger.close()
       await cache.settled()
       await coordinator?.close()
       await store.close()

@@ -6,6 +6,7 @@ import { ImageError } from '../errors.js'
 import type { ResponseCache } from '../cache/response-cache.js'
 import { parsePurgeRequest, purgeResult, type PurgeRequest, type PurgeResult } from '../cache/purge-request.js'
 import type { PurgeSelector } from '../cache/types.js'
+import type { PurgeFeed } from '../cache/open-store.js'
 import type { PurgeBroadcast } from '../runtime/coordinator.js'
 
 export interface Purger {
@@ -17,9 +18,11 @@ export interface Purger {
  * ResponseCache), then every other process that keeps copies of its own, through the broadcasts
  * (a cluster's primary, Redis pub/sub); each of those also drops its hot copies when told.
  */
-export function createPurger({ cache, broadcasts, basePath, log }: { cache: ResponseCache; broadcasts: PurgeBroadcast[]; basePath: string; log: Logger }): Purger {
+export function createPurger({ cache, broadcasts, basePath, log, feed }: { cache: ResponseCache; broadcasts: PurgeBroadcast[]; basePath: string; log: Logger; feed?: PurgeFeed }): Purger & { close(): void } {
   for (const broadcast of broadcasts) broadcast.onPurge(async (selector) => void (await cache.purgeLocal(selector as PurgeSelector)))
+  const stopFollowing = feed ? followFeed(feed, cache, log) : () => {}
   return {
+    close: stopFollowing,
     async purge(request) {
       const selector = parsePurgeRequest(request)
       const removed = await cache.purge(selector)
@@ -30,6 +33,38 @@ export function createPurger({ cache, broadcasts, basePath, log }: { cache: Resp
       return result
     },
   }
+}
+
+/** How often a sidecar reads its SQLite file's purge log: the most a direct `purge --cache sqlite://` waits for it. */
+export const PURGE_FEED_MS = 1000
+
+/**
+ * Purges logged in the store by other processes (the CLI straight on the file) reach this hot tier
+ * within PURGE_FEED_MS: one indexed read of the log per interval. Its own purges come back too,
+ * harmlessly (the hot tier has nothing left of them).
+ */
+function followFeed(feed: PurgeFeed, cache: ResponseCache, log: Logger): () => void {
+  let mark: string | undefined
+  let running = false
+  feed.mark().then((m) => void (mark ??= m), () => {})
+  const timer = setInterval(async () => {
+    if (running) return
+    running = true
+    try {
+      if (mark === undefined) mark = await feed.mark()
+      else {
+        const next = await feed.after(mark)
+        for (const selector of next.selectors) await cache.purgeLocal(selector)
+        mark = next.mark
+      }
+    } catch (err) {
+      log.debug({ err }, 'purge log unreadable; the hot tier follows it again once it is')
+    } finally {
+      running = false
+    }
+  }, PURGE_FEED_MS)
+  timer.unref()
+  return () => clearInterval(timer)
 }
 
 /** Constant time whatever the lengths: both sides hashed first. */

@@ -228,9 +228,11 @@ describe('Redis store', () => {
     assert.equal(second.headers.etag, first.headers.etag)
     const client = createClient({ url: redis.url })
     await client.connect()
+    // The entry, and its source's purge index (a set with a TTL too).
     const keys = await client.keys(`${prefix}*`)
-    assert.equal(keys.length, 1)
-    assert.ok((await client.pTTL(keys[0]!)) > 0)
+    assert.equal(keys.length, 2)
+    assert.equal(keys.filter((k) => k === `${prefix}src:/corpus/photo-jpeg/rocket.jpg`).length, 1)
+    for (const key of keys) assert.ok((await client.pTTL(key)) > 0)
     await client.close()
     await Promise.all([a.close(), b.close()])
   })
