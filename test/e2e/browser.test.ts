@@ -5,7 +5,8 @@
  */
 import { test, before, after, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, realpathSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Browser, Page } from 'playwright-core'
@@ -13,12 +14,15 @@ import { exampleAppFor, freePort, nextBuild, nextMajorFromEnv, startNext, type R
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { launchBrowser, loadImages, type LoadedImage } from '../helpers/browser.js'
 import { silentLogger } from '../helpers/sidecar.js'
+import { installPackedFrontend } from '../helpers/packages.js'
 import { createSidecar } from '../../sidecar/server/app.js'
 import { loadNextConfig } from '../../sidecar/next/next-config.js'
 import { detectNextVersion, majorOfVersion } from '../../sidecar/next/next-version.js'
 
 const MAJOR = nextMajorFromEnv()
 const APP = exampleAppFor(MAJOR)
+// The app uses the frontend package as a user would: installed from its packed tarball, not the source tree.
+installPackedFrontend(APP)
 const PAGES = ['/', '/gallery']
 
 let upstream: UpstreamServer
@@ -192,6 +196,11 @@ describe(`Next ${MAJOR}, with a basePath`, () => {
       assert.equal(contentTypes.get(img.currentSrc), 'image/webp')
     }
   })
+})
+
+test('the app builds with the frontend package installed from its tarball, not with the source tree', () => {
+  const resolved = realpathSync(createRequire(join(APP, 'package.json')).resolve('next-image-sidecar-loader'))
+  assert.equal(resolved, join(APP, 'node_modules/next-image-sidecar-loader/dist/index.js'))
 })
 
 test('no SVG ever reaches an optimizer, in any mode', () => {

@@ -1,0 +1,214 @@
+/**
+ * What a team installs, as a user would: both packages packed with `npm pack`, the frontend tarball
+ * installed into a fresh Next 16.4.6 app from the npm registry, then `next build` (plain and
+ * standalone) and `next start` serving pages whose images point at the sidecar, which (the real CLI)
+ * serves every one of them.
+ * The fresh app's install is cached under the temp directory (keyed by its manifest); each run works
+ * on a copy of it.
+ */
+import { test, before, after, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { freePort, startNext, type RunningNext } from '../helpers/next-app.js'
+import { startCli } from '../helpers/cli.js'
+import { CORPUS } from '../helpers/upstream-server.js'
+import { FRONTEND_PACKAGE, npm, pack } from '../helpers/packages.js'
+import { waitUntil } from '../helpers/wait.js'
+
+const NEXT = '16.4.6'
+const MANIFEST = { name: 'fresh-next-app', private: true, type: 'module', dependencies: { next: NEXT, react: '^19.2.0', 'react-dom': '^19.2.0' } }
+const CACHE = join(tmpdir(), `nis-fresh-next-${createHash('sha256').update(JSON.stringify(MANIFEST)).digest('hex').slice(0, 12)}`)
+const BASE = join(CACHE, 'base')
+const APP = join(CACHE, 'app')
+/** What the frontend package may bring into an app: the server's stack must never be among it. */
+const SERVER_STACK = /^(express|keyv|@keyv\/|redis|@redis\/|sqlite3|better-sqlite3|@opentelemetry\/|pino|tsx|esbuild|next-image-sidecar)$|^@keyv|^@redis|^@opentelemetry/
+const env = { ...process.env, NEXT_TELEMETRY_DISABLED: '1' }
+
+interface LockEntry {
+  version?: string
+  hasInstallScript?: boolean
+  dependencies?: Record<string, string>
+}
+const lockOf = (dir: string) => JSON.parse(readFileSync(join(dir, 'node_modules/.package-lock.json'), 'utf8')).packages as Record<string, LockEntry>
+const nameOf = (path: string) => path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length)
+
+function bytesOf(path: string): number {
+  const stat = statSync(path)
+  if (!stat.isDirectory()) return stat.size
+  return readdirSync(path).reduce((sum, name) => sum + bytesOf(join(path, name)), 0)
+}
+
+/** The fresh app's `npm install` (from the registry), once per manifest. */
+function freshApp(): void {
+  if (existsSync(join(BASE, 'node_modules/.package-lock.json'))) return
+  rmSync(BASE, { recursive: true, force: true })
+  mkdirSync(BASE, { recursive: true })
+  writeFileSync(join(BASE, 'package.json'), JSON.stringify(MANIFEST, null, 2))
+  npm(BASE, ['install'])
+}
+
+const PAGE = `import Image from 'next/image'
+import garden from './garden.jpg'
+
+export default function Home() {
+  return (
+    <main>
+      <Image id="public" src="/rocket.jpg" alt="rocket" width={640} height={427} priority />
+      <Image id="static" src={garden} alt="garden" sizes="100vw" />
+    </main>
+  )
+}
+`
+const LAYOUT = `export default function RootLayout({ children }) {
+  return <html lang="en"><body>{children}</body></html>
+}
+`
+// As the README tells a user: import the helper, wrap the config.
+const CONFIG = `import { withImageSidecar } from '${FRONTEND_PACKAGE}'
+
+export default withImageSidecar({
+  output: process.env.STANDALONE ? 'standalone' : undefined,
+  distDir: process.env.DIST_DIR || '.next',
+  images: { qualities: [60, 75] },
+})
+`
+
+let added: Record<string, LockEntry>
+let addedBytes: number
+let serverFiles: string[]
+let serverManifest: Record<string, any>
+const stops: Array<() => Promise<void> | void> = []
+
+function nextBuild(extra: Record<string, string>): void {
+  execFileSync(process.execPath, [join(APP, 'node_modules/next/dist/bin/next'), 'build'], { cwd: APP, env: { ...env, ...extra }, stdio: ['ignore', 'ignore', 'inherit'] })
+}
+
+/** The standalone server (`node server.js`), with public/ and static/ beside it as Next's docs say. */
+async function startStandalone(distDir: string): Promise<RunningNext> {
+  const root = join(APP, distDir, 'standalone')
+  cpSync(join(APP, 'public'), join(root, 'public'), { recursive: true })
+  cpSync(join(APP, distDir, 'static'), join(root, distDir, 'static'), { recursive: true })
+  const port = await freePort()
+  const child: ChildProcess = spawn(process.execPath, ['server.js'], { cwd: root, env: { ...env, PORT: String(port), HOSTNAME: '127.0.0.1' }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const url = `http://127.0.0.1:${port}`
+  await waitUntil(async () => {
+    if (child.exitCode !== null) throw new Error(`standalone server exited with ${child.exitCode}`)
+    return (await fetch(url).catch(() => undefined))?.ok === true
+  }, 'the standalone server to answer', 60_000, 250)
+  return {
+    url,
+    port,
+    stop: async () => {
+      if (child.exitCode !== null) return
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGTERM')
+      await exited
+    },
+  }
+}
+
+/** The optimizer URLs of the page's <img> elements (src and every srcset candidate). */
+async function imageUrls(origin: string): Promise<string[]> {
+  const html = await (await fetch(`${origin}/`)).text()
+  const urls: string[] = []
+  for (const [tag] of html.matchAll(/<img\b[^>]*>/g)) {
+    for (const [, attr, value] of tag.matchAll(/\b(src|srcSet|srcset)="([^"]*)"/g)) {
+      const decoded = value!.replace(/&amp;/g, '&')
+      if (attr === 'src') urls.push(decoded)
+      else urls.push(...decoded.split(', ').map((candidate) => candidate.trim().split(' ')[0]!))
+    }
+  }
+  return urls
+}
+
+before(() => {
+  freshApp()
+  rmSync(APP, { recursive: true, force: true })
+  cpSync(BASE, APP, { recursive: true, verbatimSymlinks: true })
+  const before = lockOf(APP)
+  npm(APP, ['install', pack(FRONTEND_PACKAGE)])
+  const after = lockOf(APP)
+  added = Object.fromEntries(Object.entries(after).filter(([path]) => !(path in before)))
+  addedBytes = Object.keys(added).reduce((sum, path) => sum + bytesOf(join(APP, path)), 0)
+
+  const files = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: join(import.meta.dirname, '../..'), encoding: 'utf8' })) as Array<{ files: Array<{ path: string }> }>
+  serverFiles = files[0]!.files.map((f) => f.path)
+  serverManifest = JSON.parse(execFileSync('tar', ['-xOzf', pack(), 'package/package.json'], { encoding: 'utf8' }))
+
+  mkdirSync(join(APP, 'app'), { recursive: true })
+  mkdirSync(join(APP, 'public'), { recursive: true })
+  writeFileSync(join(APP, 'app/page.jsx'), PAGE)
+  writeFileSync(join(APP, 'app/layout.jsx'), LAYOUT)
+  writeFileSync(join(APP, 'next.config.mjs'), CONFIG)
+  cpSync(join(CORPUS, 'photo-jpeg/rocket.jpg'), join(APP, 'public/rocket.jpg'))
+  cpSync(join(CORPUS, 'photo-jpeg/garden.jpg'), join(APP, 'app/garden.jpg'))
+})
+
+after(async () => {
+  for (const stop of stops.reverse()) await stop()
+})
+
+describe('installing the frontend package into a fresh Next 16.4.6 app', () => {
+  test('adds at most 2 packages and at most 1 MB', (t) => {
+    t.diagnostic(`added ${Object.entries(added).map(([path, e]) => `${nameOf(path)}@${e.version}`).join(', ')}: ${addedBytes} bytes`)
+    assert.ok(Object.keys(added).length <= 2, `added: ${Object.keys(added).join(', ')}`)
+    assert.ok(addedBytes <= 1_000_000, `added ${addedBytes} bytes`)
+    assert.ok(`node_modules/${FRONTEND_PACKAGE}` in added)
+  })
+  test('runs no install script', () => {
+    assert.deepEqual(Object.entries(added).filter(([, entry]) => entry.hasInstallScript).map(([path]) => path), [])
+  })
+  test('brings nothing of the server (Express, keyv, Redis, SQLite, OpenTelemetry, pino, tsx, esbuild)', () => {
+    assert.deepEqual(Object.keys(added).map(nameOf).filter((name) => SERVER_STACK.test(name)), [])
+  })
+})
+
+describe('the server package', () => {
+  test('ships the built CLI, the /loader and /config re-exports and nothing of the tests or of the frontend package’s sources', () => {
+    for (const file of ['bin/next-image-sidecar', 'dist/sidecar/cli/main.js', 'dist/sidecar/index.js', 'dist/loader/loader.js', 'dist/loader/config.js']) assert.ok(serverFiles.includes(file), file)
+    assert.deepEqual(serverFiles.filter((f) => /^(test|packages|bench|example-next-app)\//.test(f)), [])
+  })
+  test('depends on the frontend package of the same version, and on nothing only development needs', () => {
+    assert.equal(serverManifest.dependencies[FRONTEND_PACKAGE], JSON.parse(readFileSync(join(import.meta.dirname, '../../packages/loader/package.json'), 'utf8')).version)
+    assert.deepEqual(Object.keys(serverManifest.dependencies).filter((name) => /^(esbuild|typescript|@types\/|playwright)/.test(name)), [])
+    assert.equal(serverManifest.scripts?.prepare, undefined)
+  })
+})
+
+describe('next build and next start serve pages whose images point at the sidecar', () => {
+  for (const mode of ['next start', 'standalone'] as const) {
+    test(`${mode}: every <img> is an optimizer URL on the sidecar's origin, and the sidecar serves each`, async () => {
+      const sidecarPort = await freePort()
+      const origin = `http://127.0.0.1:${sidecarPort}`
+      const distDir = mode === 'standalone' ? '.next-standalone' : '.next'
+      nextBuild({ IMAGE_SIDECAR_URL: origin, DIST_DIR: distDir, ...(mode === 'standalone' ? { STANDALONE: '1' } : {}) })
+      if (mode === 'standalone') {
+        const traced = readdirSync(join(APP, distDir, 'standalone/node_modules'))
+        assert.deepEqual(traced.filter((name) => SERVER_STACK.test(name)), [])
+      }
+      const next = mode === 'standalone' ? await startStandalone(distDir) : await startNext(APP, { DIST_DIR: distDir })
+      stops.push(() => next.stop())
+      const urls = await imageUrls(next.url)
+      assert.ok(urls.length >= 4, `image URLs: ${urls.join(' ')}`)
+      for (const url of urls) assert.ok(url.startsWith(`${origin}/_next/image?url=`), url)
+      // The sidecar (the real CLI, reading this app's next.config) serves every one of them.
+      const { child } = await startCli(['--port', String(sidecarPort), '--frontend', next.url, '--config', join(APP, 'next.config.mjs'), '--cache', 'memory://'])
+      stops.push(() => {
+        child.kill('SIGTERM')
+      })
+      for (const url of new Set(urls)) {
+        const res = await fetch(url, { headers: { accept: 'image/webp,*/*' } })
+        assert.equal(res.status, 200, url)
+        assert.match(res.headers.get('content-type') ?? '', /^image\//, url)
+        await res.arrayBuffer()
+      }
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGTERM')
+      await exited
+    })
+  }
+})
