@@ -17,6 +17,16 @@ const PURGE_ACK_MS = 3000
 
 const PUBLISH = `return redis.call('publish', ARGV[1], ARGV[2])`
 
+/** Each replica subscribed to purges says so this often; one silent for MEMBER_TTL_MS is not waited for. */
+const MEMBER_EVERY_MS = 20_000
+const MEMBER_TTL_MS = 60_000
+// The replicas listening for purges (a sorted set by last heard), pruned as it is read. PUBLISH's own
+// count cannot stand in: on a Cluster it counts the subscribers of one node only.
+const MEMBERS = `if ARGV[2] ~= '' then redis.call('zadd', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('zremrangebyscore', KEYS[1], '-inf', tonumber(ARGV[1]) - ${MEMBER_TTL_MS})
+redis.call('pexpire', KEYS[1], ${MEMBER_TTL_MS})
+return redis.call('zcard', KEYS[1])`
+
 type PurgeWire = { purge: PurgeMessage; id: string; from: string } | { ack: string; from: string }
 
 /** How often a lock whose release failed is released again. */
@@ -46,6 +56,7 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
   private purgeHandler: ((selector: PurgeMessage) => Promise<void>) | undefined
   private purgeSubscription: Promise<() => Promise<void>> | undefined
   private readonly acks = new Map<string, () => void>()
+  private memberTimer: NodeJS.Timeout | undefined
 
   constructor(
     private readonly store: RedisStore,
@@ -62,8 +73,7 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
 
   /**
    * Every replica subscribed to the purge channel (always, from its start) drops its hot copies
-   * and answers; this waits for as many answers as Redis delivered the message to (PUBLISH's
-   * count, which on a Cluster counts the subscribers of the node that took the message), or 3 s.
+   * and answers; this waits for an answer from every replica listed as listening (see MEMBERS), or 3 s.
    */
   async announcePurge(selector: PurgeMessage): Promise<number> {
     await this.subscribePurges()
@@ -78,8 +88,9 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
     })
     const timer = setTimeout(finish, PURGE_ACK_MS)
     try {
-      const receivers = Number(await this.store.run(() => this.store.client.eval(PUBLISH, { keys: [], arguments: [this.purgeChannel, JSON.stringify({ purge: selector, id, from: this.instance } satisfies PurgeWire)] })))
-      expected = receivers - 1 // this process is subscribed too
+      const members = Number(await this.members(false))
+      await this.store.run(() => this.store.client.eval(PUBLISH, { keys: [], arguments: [this.purgeChannel, JSON.stringify({ purge: selector, id, from: this.instance } satisfies PurgeWire)] }))
+      expected = members - 1 // this process is listed too
       if (applied >= expected) finish()
       await all
       if (applied < expected) this.log.warn({ applied, expected, selector }, 'purge: not every replica confirmed it dropped its in-process copies in time')
@@ -90,13 +101,22 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
     }
   }
 
+  /** Lists this replica as listening (`join`) and prunes the silent ones; the number listed. */
+  private members(join: boolean): Promise<unknown> {
+    return bounded(this.store.run(() => this.store.client.eval(MEMBERS, { keys: [`${this.store.prefix}{purge}members`], arguments: [String(Date.now()), join ? this.instance : ''] })))
+  }
+
   private subscribePurges(): Promise<() => Promise<void>> {
     this.purgeSubscription ??= (async () => {
       await bounded(this.store.connected(), 2000)
-      return bounded(
+      const unsubscribe = await bounded(
         this.store.subscribe(this.purgeChannel, (raw: Buffer | string) => void this.onPurgeMessage(raw.toString())),
         5000,
       )
+      const join = () => this.members(true).catch((err: unknown) => this.log.debug({ err }, 'redis: could not list this replica as listening for purges'))
+      await join()
+      this.memberTimer = setInterval(join, MEMBER_EVERY_MS).unref()
+      return unsubscribe
     })().catch((err: unknown) => {
       this.purgeSubscription = undefined
       this.log.warn({ err, channel: this.purgeChannel }, 'redis: could not subscribe to the purge channel; purges from other replicas will not reach this hot tier')
@@ -240,7 +260,11 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
     for (const set of this.waiters.values()) for (const wake of [...set]) wake()
     await this.subscribing
     await this.unsubscribe?.()
+    clearInterval(this.memberTimer)
     const purges = await this.purgeSubscription?.catch(() => undefined)
-    await purges?.()
+    if (purges) {
+      await this.store.run(() => this.store.client.eval(`return redis.call('zrem', KEYS[1], ARGV[1])`, { keys: [`${this.store.prefix}{purge}members`], arguments: [this.instance] })).catch(() => {})
+      await purges()
+    }
   }
 }
