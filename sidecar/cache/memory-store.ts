@@ -2,8 +2,14 @@ import { LRUCache } from 'lru-cache'
 import { PurgeLog } from './purge-log.js'
 import { MAX_TIMER_MS, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type StoreLimits } from './types.js'
 
+/** A store that can answer from process memory at once: the hit path's lookup, no await, no copy. */
+export interface SyncLookup {
+  /** The entry as stored (the same object on every call), fresh or not; undefined when not held. */
+  peek(key: string): CacheEntry | undefined
+}
+
 /** In-process store: least recently used entries go once the byte budget is spent. */
-export class MemoryStore implements CacheStore, PurgeableStore {
+export class MemoryStore implements CacheStore, PurgeableStore, SyncLookup {
   readonly name: string
   private readonly lru: LRUCache<string, CacheEntry>
   /** Source → its cached keys; an entry leaves it when the LRU lets it go (evicted, expired, deleted). */
@@ -32,6 +38,11 @@ export class MemoryStore implements CacheStore, PurgeableStore {
   }
 
   async get(key: string): Promise<CacheEntry | undefined> {
+    return this.lru.get(key)
+  }
+
+  peek(key: string): CacheEntry | undefined {
+    // get, not peek: a hit keeps the entry recent, as an awaited get would.
     return this.lru.get(key)
   }
 

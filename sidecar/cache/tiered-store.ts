@@ -1,3 +1,4 @@
+import type { SyncLookup } from './memory-store.js'
 import { isPurgeable, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector } from './types.js'
 
 /**
@@ -5,7 +6,7 @@ import { isPurgeable, type CacheEntry, type CacheStore, type PurgeableStore, typ
  * (no SQLite read, no Redis GET). A hot entry past its freshness falls through to the store,
  * where another replica may already have put a fresher one.
  */
-export class TieredStore implements CacheStore, PurgeableStore {
+export class TieredStore implements CacheStore, PurgeableStore, Partial<SyncLookup> {
   readonly name: string
   /** Bumped by every purge: a store read that a purge overtook must not refill the hot tier. */
   private purges = 0
@@ -15,7 +16,12 @@ export class TieredStore implements CacheStore, PurgeableStore {
     private readonly cold: CacheStore,
   ) {
     this.name = cold.name
+    const lookup = hot as Partial<SyncLookup>
+    if (lookup.peek) this.peek = (key) => lookup.peek!(key)
   }
+
+  /** The hot tier's entry, when the hot tier can answer synchronously (see SyncLookup). */
+  readonly peek?: (key: string) => CacheEntry | undefined
 
   get available(): boolean | undefined {
     return this.cold.available

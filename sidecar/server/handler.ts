@@ -68,7 +68,7 @@ function sourceDimensions(buffer: Buffer): Record<string, number> {
 }
 
 /** What a query and an Accept header resolve to, before any I/O. */
-interface Plan {
+export interface Plan {
   params: ImageParams
   mimeType: string
   key: string
@@ -212,7 +212,7 @@ export function createImageHandler(ctx: HandlerContext) {
     return headers
   }
 
-  return async function handleImage(req: Request, res: Response, next: NextFunction): Promise<void> {
+  async function handleImage(req: Request, res: Response, next: NextFunction): Promise<void> {
     try {
       // Next 404s the whole route when images are unoptimized or another loader is configured,
       // before looking at the query.
@@ -239,4 +239,8 @@ export function createImageHandler(ctx: HandlerContext) {
       next(err)
     }
   }
+  // The hit path (hit-path.ts) answers from the same memoised plans and headers.
+  return Object.assign(handleImage, { planFor, headersFor })
 }
+
+export type ImageHandler = ReturnType<typeof createImageHandler>

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { RequestHandler } from 'express'
 import type { Logger } from 'pino'
 import type { Metrics } from '../runtime/metrics.js'
@@ -13,15 +14,32 @@ export interface ObserveOptions {
   draining: () => boolean
 }
 
+const SANE_ID = /^[\w.:-]{1,128}$/
+
+/** The caller's X-Request-Id when it is sane, else a fresh UUID. */
+export function requestIdOf(headers: IncomingHttpHeaders): string {
+  const given = headers['x-request-id']
+  return typeof given === 'string' && SANE_ID.test(given) ? given : randomUUID()
+}
+
 /**
- * Every request is counted and timed, and gets one log line and a request id (the caller's
+ * The level of a request's log line. A HIT and a 304 are debug (opt in with LOG_LEVEL=debug): they
+ * are most of the traffic, and a line each cost about as much CPU as the hit itself
+ * (bench/results/hits.md). Misses, stale answers, errors and aborted requests are always logged;
+ * /metrics counts and times every request.
+ */
+export function levelOf(status: number, cache: unknown): 'info' | 'debug' {
+  return status === 304 || (cache === 'HIT' && status < 400) ? 'debug' : 'info'
+}
+
+/**
+ * Every request is counted and timed, and gets a log line (see levelOf) and a request id (the caller's
  * X-Request-Id when it is sane); image requests get a SERVER span that their work hangs under.
  */
 export function observeRequests({ log, metrics, imagePath, draining }: ObserveOptions): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint()
-    const given = req.headers['x-request-id']
-    const id = typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID()
+    const id = requestIdOf(req.headers)
     res.setHeader('X-Request-Id', id)
     // Image requests only: probes and scrapes would drown the traces.
     const span = req.path === imagePath ? startRequestSpan(req.method, imagePath, req.headers, { 'next_image_sidecar.request_id': id }) : undefined
@@ -34,8 +52,9 @@ export function observeRequests({ log, metrics, imagePath, draining }: ObserveOp
       const seconds = Number(process.hrtime.bigint() - started) / 1e9
       metrics.requestDuration.observe({ status_class: aborted ? 'aborted' : `${Math.floor(status / 100)}xx` }, seconds)
       span?.finish(status, { 'next_image_sidecar.cache': String(res.getHeader('X-Nextjs-Cache') ?? ''), ...(aborted ? { 'next_image_sidecar.aborted': true } : {}) })
-      if (!log.isLevelEnabled('info')) return
-      log.info(
+      const level = levelOf(status, res.getHeader('X-Nextjs-Cache'))
+      if (!log.isLevelEnabled(level)) return
+      log[level](
         {
           reqId: id,
           method: req.method,
