@@ -20,7 +20,8 @@ import { promisify } from 'node:util'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const APP = join(ROOT, 'example-next-app')
-const CLI = join(ROOT, 'dist/sidecar/cli/main.js')
+// BENCH_CLI: another build's CLI (a copy of dist/ from before a change) in place of this one.
+const CLI = process.env.BENCH_CLI ?? join(ROOT, 'dist/sidecar/cli/main.js')
 const NEXT_BIN = join(ROOT, 'node_modules/next/dist/bin/next')
 const PATH = '/_next/image?url=%2Fphotos%2Fdawn.jpg&w=640&q=75'
 const ACCEPT = 'image/webp'
@@ -117,12 +118,23 @@ function rssOfTree(pid) {
   return total
 }
 
-/** Self time of a .cpuprofile by where the code lives: which part of the stack a hit pays for. */
-function profileSummary(file) {
+/**
+ * Self time of a .cpuprofile by where the code lives: which part of the stack a hit pays for, in µs
+ * per request. Only the samples of the measured wrk round count (the last `windowUs` before the
+ * process was told to stop `tailUs` before its end): start-up and module loading are left out.
+ */
+function profileSummary(file, windowUs, tailUs, requests) {
   const profile = JSON.parse(readFileSync(file, 'utf8'))
   const selfById = new Map()
   const dt = profile.timeDeltas
-  for (let i = 0; i < profile.samples.length; i++) selfById.set(profile.samples[i], (selfById.get(profile.samples[i]) ?? 0) + (dt[i] ?? 0))
+  const to = profile.endTime - tailUs
+  const from = to - windowUs
+  let t = profile.startTime
+  for (let i = 0; i < profile.samples.length; i++) {
+    t += dt[i] ?? 0
+    if (t < from || t > to) continue
+    selfById.set(profile.samples[i], (selfById.get(profile.samples[i]) ?? 0) + (dt[i] ?? 0))
+  }
   const buckets = new Map()
   const functions = new Map()
   let total = 0
@@ -137,8 +149,8 @@ function profileSummary(file) {
     total += us
   }
   const busy = total - (buckets.get('(idle)') ?? 0)
-  const rows = (m) => [...m].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1])
-  return { busy, buckets: rows(buckets).map(([k, us]) => [k, us / busy]), functions: rows(functions).slice(0, 25).map(([k, us]) => [k, us / busy]) }
+  const rows = (m) => [...m].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1])
+  return { busyUsPerRequest: busy / requests, buckets: rows(buckets).map(([k, us]) => [k, us / busy, us / requests]), functions: rows(functions).slice(0, 25).map(([k, us]) => [k, us / busy, us / requests]) }
 }
 function bucketOf(url, fn) {
   if (fn === '(idle)') return '(idle)'
@@ -250,9 +262,11 @@ async function main() {
       await fetchVariant(profiled.url)
       await wrk(profiled.url, 2)
       const r = await wrk(profiled.url)
+      const stopping = performance.now()
       await profiled.stop()
+      const tailUs = (performance.now() - stopping) * 1000
       const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))
-      results.profile = { rps: r.rps, file: join(dir, file), ...profileSummary(join(dir, file)) }
+      results.profile = { rps: r.rps, file: join(dir, file), ...profileSummary(join(dir, file), (SECONDS - 0.5) * 1e6, tailUs + 0.25e6, r.rps * (SECONDS - 0.5)) }
       log(`profile: ${results.profile.file}`)
     }
 
@@ -299,9 +313,10 @@ function report(results) {
   ]
   if (results.profile) {
     const pct = (x) => `${(x * 100).toFixed(1)}%`
-    lines.push('', `Profile (\`node --cpu-prof\`, ${results.profile.rps.toFixed(0)} req/s under wrk), self time as a share of busy time:`, '', '| where | share |', '|---|---|')
-    lines.push(...results.profile.buckets.slice(0, 20).map(([k, v]) => `| ${k} | ${pct(v)} |`))
-    lines.push('', '| function | share |', '|---|---|', ...results.profile.functions.map(([k, v]) => `| ${k.replace(/\|/g, '\\|')} | ${pct(v)} |`))
+    const us = (x) => x.toFixed(1)
+    lines.push('', `Profile (\`node --cpu-prof\`, the measured round only, ${results.profile.rps.toFixed(0)} req/s under wrk): ${us(results.profile.busyUsPerRequest)} µs of CPU per request, self time by where it is spent:`, '', '| where | share | µs/request |', '|---|---|---|')
+    lines.push(...results.profile.buckets.slice(0, 20).map(([k, v, u]) => `| ${k} | ${pct(v)} | ${us(u)} |`))
+    lines.push('', '| function | share | µs/request |', '|---|---|---|', ...results.profile.functions.map(([k, v, u]) => `| ${k.replace(/\|/g, '\\|')} | ${pct(v)} | ${us(u)} |`))
   }
   const out = join(ROOT, 'bench/results')
   mkdirSync(out, { recursive: true })
