@@ -161,12 +161,13 @@ export class RedisStore implements CacheStore, PurgeableStore {
   private connecting: Promise<unknown> | undefined
   /** The first connection was made; node-redis reconnects by itself afterwards. */
   private everConnected = false
+  private indexRefusalLogged = false
 
   constructor(
     url: string,
     readonly prefix: string,
     private readonly limits: StoreLimits,
-    log: Logger,
+    private readonly log: Logger,
   ) {
     const target = parseRedisUrl(url)
     this.name = redactRedisUrl(url)
@@ -238,7 +239,12 @@ export class RedisStore implements CacheStore, PurgeableStore {
     const { variant } = entry
     if (variant) {
       // Its own command on the set's key alone: on a Cluster the set and the entry live in different slots.
-      await this.run(() => this.client.eval(INDEX_ADD, { keys: [this.sourceKey(variant.href)], arguments: [JSON.stringify([key, variant.width, variant.quality, variant.mimeType]), String(keepMs)] }))
+      await this.run(() => this.client.eval(INDEX_ADD, { keys: [this.sourceKey(variant.href)], arguments: [JSON.stringify([key, variant.width, variant.quality, variant.mimeType]), String(keepMs)] })).catch((err: unknown) => {
+        // The entry is stored: an ACL without the index's commands costs purges of this source, not the write.
+        if (!/NOPERM/i.test((err as Error)?.message ?? '')) throw err
+        if (!this.indexRefusalLogged) this.log.warn({ err }, 'redis refused the purge index (SADD/PTTL/PEXPIRE): purges will not find entries; grant them to the ACL user (see the README)')
+        this.indexRefusalLogged = true
+      })
     }
   }
 

@@ -23,7 +23,15 @@ export interface ResilienceOptions {
 class Health {
   downSince: number | undefined
   retryAt = 0
+  probe: NodeJS.Timeout | undefined
 }
+
+/**
+ * What a write probe stores: a tiny entry under a key no variant can have (variant keys are
+ * sha256 in base64url), kept for seconds.
+ */
+const PROBE_KEY = 'health-probe'
+const PROBE_ENTRY: CacheEntry = { buffer: Buffer.alloc(1), contentType: 'application/octet-stream', maxAge: 1, expireAt: 0, etag: 'probe', upstreamEtag: 'probe' }
 
 /**
  * Makes a store failure a cache miss instead of a failed request: every operation is bounded
@@ -39,6 +47,7 @@ export class ResilientStore implements CacheStore, PurgeableStore {
   private readonly pingTimeoutMs: number
   private readonly maxPendingWrites: number
   private lingeringWrites = 0
+  private closed = false
 
   constructor(
     private readonly inner: CacheStore,
@@ -94,6 +103,26 @@ export class ResilientStore implements CacheStore, PurgeableStore {
     const effect = op === 'read' ? 'serving without it' : 'serving without storing new images'
     this.log.error({ err, store: this.name, op }, `cache store ${op}s failed; ${effect} until it recovers`)
     this.options.onHealth?.(op, false)
+    this.probeUntilUp(op)
+  }
+
+  /**
+   * A failing kind of operation is tried by the store itself every back-off until it works: traffic
+   * may never try it (a replica that only serves hits never writes), and its health must not stay
+   * down after the store came back.
+   */
+  private probeUntilUp(op: StoreOp): void {
+    const health = this.health[op]
+    if (health.probe || this.closed) return
+    health.probe = setTimeout(() => {
+      health.probe = undefined
+      if (this.up(op) || this.closed) return
+      const probe = op === 'read' ? () => bounded(this.inner.ping(), this.timeoutMs) : () => bounded(this.inner.set(PROBE_KEY, { ...PROBE_ENTRY, expireAt: Date.now() + 10_000 }, 10_000), this.timeoutMs)
+      void this.attempt(op, probe, undefined).finally(() => {
+        if (!this.up(op)) this.probeUntilUp(op)
+      })
+    }, this.backoffMs)
+    health.probe.unref()
   }
 
   /**
@@ -145,15 +174,17 @@ export class ResilientStore implements CacheStore, PurgeableStore {
     return this.inner.purge(selector)
   }
 
+  // The purge log is bounded but kept out of the store's health: a user without the rights to the log
+  // (an older Redis ACL) must not make the store's reads look down.
   purgeMark(): Promise<string | undefined> {
     const inner = this.inner
-    return isPurgeable(inner) ? this.attempt('read', () => bounded(inner.purgeMark(), this.timeoutMs), undefined) : Promise.resolve(undefined)
+    return isPurgeable(inner) ? bounded(inner.purgeMark(), this.timeoutMs).catch(() => undefined) : Promise.resolve(undefined)
   }
 
   /** A store that cannot answer is taken to have purged (the safe answer: the entry is not kept). */
   purgedSince(mark: string | undefined, href: string): Promise<boolean> {
     const inner = this.inner
-    return isPurgeable(inner) ? this.attempt('read', () => bounded(inner.purgedSince(mark, href), this.timeoutMs), true) : Promise.resolve(false)
+    return isPurgeable(inner) ? bounded(inner.purgedSince(mark, href), this.timeoutMs).catch(() => true) : Promise.resolve(false)
   }
 
   /** Bounded, and reported like a read; rejects while the store does not answer (the start-up check). */
@@ -168,6 +199,8 @@ export class ResilientStore implements CacheStore, PurgeableStore {
   }
 
   close(): Promise<void> {
+    this.closed = true
+    for (const health of Object.values(this.health)) clearTimeout(health.probe)
     return this.inner.close()
   }
 }

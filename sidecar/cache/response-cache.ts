@@ -28,6 +28,8 @@ export interface ResponseCacheOptions {
   /** How often a waiter re-reads the store when no announcement arrives. */
   pollMs?: number
   onResult?: (result: CacheResult) => void
+  /** Check a fresh entry's source (conditionally, in the background) once it is this old; undefined: never (Next). */
+  revalidateAfterMs?: number
 }
 
 /** Times a job produces again because its source was purged while it ran, before it serves without storing. */
@@ -116,7 +118,10 @@ export class ResponseCache {
       return entry
     })
     if (cached) {
-      if (Date.now() <= cached.expireAt) return { entry: cached, result: 'HIT' }
+      if (Date.now() <= cached.expireAt) {
+        if (this.options.revalidateAfterMs !== undefined && Date.now() - this.checkedAt(cached) >= this.options.revalidateAfterMs) this.recheck(key, cached, produce, trace)
+        return { entry: cached, result: 'HIT' }
+      }
       this.refresh(key, cached, produce, trace)
       return { entry: cached, result: 'STALE' }
     }
@@ -222,11 +227,46 @@ export class ResponseCache {
    * removes anything, and the log is read after the write, so either the purge removes what was
    * written or this job sees the purge and removes it; then it produces again from the new source.
    */
+  /** When an entry's source was last seen: recorded, else derived from its expiry (entries from before the field). */
+  private checkedAt(entry: CacheEntry): number {
+    return entry.checkedAt ?? entry.expireAt - Math.max(entry.maxAge, this.minimumCacheTTL) * 1000
+  }
+
+  /**
+   * --revalidate-after: the producer fetches conditionally (the entry's validators); a source that
+   * did not change gives the same output, and the entry is kept with its expiry (only the check's
+   * time moves); a changed one replaces it, as a miss would. Failures keep the entry as it is.
+   */
+  private recheck(key: string, previous: CacheEntry, produce: Producer, trace: TraceContext | undefined): void {
+    if (this.refreshing.has(key)) return
+    const run = Deadline.run(this.options.jobTimeoutMs, undefined, async (signal) => {
+      const lock = this.coordinator ? await this.tryLock(key) : 'unavailable'
+      if (lock === undefined) return // another process is checking it
+      try {
+        const mark = await this.purgeMark(previous.variant)
+        const produced = await produce(previous, signal)
+        if (produced.etag === previous.etag) {
+          await this.write(key, { ...previous, checkedAt: Date.now() })
+          return
+        }
+        const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge), checkedAt: Date.now(), ...(previous.variant ? { variant: previous.variant } : {}) }
+        if (await this.purgedSince(mark, previous.variant)) return
+        await this.write(key, entry)
+        if (await this.purgedSince(mark, previous.variant)) await this.store.delete(key).catch(() => undefined)
+      } catch (err) {
+        this.log.warn({ err, key }, 'source check (--revalidate-after) failed; keeping the entry')
+      } finally {
+        if (lock !== 'unavailable') await this.unlock(lock)
+      }
+    }).finally(() => this.refreshing.delete(key))
+    this.refreshing.set(key, run)
+  }
+
   private async produceAndStore(key: string, previous: CacheEntry | undefined, produce: Producer, signal: AbortSignal, trace: TraceContext | undefined, variant: Variant | undefined): Promise<CacheEntry> {
     for (let tries = 0; ; tries++) {
       const mark = await this.purgeMark(variant)
       const produced = await produce(previous, signal)
-      const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge), ...(variant ? { variant } : {}) }
+      const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge), checkedAt: Date.now(), ...(variant ? { variant } : {}) }
       const last = tries === MAX_PURGED_RETRIES
       if (!last && (await this.purgedSince(mark, variant))) {
         previous = undefined

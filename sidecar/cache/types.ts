@@ -11,6 +11,8 @@ export interface CacheEntry {
   upstreamEtag: string
   /** The upstream's own validators, for a conditional revalidation (If-None-Match / If-Modified-Since). */
   validators?: UpstreamValidators
+  /** Epoch ms the source was last fetched or confirmed unchanged (see --revalidate-after). */
+  checkedAt?: number
   /** Which request this is a variant of: the source's purge index, and the optimizer URL a CDN purge needs. */
   variant?: Variant
 }

@@ -57,6 +57,9 @@ Options (each has an environment variable; the flag wins):
                       within it, else it is disconnected
   --keep-alive-timeout MS  idle keep-alive connections close  KEEP_ALIVE_TIMEOUT_MS  (${DEFAULTS.keepAliveTimeoutMs})
                       (keep it above your load balancer's idle timeout)
+  --revalidate-after S  check a cached entry's source (its  REVALIDATE_AFTER       (off: Next's semantics)
+                      ETag/Last-Modified) once older than S
+                      seconds; replaced when it changed
   --admin-token T     enables POST /purge for requests with   IMAGE_SIDECAR_ADMIN_TOKEN  (none: no /purge)
                       Authorization: Bearer T (ops listener with --metrics-port)
   --help              show this text
@@ -108,6 +111,7 @@ export const COMMON = {
   'upstream-timeout': { type: 'string' },
   'headers-timeout': { type: 'string' },
   'keep-alive-timeout': { type: 'string' },
+  'revalidate-after': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
@@ -223,6 +227,7 @@ export async function sidecarOptions(values: Values): Promise<{ options: Sidecar
     upstreamTimeoutMs: intOption(flagOrEnv('--upstream-timeout', values['upstream-timeout'], 'UPSTREAM_TIMEOUT_MS'), RANGES.upstreamTimeoutMs, DEFAULTS.upstreamTimeoutMs),
     headersTimeoutMs: intOption(flagOrEnv('--headers-timeout', values['headers-timeout'], 'HEADERS_TIMEOUT_MS'), RANGES.headersTimeoutMs, DEFAULTS.headersTimeoutMs),
     keepAliveTimeoutMs: intOption(flagOrEnv('--keep-alive-timeout', values['keep-alive-timeout'], 'KEEP_ALIVE_TIMEOUT_MS'), RANGES.keepAliveTimeoutMs, DEFAULTS.keepAliveTimeoutMs),
+    revalidateAfter: optionalInt(flagOrEnv('--revalidate-after', values['revalidate-after'], 'REVALIDATE_AFTER'), RANGES.revalidateAfter),
     // A secret: read from the environment only, never from the command line.
     signingKey: env.IMAGE_SIDECAR_SIGNING_KEY || undefined,
   }

@@ -110,6 +110,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     jobTimeoutMs: timeoutMs,
     log,
     coordinator,
+    revalidateAfterMs: options.revalidateAfter !== undefined ? options.revalidateAfter * 1000 : undefined,
     onResult: (result) => metrics.cacheRequests.inc({ result: result.toLowerCase() }),
   })
   // Purges reach the other processes' hot tiers: through Redis when shared there, else a cluster's primary.

@@ -95,6 +95,12 @@ export interface SidecarOptions {
    * The CLI reads it from --admin-token or IMAGE_SIDECAR_ADMIN_TOKEN.
    */
   adminToken?: string
+  /**
+   * Beyond Next (off by default): a cached entry older than this many seconds is checked against its
+   * source with its validators (a conditional request, in the background) and replaced if the source
+   * changed; the response and its headers stay as Next sends them. The CLI: --revalidate-after.
+   */
+  revalidateAfter?: number
   /** DNS resolution for absolute URLs; injectable for tests. Default: dns.lookup({ all: true }). */
   resolve?: Resolver
   /**
@@ -152,6 +158,7 @@ export const RANGES = {
   keepAliveTimeoutMs: TIMER,
   shutdownDelayMs: { ...TIMER, min: 0 },
   shutdownTimeoutMs: TIMER,
+  revalidateAfter: { min: 1, max: 2_000_000 },
 } satisfies Record<string, IntegerRange>
 
 /** "an integer from 1 to 2147483647 (ms)": the rule of a range, as every message words it. */
@@ -173,7 +180,7 @@ export function parseInteger(name: string, raw: string, range: IntegerRange): nu
 
 /** Checks the numeric fields of `SidecarOptions` given in code (the CLI checks its flags as it parses them). */
 export function checkNumericOptions(options: SidecarOptions): void {
-  for (const key of ['maximumRedirects', 'cacheMaxSize', 'cacheMaxEntrySize', 'hotCacheSize', 'concurrency', 'memoryLimit', 'queueSize', 'maxAttempts', 'timeoutMs', 'upstreamTimeoutMs', 'headersTimeoutMs', 'keepAliveTimeoutMs'] as const) {
+  for (const key of ['maximumRedirects', 'cacheMaxSize', 'cacheMaxEntrySize', 'hotCacheSize', 'concurrency', 'memoryLimit', 'queueSize', 'maxAttempts', 'timeoutMs', 'upstreamTimeoutMs', 'headersTimeoutMs', 'keepAliveTimeoutMs', 'revalidateAfter'] as const) {
     const value = options[key]
     const range: IntegerRange = RANGES[key]
     if (value !== undefined && !(Number.isInteger(value) && value >= range.min && value <= range.max)) throw invalidOption(key, describeRange(range), value)

@@ -1,0 +1,95 @@
+/** --revalidate-after: a cached entry older than it is checked against its source with its validators. */
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import request from 'supertest'
+import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
+import { testSidecar } from '../helpers/sidecar.js'
+import { frozenClock } from '../helpers/clock.js'
+import { metric } from '../helpers/metrics.js'
+import { image } from '../helpers/image-url.js'
+
+let upstream: UpstreamServer
+const OLD = corpusFile('photo-jpeg/rocket.jpg')
+const NEW = corpusFile('photo-jpeg/garden.jpg')
+
+before(async () => {
+  upstream = await startUpstream()
+})
+after(async () => {
+  await upstream.close()
+})
+
+const fetchesOf = (key: string) => upstream.requests.filter((r) => r.url === `/mutable/${key}`)
+
+test('an upstream whose ETag changed: the entry is replaced after the check, the headers stay Next\'s', async (t) => {
+  upstream.mutable.set('ra', { status: 200, body: OLD, headers: { 'content-type': 'image/jpeg', etag: '"v1"' } })
+  const s = testSidecar({ frontend: upstream.url, revalidateAfter: 60 })
+  const clock = frozenClock()
+  t.after(() => clock.restore())
+  try {
+    const path = image('/mutable/ra', 640)
+    const first = await request(s.app).get(path).set('Accept', 'image/webp')
+    assert.equal(first.headers['x-nextjs-cache'], 'MISS')
+    upstream.mutable.set('ra', { status: 200, body: NEW, headers: { 'content-type': 'image/jpeg', etag: '"v2"' } })
+    clock.advance(59_000)
+    assert.equal((await request(s.app).get(path).set('Accept', 'image/webp')).headers.etag, first.headers.etag)
+    await s.idle()
+    assert.equal(fetchesOf('ra').length, 1, 'checked before its time')
+    clock.advance(2_000)
+    const due = await request(s.app).get(path).set('Accept', 'image/webp')
+    assert.equal(due.headers['x-nextjs-cache'], 'HIT')
+    await s.idle()
+    const check = fetchesOf('ra')[1]
+    assert.equal(check?.headers['if-none-match'], '"v1"', 'a conditional request with the stored validator')
+    const after = await request(s.app).get(path).set('Accept', 'image/webp')
+    assert.equal(after.headers['x-nextjs-cache'], 'HIT')
+    assert.notEqual(after.headers.etag, first.headers.etag, 'the changed source replaced the entry')
+    for (const name of ['cache-control', 'content-type', 'content-disposition', 'content-security-policy', 'vary']) assert.equal(after.headers[name], first.headers[name], name)
+  } finally {
+    await s.close()
+  }
+})
+
+test('an upstream that answers 304: the entry is kept as it is, with no transform, and checked again only after the interval', async (t) => {
+  upstream.mutable.set('rb', { status: 200, body: OLD, headers: { 'content-type': 'image/jpeg', etag: '"v1"' } })
+  const s = testSidecar({ frontend: upstream.url, revalidateAfter: 60 })
+  const clock = frozenClock()
+  t.after(() => clock.restore())
+  try {
+    const path = image('/mutable/rb', 640)
+    const first = await request(s.app).get(path).set('Accept', 'image/webp')
+    upstream.mutable.set('rb', { status: 304, body: Buffer.alloc(0), headers: { etag: '"v1"' } })
+    const transforms = metric((await request(s.app).get('/metrics')).text, 'next_image_sidecar_transforms_total')
+    clock.advance(61_000)
+    await request(s.app).get(path).set('Accept', 'image/webp')
+    await s.idle()
+    assert.equal(fetchesOf('rb').length, 2)
+    assert.equal(fetchesOf('rb')[1]!.headers['if-none-match'], '"v1"')
+    const after = await request(s.app).get(path).set('Accept', 'image/webp')
+    assert.equal(after.headers.etag, first.headers.etag)
+    assert.equal(metric((await request(s.app).get('/metrics')).text, 'next_image_sidecar_transforms_total'), transforms, 'a 304 costs no transform')
+    clock.advance(30_000)
+    await request(s.app).get(path).set('Accept', 'image/webp')
+    await s.idle()
+    assert.equal(fetchesOf('rb').length, 2, 'the check restarted the interval')
+  } finally {
+    await s.close()
+  }
+})
+
+test('off by default (Next\'s semantics): no check while the entry is fresh', async (t) => {
+  upstream.mutable.set('rc', { status: 200, body: OLD, headers: { 'content-type': 'image/jpeg', etag: '"v1"' } })
+  const s = testSidecar({ frontend: upstream.url })
+  const clock = frozenClock()
+  t.after(() => clock.restore())
+  try {
+    const path = image('/mutable/rc', 640)
+    await request(s.app).get(path).set('Accept', 'image/webp')
+    clock.advance(3_600_000)
+    assert.equal((await request(s.app).get(path).set('Accept', 'image/webp')).headers['x-nextjs-cache'], 'HIT')
+    await s.idle()
+    assert.equal(fetchesOf('rc').length, 1)
+  } finally {
+    await s.close()
+  }
+})
