@@ -51,9 +51,10 @@ export interface TracingHandle {
 export async function startTracing(log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<TracingHandle | undefined> {
   const exporterKind = tracingExporter(env)
   if (!exporterKind || active) return undefined
-  const [api, { NodeTracerProvider, BatchSpanProcessor, ConsoleSpanExporter }, { OTLPTraceExporter }, resources, { W3CTraceContextPropagator }] = await Promise.all([
+  // sdk-trace's TracerProvider: the Node one of OpenTelemetry 2 differed only in registering a context manager, which is not used.
+  const [api, { TracerProvider, BatchSpanProcessor, ConsoleSpanExporter }, { OTLPTraceExporter }, resources, { W3CTraceContextPropagator }] = await Promise.all([
     import('@opentelemetry/api'),
-    import('@opentelemetry/sdk-trace-node'),
+    import('@opentelemetry/sdk-trace'),
     import('@opentelemetry/exporter-trace-otlp-http'),
     import('@opentelemetry/resources'),
     import('@opentelemetry/core'),
@@ -63,7 +64,7 @@ export async function startTracing(log: Logger, env: NodeJS.ProcessEnv = process
     .merge(resources.detectResources({ detectors: [resources.envDetector] }))
   const exporter = exporterKind === 'console' ? new ConsoleSpanExporter() : new OTLPTraceExporter()
   // Not registered globally: no context manager (see the top of this file), nothing for other code to pick up.
-  const provider = new NodeTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter)] })
+  const provider = new TracerProvider({ resource, spanProcessors: [new BatchSpanProcessor({ exporter })] })
   active = { api, tracer: provider.getTracer('next-image-sidecar'), propagator: new W3CTraceContextPropagator() }
   log.info({ exporter: exporterKind, endpoint: env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT }, 'tracing on')
   return {
