@@ -13,7 +13,9 @@ import { RedisCoordinator } from '../../sidecar/cache/redis-coordinator.js'
 import { RedisOfflineError, RedisStore } from '../../sidecar/cache/redis-store.js'
 import { freePort } from '../helpers/next-app.js'
 import { silentLogger } from '../helpers/sidecar.js'
-import { uniquePrefix } from '../helpers/redis.js'
+import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
+import { waitUntil } from '../helpers/wait.js'
+import { ResilientStore } from '../../sidecar/cache/resilient-store.js'
 
 const entry = (i: number) => ({ buffer: Buffer.alloc(20_000, i % 256), contentType: 'image/webp', maxAge: 60, expireAt: Date.now() + 60_000, etag: `e${i}`, upstreamEtag: `u${i}`, validators: {} })
 
@@ -47,4 +49,26 @@ test('a lock that Redis never took (store offline) leaves no background release 
   })
   for (let i = 0; i < 20; i++) await assert.rejects(coordinator.acquire(`k${i}`, 30_000), RedisOfflineError)
   assert.equal(coordinator.pendingReleases, 0)
+})
+
+test('a store whose writes failed is reported writable again once it is, without waiting for a write (a replica serving only hits)', async (t) => {
+  const redis = await PrivateRedis.start()
+  const health: string[] = []
+  const store = new ResilientStore(new RedisStore(redis.url, uniquePrefix('probe'), { maxSize: Infinity, maxEntrySize: 1 << 20 }, silentLogger), silentLogger, {
+    backoffMs: 200,
+    onHealth: (op, up) => health.push(`${op} ${up ? 'up' : 'down'}`),
+  })
+  t.after(async () => {
+    await store.close()
+    await redis.kill()
+  })
+  await store.ping()
+  await redis.kill()
+  await store.set('k', entry(1) as never, 60_000)
+  assert.equal(store.up('write'), false)
+  const back = await PrivateRedis.start({ port: redis.port })
+  t.after(() => back.kill())
+  // No write follows: only the store's own probe can notice the recovery.
+  await waitUntil(() => store.up('write'), 'writes to be reported up again', 15_000)
+  assert.deepEqual(health.filter((h) => h.startsWith('write')), ['write down', 'write up'])
 })
