@@ -140,10 +140,10 @@ export function defaultConcurrency(cpus: number, workers = 1): number {
 }
 
 /** The malloc in use: jemalloc when preloaded (LD_PRELOAD, as the Dockerfile does), else glibc's. */
-export function allocator(read: (path: string) => string | undefined = readIfExists): string {
+export function allocator(read: (path: string) => string | undefined = readIfExists, env: NodeJS.ProcessEnv = process.env): string {
   if ((read('/proc/self/maps') ?? '').includes('libjemalloc')) return 'jemalloc'
-  const arenas = process.env.MALLOC_ARENA_MAX
-  return arenas ? `glibc (MALLOC_ARENA_MAX=${arenas})` : 'glibc'
+  const tuning = [env.MALLOC_ARENA_MAX && `MALLOC_ARENA_MAX=${env.MALLOC_ARENA_MAX}`, env.GLIBC_TUNABLES && `GLIBC_TUNABLES=${env.GLIBC_TUNABLES}`].filter(Boolean)
+  return tuning.length > 0 ? `glibc (${tuning.join(', ')})` : 'glibc'
 }
 
 /** "268435456", "256Mi", "512M", "1Gi", "1G" (Kubernetes quantities) → bytes; undefined when malformed. */

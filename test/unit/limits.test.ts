@@ -144,3 +144,11 @@ describe('the working-set estimate', () => {
     assert.ok(estimateWorkingSet({ ...photo, orientation: 6 }, 2_000_000, 640, 'image/webp') > estimateWorkingSet(photo, 2_000_000, 640, 'image/webp') + 3840 * 2160 * 3 - 1)
   })
 })
+
+test('the allocator logged at start names the glibc tunings the command set', async () => {
+  const { allocator } = await import('../../sidecar/runtime/limits.js')
+  const noJemalloc = () => '7f00-7f01 r-xp 0 0:0 0 /usr/lib/x86_64-linux-gnu/libc.so.6'
+  assert.equal(allocator(noJemalloc, { MALLOC_ARENA_MAX: '2', GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=131072' }), 'glibc (MALLOC_ARENA_MAX=2, GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072)')
+  assert.equal(allocator(noJemalloc, {}), 'glibc')
+  assert.equal(allocator(() => '7f00-7f01 r-xp 0 0:0 0 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2', { MALLOC_ARENA_MAX: '2' }), 'jemalloc')
+})
