@@ -1,4 +1,4 @@
-import { selects, type PurgeSelector } from './types.js'
+import { markTime, selects, type PurgeSelector } from './types.js'
 
 /** How many purges an in-process log remembers; a mark older than that is answered "purged" (safe). */
 const KEEP = 1000
@@ -9,10 +9,10 @@ const KEEP = 1000
  */
 export class PurgeLog {
   private last = 0
-  private readonly entries: Array<{ id: number; selector: PurgeSelector }> = []
+  private readonly entries: Array<{ id: number; at: number; selector: PurgeSelector }> = []
 
   record(selector: PurgeSelector): void {
-    this.entries.push({ id: ++this.last, selector })
+    this.entries.push({ id: ++this.last, at: Date.now(), selector })
     if (this.entries.length > KEEP) this.entries.shift()
   }
 
@@ -21,6 +21,8 @@ export class PurgeLog {
   }
 
   purgedSince(mark: string | undefined, href: string): boolean {
+    const from = mark === undefined ? undefined : markTime(mark)
+    if (from !== undefined) return this.entries.some((e) => e.at >= from && selects(e.selector, href))
     const since = Number(mark)
     if (!Number.isInteger(since)) return true
     if (since >= this.last) return false

@@ -2,7 +2,7 @@ import KeyvRedis from '@keyv/redis'
 import { createClient, createCluster, createSentinel, RESP_TYPES } from '@redis/client'
 import type { Logger } from 'pino'
 import { decodeEntry, encodeEntry } from './codec.js'
-import type { CacheEntry, CacheStore, PurgeableStore, PurgedEntry, PurgeSelector, StoreLimits, Variant } from './types.js'
+import { markTime, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type StoreLimits, type Variant } from './types.js'
 import { parseRedisUrl, redactRedisUrl, type RedisTarget } from './redis-url.js'
 
 type PubSubListener = (message: Buffer | string) => void
@@ -232,11 +232,13 @@ export class RedisStore implements CacheStore, PurgeableStore {
     return Buffer.isBuffer(value) ? decodeEntry(value) : undefined
   }
 
-  async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
+  async set(key: string, entry: CacheEntry, ttlMs: number, purgeMark?: string): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
     const keepMs = Math.max(Math.round(ttlMs), 1000)
-    await this.run(() => this.adapter.set(this.k(key), encodeEntry(entry) as never, keepMs))
     const { variant } = entry
+    // A write can land after its caller stopped waiting (ResilientStore's timeout): it checks the purge log itself, from the job's mark.
+    const mark = variant ? (purgeMark ?? (await this.purgeMark())) : undefined
+    await this.run(() => this.adapter.set(this.k(key), encodeEntry(entry) as never, keepMs))
     if (variant) {
       // Its own command on the set's key alone: on a Cluster the set and the entry live in different slots.
       await this.run(() => this.client.eval(INDEX_ADD, { keys: [this.sourceKey(variant.href)], arguments: [JSON.stringify([key, variant.width, variant.quality, variant.mimeType]), String(keepMs)] })).catch((err: unknown) => {
@@ -245,6 +247,7 @@ export class RedisStore implements CacheStore, PurgeableStore {
         if (!this.indexRefusalLogged) this.log.warn({ err }, 'redis refused the purge index (SADD/PTTL/PEXPIRE): purges will not find entries; grant them to the ACL user (see the README)')
         this.indexRefusalLogged = true
       })
+      if (await this.purgedSince(mark, variant.href)) await this.delete(key)
     }
   }
 
@@ -283,7 +286,7 @@ export class RedisStore implements CacheStore, PurgeableStore {
    */
   async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
     const [kind, value] = 'all' in selector ? ['all', ''] : 'prefix' in selector ? ['prefix', selector.prefix] : ['sources', JSON.stringify(selector.sources)]
-    await this.run(() => this.client.eval(LOG_PURGE, { keys: this.purgeKeys, arguments: [kind, value, String(PURGE_LOG_LENGTH)] }))
+    await this.run(() => this.client.eval(LOG_PURGE, { keys: this.purgeKeys, arguments: [kind, value, String(PURGE_LOG_LENGTH), String(Date.now())] }))
     const srcPrefix = `${this.prefix}src:`
     const sets =
       'sources' in selector
@@ -319,15 +322,18 @@ export class RedisStore implements CacheStore, PurgeableStore {
 
   async purgedSince(mark: string | undefined, href: string): Promise<boolean> {
     if (mark === undefined) return true
-    if (Number(await this.purgeMark()) <= Number(mark)) return false
+    const from = markTime(mark)
+    if (from === undefined && Number(await this.purgeMark()) <= Number(mark)) return false
     const [seq, ...log] = (await this.run(() => this.client.eval(READ_LOG, { keys: this.purgeKeys, arguments: [] }))) as Array<Buffer | string | null>
+    const entries = log.map((e) => JSON.parse(e!.toString()) as { id: number; kind: string; value: string; at?: number })
+    const covers = (e: { kind: string; value: string }) => e.kind === 'all' || (e.kind === 'prefix' && href.startsWith(e.value)) || (e.kind === 'sources' && (JSON.parse(e.value) as string[]).includes(href))
+    if (from !== undefined) return entries.some((e) => (e.at ?? Infinity) >= from && covers(e))
     const last = Number(seq?.toString() ?? 0)
     const since = Number(mark)
     if (last <= since) return false
-    const entries = log.map((e) => JSON.parse(e!.toString()) as { id: number; kind: string; value: string })
     // More purges than the log keeps since the mark: assume this source was one of them.
     if (entries.length === 0 || entries.at(-1)!.id > since + 1) return true
-    return entries.some((e) => e.id > since && (e.kind === 'all' || (e.kind === 'prefix' && href.startsWith(e.value)) || (e.kind === 'sources' && (JSON.parse(e.value) as string[]).includes(href))))
+    return entries.some((e) => e.id > since && covers(e))
   }
 
   async delete(key: string): Promise<void> {
@@ -356,7 +362,7 @@ local ttl = redis.call('pttl', KEYS[1])
 if ttl == -1 or ttl < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 1`
 const LOG_PURGE = `local id = redis.call('incr', KEYS[1])
-redis.call('lpush', KEYS[2], cjson.encode({ id = id, kind = ARGV[1], value = ARGV[2] }))
+redis.call('lpush', KEYS[2], cjson.encode({ id = id, kind = ARGV[1], value = ARGV[2], at = tonumber(ARGV[4]) }))
 redis.call('ltrim', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 return id`
 // The counter, then the log newest first.

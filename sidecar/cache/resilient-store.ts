@@ -160,8 +160,8 @@ export class ResilientStore implements CacheStore, PurgeableStore {
     return this.attempt('read', () => bounded(this.inner.get(key), this.timeoutMs), undefined)
   }
 
-  set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
-    return this.write(() => this.inner.set(key, entry, ttlMs))
+  set(key: string, entry: CacheEntry, ttlMs: number, purgeMark?: string): Promise<void> {
+    return this.write(() => this.inner.set(key, entry, ttlMs, purgeMark))
   }
 
   delete(key: string): Promise<void> {

@@ -4,7 +4,7 @@ import { ImageError, MESSAGES } from '../errors.js'
 import type { CacheResult } from '../next/headers.js'
 import type { Coordinator, Lock } from '../runtime/coordinator.js'
 import { traced, type TraceContext } from '../runtime/tracing.js'
-import { isPurgeable, selects, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type Variant } from './types.js'
+import { isPurgeable, selects, timeMark, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type Variant } from './types.js'
 
 /** What a producer returns: the entry without its expiry (the cache sets that). */
 export type Produced = Omit<CacheEntry, 'expireAt'>
@@ -119,7 +119,7 @@ export class ResponseCache {
     })
     if (cached) {
       if (Date.now() <= cached.expireAt) {
-        if (this.options.revalidateAfterMs !== undefined && Date.now() - this.checkedAt(cached) >= this.options.revalidateAfterMs) this.recheck(key, cached, produce, trace)
+        if (this.dueForCheck(cached)) this.recheck(key, cached, produce, trace)
         return { entry: cached, result: 'HIT' }
       }
       this.refresh(key, cached, produce, trace)
@@ -227,6 +227,11 @@ export class ResponseCache {
    * removes anything, and the log is read after the write, so either the purge removes what was
    * written or this job sees the purge and removes it; then it produces again from the new source.
    */
+  /** Whether a fresh entry's source is due for a check (--revalidate-after); never without the option. */
+  dueForCheck(entry: CacheEntry): boolean {
+    return this.options.revalidateAfterMs !== undefined && Date.now() - this.checkedAt(entry) >= this.options.revalidateAfterMs
+  }
+
   /** When an entry's source was last seen: recorded, else derived from its expiry (entries from before the field). */
   private checkedAt(entry: CacheEntry): number {
     return entry.checkedAt ?? entry.expireAt - Math.max(entry.maxAge, this.minimumCacheTTL) * 1000
@@ -251,7 +256,7 @@ export class ResponseCache {
         }
         const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge), checkedAt: Date.now(), ...(previous.variant ? { variant: previous.variant } : {}) }
         if (await this.purgedSince(mark, previous.variant)) return
-        await this.write(key, entry)
+        await this.write(key, entry, mark)
         if (await this.purgedSince(mark, previous.variant)) await this.store.delete(key).catch(() => undefined)
       } catch (err) {
         this.log.warn({ err, key }, 'source check (--revalidate-after) failed; keeping the entry')
@@ -272,7 +277,7 @@ export class ResponseCache {
         previous = undefined
         continue
       }
-      await traced(trace, 'store', { 'next_image_sidecar.store': this.store.name, 'next_image_sidecar.bytes': entry.buffer.byteLength }, () => this.write(key, entry))
+      await traced(trace, 'store', { 'next_image_sidecar.store': this.store.name, 'next_image_sidecar.bytes': entry.buffer.byteLength }, () => this.write(key, entry, mark))
       if (await this.purgedSince(mark, variant)) {
         await this.store.delete(key).catch((err: unknown) => this.log.error({ err, key }, 'could not remove an entry of a purged source'))
         if (!last) {
@@ -287,7 +292,9 @@ export class ResponseCache {
   /** The store's purge log position before a job reads its source; undefined where nothing can be purged. */
   private async purgeMark(variant: Variant | undefined): Promise<string | undefined> {
     if (!variant || !this.purgeable) return undefined
-    return this.purgeable.purgeMark().catch(() => undefined)
+    const now = Date.now()
+    // The log did not answer in time (a slow or failing store): a mark by time still protects the job.
+    return (await this.purgeable.purgeMark().catch(() => undefined)) ?? timeMark(now)
   }
 
   private async purgedSince(mark: string | undefined, variant: Variant | undefined): Promise<boolean> {
@@ -308,11 +315,11 @@ export class ResponseCache {
     }
   }
 
-  private async write(key: string, entry: CacheEntry): Promise<void> {
+  private async write(key: string, entry: CacheEntry, purgeMark?: string): Promise<void> {
     if (entry.buffer.byteLength === 0) return
     const freshFor = entry.expireAt - Date.now()
     try {
-      await this.store.set(key, entry, Math.max(freshFor * RETENTION_FACTOR, MIN_RETENTION_MS))
+      await this.store.set(key, entry, Math.max(freshFor * RETENTION_FACTOR, MIN_RETENTION_MS), purgeMark)
     } catch (err) {
       this.log.error({ err, store: this.store.name }, 'cache write failed; the image was served but not stored')
     }

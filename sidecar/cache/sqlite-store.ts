@@ -6,7 +6,7 @@ import KeyvSqlite from '@keyv/sqlite'
 import sqlite3 from 'sqlite3'
 import type { Logger } from 'pino'
 import { decodeEntry, encodeEntry } from './codec.js'
-import type { CacheEntry, CacheStore, PurgeableStore, PurgedEntry, PurgeSelector, StoreLimits } from './types.js'
+import { markTime, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type StoreLimits } from './types.js'
 
 const TABLE = 'next_image_cache'
 /** Per entry: its size, keep time and last use; a trigger keeps it in step with TABLE. */
@@ -62,6 +62,8 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   private vacuumTimer: NodeJS.Timeout | undefined
   private evicting: Promise<void> | undefined
   private readonly background = new Set<Promise<void>>()
+  /** Purges this process logged (see purgesAfter). */
+  private readonly ownPurges = new Set<number>()
 
   constructor(
     readonly path: string,
@@ -221,13 +223,15 @@ export class SqliteStore implements CacheStore, PurgeableStore {
     return entry
   }
 
-  async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
+  async set(key: string, entry: CacheEntry, ttlMs: number, purgeMark?: string): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
     await this.ready
     const now = Date.now()
     const keepUntil = now + ttlMs
     const value = encodeEntry(entry, keepUntil)
     if (value.byteLength > this.budget) return
+    // A write can land after its caller stopped waiting (ResilientStore's timeout): it checks the purge log itself, from the job's mark.
+    const mark = entry.variant ? (purgeMark ?? (await this.purgeMark())) : undefined
     await this.adapter.set(key, value)
     await this.query(
       `INSERT INTO ${INDEX} (key, size, keep_until, used) VALUES (?, ?, ?, ?)
@@ -248,6 +252,7 @@ export class SqliteStore implements CacheStore, PurgeableStore {
         variant.mimeType,
         key,
       )
+      if (await this.purgedSince(mark, variant.href)) await this.delete(key)
     }
     if ((await this.readTotal()) > this.budget) this.track(this.evict())
   }
@@ -260,7 +265,8 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
     await this.ready
     const [kind, value] = 'all' in selector ? ['all', ''] : 'prefix' in selector ? ['prefix', selector.prefix] : ['sources', JSON.stringify(selector.sources)]
-    await this.query(`INSERT INTO ${PURGES} (kind, value, at) VALUES (?, ?, ?)`, kind, value, Date.now())
+    const [logged] = await this.query<{ id: number }>(`INSERT INTO ${PURGES} (kind, value, at) VALUES (?, ?, ?) RETURNING id`, kind, value, Date.now())
+    if (logged) this.ownPurges.add(logged.id)
     type Row = { key: string; href: string | null; width: number; quality: number; mime: string }
     const columns = `${INDEX}.key AS key, href, width, quality, mime`
     let rows: Row[]
@@ -291,10 +297,11 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   async purgedSince(mark: string | undefined, href: string): Promise<boolean> {
     if (mark === undefined) return true
     await this.ready
+    const from = markTime(mark)
     const [row] = await this.query<{ hit: number }>(
-      `SELECT count(*) AS hit FROM ${PURGES} WHERE id > ? AND (kind = 'all' OR (kind = 'prefix' AND substr(?, 1, length(${PURGES}.value)) = ${PURGES}.value)
+      `SELECT count(*) AS hit FROM ${PURGES} WHERE ${from !== undefined ? 'at >= ?' : 'id > ?'} AND (kind = 'all' OR (kind = 'prefix' AND substr(?, 1, length(${PURGES}.value)) = ${PURGES}.value)
          OR (kind = 'sources' AND EXISTS (SELECT 1 FROM json_each(${PURGES}.value) AS s WHERE s.value = ?)))`,
-      Number(mark),
+      from ?? Number(mark),
       href,
       href,
     )
@@ -305,7 +312,9 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   async purgesAfter(mark: string): Promise<{ mark: string; selectors: PurgeSelector[] }> {
     await this.ready
     const rows = await this.query<{ id: number; kind: string; value: string }>(`SELECT id, kind, value FROM ${PURGES} WHERE id > ? ORDER BY id`, Number(mark))
-    const selectors = rows.map((r): PurgeSelector => (r.kind === 'all' ? { all: true } : r.kind === 'prefix' ? { prefix: r.value } : { sources: JSON.parse(r.value) as string[] }))
+    // This process's own purges were applied here when they were made; replayed, they would mark its
+    // new jobs of those sources as overtaken.
+    const selectors = rows.filter((r) => !this.ownPurges.delete(r.id)).map((r): PurgeSelector => (r.kind === 'all' ? { all: true } : r.kind === 'prefix' ? { prefix: r.value } : { sources: JSON.parse(r.value) as string[] }))
     return { mark: String(rows.at(-1)?.id ?? mark), selectors }
   }
 

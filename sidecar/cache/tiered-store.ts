@@ -42,9 +42,9 @@ export class TieredStore implements CacheStore, PurgeableStore, Partial<SyncLook
     return cold ?? hot
   }
 
-  async set(key: string, entry: CacheEntry, ttlMs: number): Promise<void> {
+  async set(key: string, entry: CacheEntry, ttlMs: number, purgeMark?: string): Promise<void> {
     await this.hot.set(key, entry, ttlMs)
-    await this.cold.set(key, entry, ttlMs)
+    await this.cold.set(key, entry, ttlMs, purgeMark)
   }
 
   async delete(key: string): Promise<void> {

@@ -48,6 +48,15 @@ export interface PurgeableStore {
   purgedSince(mark: string | undefined, href: string): Promise<boolean>
 }
 
+/**
+ * A mark by time, for a job whose store could not tell its log position when the job began: a purge
+ * logged from that time on (less a margin for the clocks of other hosts) counts as since the mark.
+ */
+export const timeMark = (now = Date.now()) => `t:${now}`
+export const CLOCK_MARGIN_MS = 5000
+/** The time of a time mark, else undefined (a log position). */
+export const markTime = (mark: string): number | undefined => (mark.startsWith('t:') ? Number(mark.slice(2)) - CLOCK_MARGIN_MS : undefined)
+
 export const isPurgeable = (store: object): store is PurgeableStore => typeof (store as Partial<PurgeableStore>).purge === 'function'
 
 /** Pure: whether a selector covers a source. */
@@ -69,8 +78,12 @@ export interface CacheStore {
   /** False while the store is known to be failing (see ResilientStore); undefined when it cannot tell. */
   readonly available?: boolean
   get(key: string): Promise<CacheEntry | undefined>
-  /** `ttlMs` is a hint for how long the entry is worth keeping at all. */
-  set(key: string, entry: CacheEntry, ttlMs: number): Promise<void>
+  /**
+   * `ttlMs` is a hint for how long the entry is worth keeping at all. `purgeMark`: the purge log's
+   * position when the entry's job began; a store that keeps the log removes the entry again when a
+   * purge of its source was logged since (a write may land after its caller stopped waiting).
+   */
+  set(key: string, entry: CacheEntry, ttlMs: number, purgeMark?: string): Promise<void>
   delete(key: string): Promise<void>
   /** Resolves when the backend answers; rejects when it is unreachable. */
   ping(): Promise<void>

@@ -198,7 +198,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   // Fresh hot-tier HITs are answered ahead of Express, with the same bytes; the rest goes to `app`.
   const hitPath = config.images.unoptimized || config.images.loader !== 'default'
     ? undefined
-    : createHitPath({ imagePaths: config.trailingSlash ? [imagePath, `${imagePath}/`] : [imagePath], spanRoute: imagePath, store, handler: handleImage, securityHeaders: headersSetBy(security), metrics, log, draining: () => draining })
+    : createHitPath({ imagePaths: config.trailingSlash ? [imagePath, `${imagePath}/`] : [imagePath], spanRoute: imagePath, store, handler: handleImage, securityHeaders: headersSetBy(security), metrics, log, draining: () => draining, dueForCheck: (entry) => cache.dueForCheck(entry) })
   const serveHit = hitPath ?? (() => false)
   const requestListener = (req: IncomingMessage, res: ServerResponse) => {
     if (!serveHit(req, res)) app(req, res)

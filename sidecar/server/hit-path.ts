@@ -21,6 +21,8 @@ export interface HitPathOptions {
   metrics: Metrics
   log: Logger
   draining: () => boolean
+  /** An entry whose source is due for a check (--revalidate-after) goes the full way, which starts it. */
+  dueForCheck?: (entry: CacheEntry) => boolean
 }
 
 /** A response ready to write but for its request id: flat [name, value, …] in the full path's order. */
@@ -130,7 +132,7 @@ export function createHitPath(o: HitPathOptions): ((req: IncomingMessage, res: S
     }
     const entry = peek(plan.key)
     // Stale entries go the full way, which serves them as STALE and starts the refresh.
-    if (!entry || Date.now() > entry.expireAt) return false
+    if (!entry || Date.now() > entry.expireAt || o.dueForCheck?.(entry)) return false
     const p = prepare(entry, plan)
     const notModified = isNotModified(req.headers, entry.etag)
     if (p.compressible && !notModified) return false

@@ -63,6 +63,7 @@ describe('purge through the programmatic API', () => {
       upstream.mutable.set(key, jpeg(OLD))
       upstream.mutable.set(`${key}-other`, jpeg(OLD))
       const s = testSidecar({ frontend: upstream.url, ...options })
+      await s.store.ping() // connected first, as the CLI does before it listens
       try {
         const first = await fetchAll(s, `/mutable/${key}`)
         await fetchAll(s, `/mutable/${key}-other`)
@@ -88,6 +89,7 @@ describe('purge through the programmatic API', () => {
       for (const k of ['a', 'b', 'c']) upstream.mutable.set(`prod${tag}-${k}`, jpeg(OLD))
       upstream.mutable.set(`keep${tag}`, jpeg(OLD))
       const s = testSidecar({ frontend: upstream.url, ...options })
+      await s.store.ping() // connected first, as the CLI does before it listens
       try {
         const all = [...['a', 'b', 'c'].map((k) => `/mutable/prod${tag}-${k}`), `/mutable/keep${tag}`]
         for (const src of all) await fetchAll(s, src)

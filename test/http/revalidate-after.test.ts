@@ -50,6 +50,34 @@ test('an upstream whose ETag changed: the entry is replaced after the check, the
   }
 })
 
+test('through the listening server (its hot-tier hit path included), a due entry is still checked', async (t) => {
+  upstream.mutable.set('rd', { status: 200, body: OLD, headers: { 'content-type': 'image/jpeg', etag: '"v1"' } })
+  const s = testSidecar({ frontend: upstream.url, revalidateAfter: 60 })
+  const server = await s.listen(0, '127.0.0.1')
+  const clock = frozenClock()
+  t.after(() => clock.restore())
+  try {
+    const url = `${server.url}${image('/mutable/rd', 640)}`
+    const get = async () => {
+      const res = await fetch(url, { headers: { accept: 'image/webp' } })
+      await res.arrayBuffer()
+      return { cache: res.headers.get('x-nextjs-cache'), etag: res.headers.get('etag') }
+    }
+    const first = await get()
+    assert.equal((await get()).cache, 'HIT')
+    upstream.mutable.set('rd', { status: 200, body: NEW, headers: { 'content-type': 'image/jpeg', etag: '"v2"' } })
+    clock.advance(61_000)
+    await get()
+    await s.idle()
+    assert.equal(fetchesOf('rd').length, 2, 'the hot hit was answered without the check')
+    assert.notEqual((await get()).etag, first.etag)
+  } finally {
+    server.close()
+    server.closeAllConnections()
+    await s.close()
+  }
+})
+
 test('an upstream that answers 304: the entry is kept as it is, with no transform, and checked again only after the interval', async (t) => {
   upstream.mutable.set('rb', { status: 200, body: OLD, headers: { 'content-type': 'image/jpeg', etag: '"v1"' } })
   const s = testSidecar({ frontend: upstream.url, revalidateAfter: 60 })
