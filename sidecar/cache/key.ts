@@ -13,3 +13,43 @@ const KEY_VERSION = 'nis-2'
 export function cacheKey(href: string, width: number, quality: number, mimeType: string, major: NextMajor): string {
   return hashBase64url(JSON.stringify([KEY_VERSION, major, href, width, quality, mimeType]))
 }
+
+/** Query parameter names left out of absolute sources' keys (--cache-key-ignore-params). */
+export type IgnoredParams = (name: string) => boolean
+
+/**
+ * Pure: `X-Amz-*,t` → a matcher of parameter names (exact, case-sensitive; `*` matches any run of
+ * characters); undefined when nothing is named.
+ */
+export function ignoredParams(spec: string | string[] | undefined): IgnoredParams | undefined {
+  const names = (Array.isArray(spec) ? spec : (spec ?? '').split(',')).map((n) => n.trim()).filter(Boolean)
+  if (names.length === 0) return undefined
+  const escape = (s: string) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')
+  const pattern = new RegExp(`^(?:${names.map((n) => n.split('*').map(escape).join('.*')).join('|')})$`)
+  return (name) => pattern.test(name)
+}
+
+/**
+ * Pure: the href a variant is keyed (and indexed for purges) by: an absolute source without the
+ * ignored query parameters; the fetch keeps using the full URL. The rest of the query is kept as it
+ * was written (no re-encoding), in order. Relative sources are the app's own URLs and stay whole.
+ */
+export function keyedHref(href: string, ignore: IgnoredParams | undefined): string {
+  if (!ignore || href.startsWith('/')) return href
+  const q = href.indexOf('?')
+  if (q < 0) return href
+  const hash = href.indexOf('#', q)
+  const query = href.slice(q + 1, hash < 0 ? undefined : hash)
+  const kept = query.split('&').filter((part) => {
+    const raw = part.slice(0, part.includes('=') ? part.indexOf('=') : undefined)
+    let name = raw
+    try {
+      name = decodeURIComponent(raw.replace(/\+/g, ' '))
+    } catch {
+      // A malformed escape is compared as written.
+    }
+    return part === '' || !ignore(name)
+  })
+  const rest = kept.filter((p) => p !== '').join('&')
+  return href.slice(0, q) + (rest ? `?${rest}` : '') + (hash < 0 ? '' : href.slice(hash))
+}

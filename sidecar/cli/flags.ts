@@ -60,6 +60,9 @@ Options (each has an environment variable; the flag wins):
   --revalidate-after S  check a cached entry's source (its  REVALIDATE_AFTER       (off: Next's semantics)
                       ETag/Last-Modified) once older than S
                       seconds; replaced when it changed
+  --cache-key-ignore-params LIST  query parameters of      CACHE_KEY_IGNORE_PARAMS  (none)
+                      absolute sources left out of the cache key
+                      (X-Amz-*,t); the fetch uses the full URL
   --admin-token T     enables POST /purge for requests with   IMAGE_SIDECAR_ADMIN_TOKEN  (none: no /purge)
                       Authorization: Bearer T (ops listener with --metrics-port)
   --help              show this text
@@ -112,6 +115,7 @@ export const COMMON = {
   'headers-timeout': { type: 'string' },
   'keep-alive-timeout': { type: 'string' },
   'revalidate-after': { type: 'string' },
+  'cache-key-ignore-params': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
@@ -227,6 +231,7 @@ export async function sidecarOptions(values: Values): Promise<{ options: Sidecar
     upstreamTimeoutMs: intOption(flagOrEnv('--upstream-timeout', values['upstream-timeout'], 'UPSTREAM_TIMEOUT_MS'), RANGES.upstreamTimeoutMs, DEFAULTS.upstreamTimeoutMs),
     headersTimeoutMs: intOption(flagOrEnv('--headers-timeout', values['headers-timeout'], 'HEADERS_TIMEOUT_MS'), RANGES.headersTimeoutMs, DEFAULTS.headersTimeoutMs),
     keepAliveTimeoutMs: intOption(flagOrEnv('--keep-alive-timeout', values['keep-alive-timeout'], 'KEEP_ALIVE_TIMEOUT_MS'), RANGES.keepAliveTimeoutMs, DEFAULTS.keepAliveTimeoutMs),
+    cacheKeyIgnoreParams: (values['cache-key-ignore-params'] ?? env.CACHE_KEY_IGNORE_PARAMS)?.split(',').map((n) => n.trim()).filter(Boolean),
     revalidateAfter: optionalInt(flagOrEnv('--revalidate-after', values['revalidate-after'], 'REVALIDATE_AFTER'), RANGES.revalidateAfter),
     // A secret: read from the environment only, never from the command line.
     signingKey: env.IMAGE_SIDECAR_SIGNING_KEY || undefined,

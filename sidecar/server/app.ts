@@ -17,6 +17,7 @@ import { createHitPath, headersSetBy } from './hit-path.js'
 import { createOpsApp, opsRoutes } from './ops.js'
 import { createPurger, purgeRoute } from './purge.js'
 import type { PurgeRequest, PurgeResult } from '../cache/purge-request.js'
+import { ignoredParams } from '../cache/key.js'
 import type { PurgeBroadcast } from '../runtime/coordinator.js'
 import { renderError } from './render-error.js'
 import { observeRequests } from './request-log.js'
@@ -136,6 +137,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     // As `next start` (compress: true); the handler applies it to compressible types only.
     compress: compression(),
     signingKey: options.signingKey || undefined,
+    ignoreParams: ignoredParams(options.cacheKeyIgnoreParams),
   })
 
   const headersTimeoutMs = positiveInt('headersTimeoutMs', options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs)

@@ -3,7 +3,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { imageSize } from 'image-size'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
-import { cacheKey } from '../cache/key.js'
+import { cacheKey, keyedHref, type IgnoredParams } from '../cache/key.js'
 import type { ResponseCache, Produced } from '../cache/response-cache.js'
 import type { CacheEntry } from '../cache/types.js'
 import { ImageError } from '../errors.js'
@@ -35,6 +35,8 @@ export interface HandlerContext {
   compress?: RequestHandler
   /** When set, every request must carry a valid `s` signature (see signature.ts). */
   signingKey?: string
+  /** Query parameters of absolute sources left out of the cache key (--cache-key-ignore-params). */
+  ignoreParams?: IgnoredParams
 }
 
 /**
@@ -102,7 +104,7 @@ export function createImageHandler(ctx: HandlerContext) {
       if (ctx.signingKey) verifySignature(ctx.signingKey, query)
       const params = validateParams(query, config)
       const mimeType = negotiateMimeType(images.formats, accept)
-      plan = { params, mimeType, key: cacheKey(params.href, params.width, params.quality, mimeType, config.profile.major) }
+      plan = { params, mimeType, key: cacheKey(keyedHref(params.href, ctx.ignoreParams), params.width, params.quality, mimeType, config.profile.major) }
       plans.set(memoKey, plan)
     }
     return plan
@@ -222,7 +224,7 @@ export function createImageHandler(ctx: HandlerContext) {
       const { params, mimeType, key } = planFor(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '', req.headers.accept)
 
       const trace = res.locals.trace as TraceContext | undefined
-      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType, trace), trace, { href: params.href, width: params.width, quality: params.quality, mimeType })
+      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType, trace), trace, { href: keyedHref(params.href, ctx.ignoreParams), width: params.width, quality: params.quality, mimeType })
 
       const notModified = isNotModified(req.headers, entry.etag)
       const headers = headersFor(entry, params, result, notModified)

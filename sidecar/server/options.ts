@@ -101,6 +101,12 @@ export interface SidecarOptions {
    * changed; the response and its headers stay as Next sends them. The CLI: --revalidate-after.
    */
   revalidateAfter?: number
+  /**
+   * Beyond Next (off by default): query parameters of absolute sources left out of the cache key
+   * (`*` as a wildcard: `['X-Amz-*', 't']`), so rotating signatures share one entry and one
+   * transform; the fetch still uses the full URL. The CLI: --cache-key-ignore-params.
+   */
+  cacheKeyIgnoreParams?: string[]
   /** DNS resolution for absolute URLs; injectable for tests. Default: dns.lookup({ all: true }). */
   resolve?: Resolver
   /**
