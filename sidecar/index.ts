@@ -1,6 +1,7 @@
 export { createSidecar, type Sidecar } from './server/app.js'
 export type { SidecarOptions } from './server/options.js'
-export type { CacheEntry, CacheStore } from './cache/types.js'
+export type { CacheEntry, CacheStore, PurgeSelector, Variant } from './cache/types.js'
+export type { PurgeRequest, PurgeResult } from './cache/purge-request.js'
 export { openStore, type StoreOptions } from './cache/open-store.js'
 export { loadNextConfig } from './next/next-config.js'
 export { resolveNextConfig, resolveSidecarConfig, type ResolvedNextConfig, type ImagesConfig } from './next/images-config.js'
