@@ -243,7 +243,7 @@ export class RedisStore implements CacheStore, PurgeableStore {
       // Its own command on the set's key alone: on a Cluster the set and the entry live in different slots.
       await this.run(() => this.client.eval(INDEX_ADD, { keys: [this.sourceKey(variant.href)], arguments: [JSON.stringify([key, variant.width, variant.quality, variant.mimeType]), String(keepMs)] })).catch((err: unknown) => {
         // The entry is stored: an ACL without the index's commands costs purges of this source, not the write.
-        if (!/NOPERM/i.test((err as Error)?.message ?? '')) throw err
+        if (!/NOPERM|no permissions|can't run this command/i.test((err as Error)?.message ?? '')) throw err
         if (!this.indexRefusalLogged) this.log.warn({ err }, 'redis refused the purge index (SADD/PTTL/PEXPIRE): purges will not find entries; grant them to the ACL user (see the README)')
         this.indexRefusalLogged = true
       })
