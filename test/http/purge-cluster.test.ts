@@ -110,6 +110,25 @@ test('two replicas on Redis, two workers each: a purge through one replica reach
   }
 })
 
+test('straight on Redis (--cache): the running replicas drop their hot copies before the command returns', async () => {
+  const prefix = uniquePrefix('purge-direct')
+  const replicas = await Promise.all([0, 1].map(() => startCli(['--frontend', upstream.url, '--cache', redis.url, '--cache-prefix', prefix, '--max-attempts', '1'])))
+  try {
+    const urls = replicas.map((r) => r.url)
+    upstream.mutable.set('dhero', jpeg(OLD))
+    const before = await sweep(urls, '/mutable/dhero', 2)
+    upstream.mutable.set('dhero', jpeg(NEW))
+    const purged = await runCli(['purge', '/mutable/dhero', '--cache', redis.url, '--cache-prefix', prefix])
+    assert.equal(purged.code, 0, purged.stderr)
+    assert.match(purged.stderr, /removed 4 cached variants \(2 optimizer URLs\); 2 other processes dropped/)
+    const after = await sweep(urls, '/mutable/dhero', 2)
+    for (const [id, served] of after) for (const res of served) assert.ok(!res.body.equals(before.get(id)![0]!.body), `${id}: old bytes after the purge (${res.cache})`)
+  } finally {
+    for (const { child } of replicas) child.kill('SIGTERM')
+    await Promise.all(replicas.map(({ child }) => (child.exitCode === null ? once(child, 'exit') : undefined)))
+  }
+})
+
 test('SQLite with two workers: the CLI straight on the file reaches both workers\' hot tiers', async () => {
   const file = join(mkdtempSync(join(tmpdir(), 'nis-purge-cluster-')), 'cache.sqlite')
   const sidecar = await startCli(['--frontend', upstream.url, '--cache', `sqlite://${file}`, '--workers', '2', '--max-attempts', '1'], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })

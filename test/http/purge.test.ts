@@ -182,7 +182,7 @@ describe('a purge is final against work in flight', () => {
 })
 
 describe('the source index', () => {
-  test('SQLite: index rows go with their entries (LRU eviction and expiry) and a purge reads only the index', async () => {
+  test('SQLite: index rows go with their entries when the LRU evicts them (the index stays within the budget)', async () => {
     const path = tmp('index')
     for (const k of ['i1', 'i2', 'i3', 'i4', 'i5', 'i6']) upstream.mutable.set(k, jpeg(corpusFile('photo-jpeg/storm.jpg')))
     const s = testSidecar({ frontend: upstream.url, cache: `sqlite://${path}`, cacheMaxSize: 250_000, hotCacheSize: 0 })
