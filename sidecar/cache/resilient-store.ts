@@ -181,10 +181,13 @@ export class ResilientStore implements CacheStore, PurgeableStore {
     return isPurgeable(inner) ? bounded(inner.purgeMark(), this.timeoutMs).catch(() => undefined) : Promise.resolve(undefined)
   }
 
-  /** A store that cannot answer is taken to have purged (the safe answer: the entry is not kept). */
+  /**
+   * A store that cannot answer has not purged: it cannot have taken a purge either, and taking an
+   * outage for a purge would rerun every job and keep nothing, not even in the hot tier.
+   */
   purgedSince(mark: string | undefined, href: string): Promise<boolean> {
     const inner = this.inner
-    return isPurgeable(inner) ? bounded(inner.purgedSince(mark, href), this.timeoutMs).catch(() => true) : Promise.resolve(false)
+    return isPurgeable(inner) ? bounded(inner.purgedSince(mark, href), this.timeoutMs).catch(() => false) : Promise.resolve(false)
   }
 
   /** Bounded, and reported like a read; rejects while the store does not answer (the start-up check). */

@@ -299,7 +299,9 @@ export class ResponseCache {
 
   private async purgedSince(mark: string | undefined, variant: Variant | undefined): Promise<boolean> {
     if (mark === undefined || !variant || !this.purgeable) return false
-    return this.purgeable.purgedSince(mark, variant.href).catch(() => true)
+    // A log that cannot answer (the store is down) is not a purge: taking it for one made every miss
+    // run its job three times and dropped the result from the hot tier for the whole outage.
+    return this.purgeable.purgedSince(mark, variant.href).catch(() => false)
   }
 
   private expireAt(maxAge: number): number {

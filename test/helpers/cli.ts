@@ -10,7 +10,8 @@ export async function startCli(args: string[], env: Record<string, string> = {},
   const port = args.includes('--port') ? Number(args[args.indexOf('--port') + 1]) : await freePort()
   const child = spawn(process.execPath, [...nodeArgs, CLI, '--host', '127.0.0.1', ...(args.includes('--port') ? [] : ['--port', String(port)]), ...args], {
     env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    // DEBUG_CLI=1 shows the sidecars' own log lines beside the test's output.
+    stdio: ['ignore', process.env.DEBUG_CLI ? 'inherit' : 'ignore', 'inherit'],
   })
   const url = `http://127.0.0.1:${port}`
   for (let i = 0; ; i++) {

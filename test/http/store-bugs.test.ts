@@ -12,7 +12,11 @@ import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
 import { RedisCoordinator } from '../../sidecar/cache/redis-coordinator.js'
 import { RedisOfflineError, RedisStore } from '../../sidecar/cache/redis-store.js'
 import { freePort } from '../helpers/next-app.js'
-import { silentLogger } from '../helpers/sidecar.js'
+import request from 'supertest'
+import { silentLogger, testSidecar } from '../helpers/sidecar.js'
+import { startUpstream } from '../helpers/upstream-server.js'
+import { metric } from '../helpers/metrics.js'
+import { image } from '../helpers/image-url.js'
 import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
 import { waitUntil } from '../helpers/wait.js'
 import { ResilientStore } from '../../sidecar/cache/resilient-store.js'
@@ -71,4 +75,19 @@ test('a store whose writes failed is reported writable again once it is, without
   // No write follows: only the store's own probe can notice the recovery.
   await waitUntil(() => store.up('write'), 'writes to be reported up again', 15_000)
   assert.deepEqual(health.filter((h) => h.startsWith('write')), ['write down', 'write up'])
+})
+
+test('while the store is down a miss is transformed once and kept in the hot tier (the purge log that cannot answer is not taken as a purge)', async (t) => {
+  const upstream = await startUpstream()
+  t.after(() => upstream.close())
+  const s = testSidecar({ frontend: upstream.url, cache: `redis://127.0.0.1:${await freePort()}` })
+  t.after(() => s.close())
+  const path = image('/corpus/png/chelsea.png', 64)
+  const first = await request(s.app).get(path).set('Accept', 'image/webp')
+  const second = await request(s.app).get(path).set('Accept', 'image/webp')
+  assert.equal(first.status, 200)
+  assert.equal(second.headers['x-nextjs-cache'], 'HIT')
+  const text = (await request(s.app).get('/metrics')).text
+  assert.equal(metric(text, 'next_image_sidecar_transforms_total'), 1)
+  assert.equal(upstream.requests.filter((r) => r.url === '/corpus/png/chelsea.png').length, 1)
 })
