@@ -9,6 +9,8 @@ import { decodeEntry, encodeEntry } from './codec.js'
 import { markTime, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type StoreLimits } from './types.js'
 
 const TABLE = 'next_image_cache'
+/** How often a failed open is tried again. */
+const OPEN_RETRY_MS = 1000
 /** Per entry: its size, keep time and last use; a trigger keeps it in step with TABLE. */
 const INDEX = `${TABLE}_lru`
 /** Per entry with a known source: the source and the variant, so a purge finds a source's keys without a scan. */
@@ -53,7 +55,9 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   readonly name: string
   private adapter!: KeyvSqlite
   private readonly budget: number
-  private readonly ready: Promise<void>
+  private ready: Promise<void> | undefined
+  /** When the last open failed; another is tried after OPEN_RETRY_MS (a volume mounted late, a full disk). */
+  private openFailedAt: number | undefined
   private bytes = 0
   /** Last reads not yet written to INDEX: key → time. */
   private touches = new Map<string, number>()
@@ -73,12 +77,26 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   ) {
     this.name = `sqlite://${path}`
     this.budget = Math.max(Math.floor(limits.maxSize * OVERHEAD), 1)
-    this.ready = this.open()
-    this.ready.catch(() => {}) // surfaced by every operation that awaits it
+    void this.opened().catch(() => {}) // surfaced by every operation that awaits it
   }
 
   private query<T = unknown>(sql: string, ...params: unknown[]): Promise<T[]> {
     return this.adapter.query(sql, ...params) as Promise<T[]>
+  }
+
+  /**
+   * The open file, opened again after a failed open at most once per OPEN_RETRY_MS: a store that
+   * could not open at start (a full disk, a volume not yet mounted) recovers when it can.
+   */
+  private opened(): Promise<void> {
+    if (this.ready && !(this.openFailedAt !== undefined && Date.now() - this.openFailedAt >= OPEN_RETRY_MS)) return this.ready
+    this.openFailedAt = undefined
+    this.ready = this.open().catch(async (err: unknown) => {
+      this.openFailedAt = Date.now()
+      await this.adapter?.disconnect().catch(() => {})
+      throw err
+    })
+    return this.ready
   }
 
   private async open(): Promise<void> {
@@ -211,7 +229,7 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   }
 
   async get(key: string): Promise<CacheEntry | undefined> {
-    await this.ready
+    await this.opened()
     const value = (await this.adapter.get(key)) as unknown
     if (!Buffer.isBuffer(value)) {
       if (value !== undefined) this.track(this.delete(key)) // not ours (or from an old format)
@@ -225,7 +243,7 @@ export class SqliteStore implements CacheStore, PurgeableStore {
 
   async set(key: string, entry: CacheEntry, ttlMs: number, purgeMark?: string): Promise<void> {
     if (entry.buffer.byteLength > this.limits.maxEntrySize) return
-    await this.ready
+    await this.opened()
     const now = Date.now()
     const keepUntil = now + ttlMs
     const value = encodeEntry(entry, keepUntil)
@@ -263,7 +281,7 @@ export class SqliteStore implements CacheStore, PurgeableStore {
    * purge of all touches every row.
    */
   async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
-    await this.ready
+    await this.opened()
     const [kind, value] = 'all' in selector ? ['all', ''] : 'prefix' in selector ? ['prefix', selector.prefix] : ['sources', JSON.stringify(selector.sources)]
     const [logged] = await this.query<{ id: number }>(`INSERT INTO ${PURGES} (kind, value, at) VALUES (?, ?, ?) RETURNING id`, kind, value, Date.now())
     if (logged) this.ownPurges.add(logged.id)
@@ -289,14 +307,14 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   }
 
   async purgeMark(): Promise<string> {
-    await this.ready
+    await this.opened()
     const [row] = await this.query<{ id: number | null }>(`SELECT max(id) AS id FROM ${PURGES}`)
     return String(row?.id ?? 0)
   }
 
   async purgedSince(mark: string | undefined, href: string): Promise<boolean> {
     if (mark === undefined) return true
-    await this.ready
+    await this.opened()
     const from = markTime(mark)
     const [row] = await this.query<{ hit: number }>(
       `SELECT count(*) AS hit FROM ${PURGES} WHERE ${from !== undefined ? 'at >= ?' : 'id > ?'} AND (kind = 'all' OR (kind = 'prefix' AND substr(?, 1, length(${PURGES}.value)) = ${PURGES}.value)
@@ -310,7 +328,7 @@ export class SqliteStore implements CacheStore, PurgeableStore {
 
   /** Purges logged after `mark` (another process's, e.g. the CLI's): what this process's hot tier must drop too. */
   async purgesAfter(mark: string): Promise<{ mark: string; selectors: PurgeSelector[] }> {
-    await this.ready
+    await this.opened()
     const rows = await this.query<{ id: number; kind: string; value: string }>(`SELECT id, kind, value FROM ${PURGES} WHERE id > ? ORDER BY id`, Number(mark))
     // This process's own purges were applied here when they were made; replayed, they would mark its
     // new jobs of those sources as overtaken.
@@ -319,19 +337,19 @@ export class SqliteStore implements CacheStore, PurgeableStore {
   }
 
   async delete(key: string): Promise<void> {
-    await this.ready
+    await this.opened()
     this.touches.delete(key)
     await this.adapter.delete(key) // the trigger deletes its index row
   }
 
   async ping(): Promise<void> {
-    await this.ready
+    await this.opened()
     await this.query('SELECT 1')
   }
 
   /** Finishes pending evictions, recorded reads and the vacuum (nothing decided is lost), then closes the file. */
   async close(): Promise<void> {
-    const opened = await this.ready.then(() => true, () => false)
+    const opened = (await this.ready?.then(() => true, () => false)) ?? false
     clearInterval(this.sweepTimer)
     while (this.background.size > 0) await Promise.all([...this.background])
     if (opened) {

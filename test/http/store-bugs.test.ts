@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
@@ -90,4 +90,17 @@ test('while the store is down a miss is transformed once and kept in the hot tie
   const text = (await request(s.app).get('/metrics')).text
   assert.equal(metric(text, 'next_image_sidecar_transforms_total'), 1)
   assert.equal(upstream.requests.filter((r) => r.url === '/corpus/png/chelsea.png').length, 1)
+})
+
+test('a SQLite file that could not be opened at start is opened once it can be (a volume mounted late, space freed)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nis-late-'))
+  // A regular file where the cache directory must go: no directory can be made there until it is gone.
+  writeFileSync(join(dir, 'volume'), 'not yet')
+  const store = new SqliteStore(join(dir, 'volume', 'cache.sqlite'), { maxSize: 1 << 20, maxEntrySize: 1 << 20 }, silentLogger)
+  t.after(() => store.close())
+  await assert.rejects(store.ping())
+  rmSync(join(dir, 'volume'))
+  await waitUntil(() => store.ping().then(() => true, () => false), 'the store to open', 10_000, 100)
+  await store.set('k', entry(1) as never, 60_000)
+  assert.ok(await store.get('k'))
 })
