@@ -6,6 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 /** Whether any process of the group led by `pid` is still alive. */
 export function groupAlive(pid) {
+  // A command that could not be started (ENOENT, EACCES) has no pid and no group.
+  if (pid === undefined) return false
   try {
     process.kill(-pid, 0)
     return true
@@ -16,6 +18,7 @@ export function groupAlive(pid) {
 }
 
 function signalGroup(pid, signal) {
+  if (pid === undefined) return
   try {
     process.kill(-pid, signal)
   } catch (err) {

@@ -96,3 +96,21 @@ test('a tree that ignores SIGTERM is killed after the grace period, and that cou
   assert.equal(code, 1)
   assert.ok(!alive(pid!))
 })
+
+test('a command that cannot be started ends the run with 127 and stops the other trees', async () => {
+  const driver = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { supervise } from ${JSON.stringify(MODULE)}
+    const tree = ${JSON.stringify(tree())}
+    const onStart = (children) => console.log('server group ' + children[1].pid)
+    process.exit((await supervise([{ name: 'missing', command: '/nonexistent/next-image-sidecar', options: { stdio: 'ignore' } }, { name: 'server', ...tree, options: { stdio: 'ignore' } }], { graceMs: 5000, onStart })).code)
+  `], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  driver.stdout!.on('data', (c: Buffer) => (out += c))
+  driver.stderr!.on('data', (c: Buffer) => (err += c))
+  const [code] = await once(driver, 'exit')
+  assert.equal(code, 127, err)
+  const group = Number(/server group (\d+)/.exec(out)?.[1])
+  assert.ok(group > 0, out)
+  assert.throws(() => process.kill(-group, 0), { code: 'ESRCH' }, 'the server tree is still running')
+})
