@@ -36,16 +36,28 @@ export async function warm(argv: string[]): Promise<number> {
   // A warm run on a live node leaves room for traffic: one core fewer, also for transforms.
   const { createSidecar } = await loadApp()
   const sidecar = values.target ? values.target : createSidecar({ ...options, concurrency, logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }) })
+  // Serving around a failing store is right for traffic, wrong for a warm run: it would report every
+  // variant warmed while nothing was kept.
+  if (typeof sidecar !== 'string') {
+    const down = await sidecar.store.ping().then(() => undefined, (err: Error) => err)
+    if (down) {
+      await sidecar.close()
+      throw new ConfigError(`warm: the cache store ${sidecar.store.name} does not answer (${down.message}); nothing warmed would be kept`)
+    }
+  }
   const summary = await warmVariants(sidecar, variants, { concurrency, timeoutMs: options.timeoutMs, onProgress: progressReporter(process.stderr) })
   let transforms = ''
+  let unstored = false
   if (typeof sidecar !== 'string') {
     transforms = `, ${(await sidecar.metrics.transforms.get()).values[0]?.value ?? 0} transforms here`
+    unstored = sidecar.store.available === false
     await sidecar.close()
+    if (unstored) process.stderr.write(`warm: the cache store ${sidecar.store.name} could not store every variant during the run (see its log lines)\n`)
   }
   process.stdout.write(
     `warm: ${summary.variants} variants: ${summary.warmed} warmed, ${summary.skipped} already fresh, ${summary.failed.length} failed; ` +
       `${(summary.bytesWritten / 1024 ** 2).toFixed(1)} MiB written in ${(summary.elapsedMs / 1000).toFixed(1)} s${transforms}\n`,
   )
   for (const { variant, reason } of summary.failed) process.stdout.write(`  failed: ${variant.path} (Accept: ${variant.accept}): ${reason}\n`)
-  return summary.failed.length > 0 || errors.length > 0 ? 1 : 0
+  return summary.failed.length > 0 || errors.length > 0 || unstored ? 1 : 0
 }

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { CLI, startCli } from '../helpers/cli.js'
+import { freePort } from '../helpers/next-app.js'
 import { corpusFile } from '../helpers/upstream-server.js'
 import { signImageParams } from '../../sidecar/server/signature.js'
 
@@ -249,5 +250,15 @@ describe('broken links and stalls', () => {
     } finally {
       sidecar.child.kill('SIGTERM')
     }
+  })
+})
+
+describe('a store that keeps nothing', () => {
+  test('warm into a cache store that does not answer fails (exit 1, the store named), instead of reporting variants warmed', async () => {
+    const urls = join(dir, 'unreachable-store.txt')
+    writeFileSync(urls, '/photos/gray.jpg\n')
+    const run = await warm(['--urls', urls, '--cache', `redis://127.0.0.1:${await freePort()}`])
+    assert.equal(run.code, 1, run.stdout + run.stderr)
+    assert.match(run.stderr, /cache store redis:\/\/127\.0\.0\.1:\d+ .*(does not answer|could not store)/)
   })
 })
