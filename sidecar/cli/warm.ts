@@ -137,14 +137,25 @@ async function sitemapPages(url: string, limits: Required<Omit<CollectOptions, '
     errors.push(`sitemap ${url}: ${(err as Error).message}`)
     return []
   }
-  if (sitemap.kind === 'urlset') return sitemap.locs
+  const locs = sitemap.locs.map((loc) => onOriginOf(loc, url))
+  if (sitemap.kind === 'urlset') return locs
   if (depth >= WARM_LIMITS.maxSitemapDepth) {
     errors.push(`sitemap ${url}: sitemap indexes nested deeper than ${WARM_LIMITS.maxSitemapDepth}`)
     return []
   }
   const pages: string[] = []
-  for (const child of sitemap.locs) pages.push(...(await sitemapPages(child, limits, errors, visited, depth + 1)))
+  for (const child of locs) pages.push(...(await sitemapPages(child, limits, errors, visited, depth + 1)))
   return pages
+}
+
+/**
+ * A sitemap's `<loc>` on the origin the sitemap was read from: sitemaps name the public host
+ * (next-sitemap, app/sitemap.ts), while warm reads the release it was pointed at — the live site
+ * would give the old release's pages (other static media hashes), through the public internet.
+ */
+export function onOriginOf(loc: string, sitemapUrl: string): string {
+  const target = new URL(loc, sitemapUrl)
+  return new URL(`${target.pathname}${target.search}`, new URL(sitemapUrl).origin).href
 }
 
 /**

@@ -130,6 +130,29 @@ describe('sitemaps', () => {
     assert.deepEqual(summary(run.stdout), { variants: 4, warmed: 4, failed: 0 })
   })
 
+  test('a sitemap naming the public host is read from the release it was fetched from (pages and child sitemaps)', async () => {
+    // next-sitemap and app/sitemap.ts write absolute public URLs; here the "public host" is a trap.
+    let trapped = 0
+    const trap = createServer((_req, res) => {
+      trapped++
+      res.writeHead(500).end()
+    })
+    trap.listen(0, '127.0.0.2')
+    await once(trap, 'listening')
+    const publicHost = `http://127.0.0.2:${(trap.address() as AddressInfo).port}`
+    try {
+      routes.set('/sitemap-public.xml', xml(`<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><sitemap><loc>${publicHost}/sitemap-public-0.xml</loc></sitemap></sitemapindex>`))
+      routes.set('/sitemap-public-0.xml', xml(`<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>${publicHost}/public-a/</loc></url></urlset>`))
+      routes.set('/public-a/', page(img('/photos/gray.jpg')))
+      const run = await warm(['--sitemap', `${origin}/sitemap-public.xml`])
+      assert.equal(run.code, 0, run.stdout + run.stderr)
+      assert.deepEqual(summary(run.stdout), { variants: 2, warmed: 2, failed: 0 })
+      assert.equal(trapped, 0, 'warm read from the host the sitemap names')
+    } finally {
+      trap.close()
+    }
+  })
+
   test('a gzipped sitemap (sitemap.xml.gz, no Content-Encoding) is read', async () => {
     const body = gzipSync(`<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>${origin}/a/</loc></url></urlset>`)
     routes.set('/sitemap-gz.xml.gz', send(body, 'application/gzip'))
