@@ -74,7 +74,8 @@ test('Redis killed mid-load: no request fails, and entries land in Redis again o
   await client.flushAll()
   const fresh = image('/corpus/photo-jpeg/camera-gray.jpg', 96)
   assert.equal((await request(s.app).get(fresh).set('Accept', 'image/webp')).status, 200)
-  const stored = await client.keys(`${prefix}*`)
+  // The entry (its source's purge index and the purge listeners' list aside).
+  const stored = (await client.keys(`${prefix}*`)).filter((k) => !k.startsWith(`${prefix}src:`) && !k.startsWith(`${prefix}{purge}`))
   await client.close()
   assert.equal(stored.length, 1, 'the new variant was stored in Redis after it came back')
   await s.close()
