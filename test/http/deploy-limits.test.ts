@@ -1,5 +1,5 @@
 /**
- * README's table of derived limits (Memory), checked against the real CLI in a cgroup of each column's size:
+ * The table of derived limits (docs/performance.md, Memory), checked against the real CLI in a cgroup of each column's size:
  * the 256 MiB / 1-CPU pod, and the shipped Kubernetes manifest with its own limits and environment.
  */
 import { test } from 'node:test'
@@ -19,11 +19,11 @@ import { parseBytes, RUNTIME_RESERVE } from '../../sidecar/runtime/limits.js'
 const MiB = 1024 ** 2
 const skip = cgroupsAvailable() ? false : 'needs root and writable cgroup v1 memory and cpu controllers'
 
-/** README, Memory: the derived-limits table, as { column header → { row → cell } }. */
+/** docs/performance.md, Memory: the derived-limits table, as { column header → { row → cell } }. */
 function readmeTable(): Map<string, Map<string, string>> {
-  const lines = readFileSync(join(REPO, 'README.md'), 'utf8').split('\n')
+  const lines = readFileSync(join(REPO, 'docs/performance.md'), 'utf8').split('\n')
   const start = lines.findIndex((l) => l.startsWith('| derived | from |'))
-  assert.ok(start >= 0, 'the derived-limits table in README.md')
+  assert.ok(start >= 0, 'the derived-limits table in docs/performance.md')
   const cells = (line: string) => line.split('|').slice(1, -1).map((c) => c.trim())
   const headers = cells(lines[start]!)
   const columns = new Map(headers.slice(2).map((h) => [h, new Map<string, string>()]))
