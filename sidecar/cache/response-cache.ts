@@ -208,13 +208,18 @@ export class ResponseCache {
     const run = Deadline.run(this.options.jobTimeoutMs, undefined, async (signal) => {
       const lock = this.coordinator ? await this.tryLock(key) : 'unavailable'
       if (lock === undefined) return // another replica is refreshing this key
+      const mark = await this.purgeMark(previous.variant)
       try {
         await this.produceAndStore(key, previous, produce, signal, trace, previous.variant)
       } catch (err) {
         this.log.warn({ err, key }, 'image revalidation failed; keeping the previous entry')
-        // Next's retainPreviousCacheEntry: retry soon, but not in a hot loop.
+        // Next's retainPreviousCacheEntry: retry soon, but not in a hot loop. Not after a purge of its
+        // source: the kept entry would put the purged bytes back (a source deleted, then purged).
         const maxAge = Math.min(Math.max(previous.maxAge || 3, 3), 30)
-        await this.write(key, { ...previous, maxAge, expireAt: this.expireAt(maxAge) })
+        if (!(await this.purgedSince(mark, previous.variant))) {
+          await this.write(key, { ...previous, maxAge, expireAt: this.expireAt(maxAge) }, mark)
+          if (await this.purgedSince(mark, previous.variant)) await this.store.delete(key).catch(() => undefined)
+        }
       } finally {
         if (lock !== 'unavailable') await this.unlock(lock)
       }
@@ -251,7 +256,10 @@ export class ResponseCache {
         const mark = await this.purgeMark(previous.variant)
         const produced = await produce(previous, signal)
         if (produced.etag === previous.etag) {
-          await this.write(key, { ...previous, checkedAt: Date.now() })
+          // Unchanged, yet a purge during the check still wins.
+          if (await this.purgedSince(mark, previous.variant)) return
+          await this.write(key, { ...previous, checkedAt: Date.now() }, mark)
+          if (await this.purgedSince(mark, previous.variant)) await this.store.delete(key).catch(() => undefined)
           return
         }
         const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge), checkedAt: Date.now(), ...(previous.variant ? { variant: previous.variant } : {}) }
