@@ -26,15 +26,15 @@ test('two sidecar processes sharing Redis: a herd of 64 identical cold requests 
   const args = ['--frontend', upstream.url, '--cache', redis.url, '--cache-prefix', prefix, '--max-attempts', '1']
   const replicas = await Promise.all([startCli(args), startCli(args)])
   try {
-    const path = image('/corpus/photo-jpeg/garden-progressive.jpg', 1920)
-    const responses = await Promise.all(
-      Array.from({ length: 64 }, (_, i) => fetch(`${replicas[i % 2]!.url}${path}`, { headers: { accept: 'image/webp' } }).then(async (r) => ({ status: r.status, etag: r.headers.get('etag'), body: Buffer.from(await r.arrayBuffer()) }))),
-    )
-    assert.ok(responses.every((r) => r.status === 200))
-    assert.equal(new Set(responses.map((r) => r.etag)).size, 1)
-    let transforms = 0
-    for (const { url } of replicas) transforms += metric(await (await fetch(`${url}/metrics`)).text(), 'next_image_sidecar_transforms_total')
-    assert.equal(transforms, 1)
+      const path = image('/corpus/photo-jpeg/garden-progressive.jpg', 1920)
+      const responses = await Promise.all(
+        Array.from({ length: 64 }, (_, i) => fetch(`${replicas[i % 2]!.url}${path}`, { headers: { accept: 'image/webp' } }).then(async (r) => ({ status: r.status, etag: r.headers.get('etag'), body: Buffer.from(await r.arrayBuffer()) }))),
+      )
+      assert.ok(responses.every((r) => r.status === 200))
+      assert.equal(new Set(responses.map((r) => r.etag)).size, 1)
+      let transforms = 0
+      for (const { url } of replicas) transforms += metric(await (await fetch(`${url}/metrics`)).text(), 'next_image_sidecar_transforms_total')
+      assert.equal(transforms, 1)
   } finally {
     for (const { child } of replicas) child.kill('SIGTERM')
     await redis.kill()
@@ -56,6 +56,9 @@ test('Redis killed mid-load: no request fails, and entries land in Redis again o
     }),
   )
   const storeUp = async () => (await s.metrics.storeUp.get()).values[0]!.value
+  // However the test ends, the load stops and the sidecar and Redis go (a failure must not leave the
+  // load loop running: the file would never end).
+  try {
   await waitUntil(() => statuses.length >= 8, 'load before the outage')
   await redis.kill()
   const atKill = statuses.length
@@ -66,7 +69,7 @@ test('Redis killed mid-load: no request fails, and entries land in Redis again o
   stop = true
   await load
   assert.ok(statuses.length > 20, `only ${statuses.length} requests ran`)
-  assert.deepEqual([...new Set(statuses)], [200])
+  assert.deepEqual([...new Set(statuses)], [200], `statuses: ${JSON.stringify(statuses)}`)
 
   // Back: a new variant is stored in Redis again (the store recovers by itself).
   const client = createClient({ url: redis.url })
@@ -78,6 +81,10 @@ test('Redis killed mid-load: no request fails, and entries land in Redis again o
   const stored = (await client.keys(`${prefix}*`)).filter((k) => !k.startsWith(`${prefix}src:`) && !k.startsWith(`${prefix}{purge}`))
   await client.close()
   assert.equal(stored.length, 1, 'the new variant was stored in Redis after it came back')
-  await s.close()
-  await redis.kill()
+  } finally {
+    stop = true
+    await load
+    await s.close()
+    await redis.kill()
+  }
 })
