@@ -86,29 +86,36 @@ function suite(name: string, start: () => Promise<Topology>, killMaster: (topolo
           }),
         ),
       )
-      await waitUntil(() => statuses.length >= 20, 'load before the failure')
-      await killMaster(topology)
-      const atKill = statuses.length
-      await untilRecovered(topology)
-      await waitUntil(() => statuses.length >= atKill + 20, 'requests served through the failover')
-      // Back: every replica's store answers again, and a new entry stored by one is a HIT on the other.
-      // Variants neither replica has seen, so the second one's HIT can only come from the shared store.
-      const unseen = ['fresh-flower', 'garden', 'storm', 'aqua', 'ladybird', 'green-meadow'].flatMap((f) =>
-        [32, 48, 64, 96, 128, 256, 384, 640, 750, 828, 1080, 1200].map((w) => image(`/corpus/photo-jpeg/${f}.jpg`, w)),
-      )
-      await waitUntil(async () => {
-        const up = await Promise.all(replicas.map(async ({ url }) => metric(await metrics(url), 'next_image_sidecar_cache_store_up', { op: 'write' })))
-        const path = unseen.shift()
-        if (!path) throw new Error('no unseen variant left')
-        const first = await getImage(replicas[0]!.url, path)
-        const second = await getImage(replicas[1]!.url, path)
-        if (process.env.DEBUG_TOPO) process.stderr.write(`${JSON.stringify({ up, first: first.cache, second: second.cache })}\n`)
-        return up.every((u) => u === 1) && second.cache === 'HIT'
-      }, 'the store to serve both replicas again', 60_000, 250)
-      stop = true
-      await load
-      assert.ok(statuses.length > atKill + 20)
-      assert.deepEqual([...new Set(statuses)], [200])
+      let atKill = 0
+      try {
+        await waitUntil(() => statuses.length >= 20, 'load before the failure')
+        await killMaster(topology)
+        atKill = statuses.length
+        await untilRecovered(topology)
+        await waitUntil(() => statuses.length >= atKill + 20, 'requests served through the failover')
+        // Back: every replica's store answers again, and a new entry stored by one is a HIT on the other.
+        // Variants neither replica has seen, so the second one's HIT can only come from the shared store.
+        const unseen = ['fresh-flower', 'garden', 'storm', 'aqua', 'ladybird', 'green-meadow'].flatMap((f) =>
+          [32, 48, 64, 96, 128, 256, 384, 640, 750, 828, 1080, 1200].map((w) => image(`/corpus/photo-jpeg/${f}.jpg`, w)),
+        )
+        await waitUntil(async () => {
+          const up = await Promise.all(replicas.map(async ({ url }) => metric(await metrics(url), 'next_image_sidecar_cache_store_up', { op: 'write' })))
+          const path = unseen.shift()
+          if (!path) throw new Error('no unseen variant left')
+          const first = await getImage(replicas[0]!.url, path)
+          const second = await getImage(replicas[1]!.url, path)
+          if (process.env.DEBUG_TOPO) process.stderr.write(`${JSON.stringify({ up, first: first.cache, second: second.cache })}\n`)
+          return up.every((u) => u === 1) && second.cache === 'HIT'
+        }, 'the store to serve both replicas again', 60_000, 250)
+        stop = true
+        await load
+        assert.ok(statuses.length > atKill + 20)
+        assert.deepEqual([...new Set(statuses)], [200], `statuses: ${JSON.stringify(statuses)}`)
+      } finally {
+        // A failure must not leave the load running (the file would never end).
+        stop = true
+        await load.catch(() => undefined)
+      }
     })
   })
 }
