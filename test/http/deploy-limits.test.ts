@@ -64,8 +64,10 @@ async function derivedIn(memoryBytes: number, cpus: number, { NEXT_CONFIG_CONTEN
     try {
       await waitUntil(() => {
         if (child.exitCode !== null) throw new Error(`the CLI exited with ${child.exitCode}`)
-        return lines.some((l) => l.msg === 'next-image-sidecar listening')
-      }, 'the CLI to listen', 30_000, 50)
+        // Every process that serves: a cluster's primary names its workers before any of them listens.
+        const cluster = lines.find((l) => l.msg === 'next-image-sidecar cluster starting')
+        return lines.filter((l) => l.msg === 'next-image-sidecar listening').length >= (cluster ? Number(cluster.workers) : 1)
+      }, 'every process of the CLI to listen', 30_000, 50)
     } finally {
       const exited = once(child, 'exit')
       if (child.exitCode === null) child.kill('SIGTERM')
