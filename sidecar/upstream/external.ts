@@ -4,10 +4,9 @@ import type { IncomingMessage } from 'node:http'
 import { isIP, type LookupFunction } from 'node:net'
 import { Deadline, untilAborted } from '../runtime/deadline.js'
 import { ImageError, MESSAGES } from '../errors.js'
-import { extractEtag } from '../next/etag.js'
 import { isPrivateIp } from './private-ip.js'
 import { readBody } from './body.js'
-import { admitBody, agents, conditionalHeaders, fetchFailed, request, timedOut, TransientUpstreamError, validatorsOf, withSourceSlot, type NotModified, type Upstream, type UpstreamOptions } from './http.js'
+import { admitBody, agents, conditionalHeaders, fetchFailed, request, timedOut, TransientUpstreamError, answerOf, withSourceSlot, type NotModified, type Upstream, type UpstreamOptions } from './http.js'
 
 /** Resolves a hostname to every address a socket could connect to. Injectable for tests. */
 export type Resolver = (hostname: string) => Promise<LookupAddress[]>
@@ -160,12 +159,5 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
   // 200 body reaches the image checks (Next 15: "isn't a valid image").
   const noBody = !asFetch || status === 204 || status === 205
   if (buffer.byteLength === 0 && noBody) throw new ImageError(400, MESSAGES.upstreamInvalid, { cause: new Error(`empty body from ${href}`) })
-  return {
-    buffer,
-    contentType: res.headers['content-type'],
-    cacheControl: res.headers['cache-control'],
-    etag: extractEtag(res.headers.etag, buffer),
-    validators: validatorsOf(res),
-    status,
-  }
+  return answerOf(res, buffer, status)
 }

@@ -1,8 +1,7 @@
 import { Deadline } from '../runtime/deadline.js'
 import { ImageError, MESSAGES } from '../errors.js'
-import { extractEtag } from '../next/etag.js'
 import { readBody } from './body.js'
-import { admitBody, agents, conditionalHeaders, requestTo, SourceDeferred, timedOut, TransientUpstreamError, validatorsOf, withSourceSlot, type NotModified, type Upstream, type UpstreamOptions } from './http.js'
+import { admitBody, agents, conditionalHeaders, requestTo, SourceDeferred, timedOut, TransientUpstreamError, answerOf, withSourceSlot, type NotModified, type Upstream, type UpstreamOptions } from './http.js'
 
 export interface InternalOptions extends UpstreamOptions {
   /** Next 16 refuses a non-2xx answer of the frontend; Next 15 hands its body to the image checks. */
@@ -58,14 +57,7 @@ async function fetchFromFrontend(frontend: URL, target: string, options: Interna
     admitBody(res, options)
     const buffer = await readBody(res, options.maximumResponseBody, MESSAGES.internalInvalid)
     if (buffer.byteLength === 0) throw new ImageError(400, MESSAGES.internalInvalid, { cause: new Error(`empty body from ${url.origin}${target}`) })
-    return {
-      buffer,
-      contentType: res.headers['content-type'],
-      cacheControl: res.headers['cache-control'],
-      etag: extractEtag(res.headers.etag, buffer),
-      validators: validatorsOf(res),
-      status,
-    }
+    return answerOf(res, buffer, status)
   } catch (err) {
     if (err instanceof SourceDeferred) throw err
     if (signal.aborted) throw timedOut(err)

@@ -1,6 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { ImageError, MESSAGES } from '../errors.js'
+import { extractEtag } from '../next/etag.js'
 import type { SourceAdmission } from '../runtime/queue.js'
 
 /** What every upstream fetch shares: its answer, its options, the agents and the source slot. */
@@ -150,3 +151,15 @@ export const validatorsOf = (res: IncomingMessage): UpstreamValidators => ({
   ...(res.headers.etag ? { etag: res.headers.etag } : {}),
   ...(res.headers['last-modified'] ? { lastModified: res.headers['last-modified'] } : {}),
 })
+
+/** What the transform needs of an answered fetch: its body, Next's ETag rule, and the validators kept. */
+export function answerOf(res: IncomingMessage, buffer: Buffer, status: number): Upstream {
+  return {
+    buffer,
+    contentType: res.headers['content-type'],
+    cacheControl: res.headers['cache-control'],
+    etag: extractEtag(res.headers.etag, buffer),
+    validators: validatorsOf(res),
+    status,
+  }
+}
