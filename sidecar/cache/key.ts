@@ -14,6 +14,11 @@ export function cacheKey(href: string, width: number, quality: number, mimeType:
   return hashBase64url(JSON.stringify([KEY_VERSION, major, href, width, quality, mimeType]))
 }
 
+/** The cache key of a source's placeholder (its size and blur, see image/placeholder.ts). */
+export function placeholderKey(href: string, major: NextMajor): string {
+  return hashBase64url(JSON.stringify([KEY_VERSION, major, href, 'placeholder']))
+}
+
 /** Query parameter names left out of absolute sources' keys (--cache-key-ignore-params). */
 export type IgnoredParams = (name: string) => boolean
 

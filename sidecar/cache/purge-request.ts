@@ -1,5 +1,5 @@
 import { ImageError } from '../errors.js'
-import type { PurgedEntry, PurgeSelector, Variant } from './types.js'
+import { PLACEHOLDER_PATH, PLACEHOLDER_TYPE, type PurgedEntry, type PurgeSelector, type Variant } from './types.js'
 
 /** What a caller asks to purge: some sources, a prefix, or everything (exactly one of them). */
 export interface PurgeRequest {
@@ -45,8 +45,9 @@ export function parsePurgeRequest(body: unknown): PurgeSelector {
   return { all: true }
 }
 
-/** Pure: the optimizer URL a variant was requested at (Next's loader spelling: url, w, q). */
+/** Pure: the optimizer URL a variant was requested at (Next's loader spelling: url, w, q), or its placeholder's. */
 export function optimizerUrl(variant: Variant, basePath = ''): string {
+  if (variant.mimeType === PLACEHOLDER_TYPE) return `${PLACEHOLDER_PATH}?url=${encodeURIComponent(variant.href)}`
   return `${basePath}/_next/image?url=${encodeURIComponent(variant.href)}&w=${variant.width}&q=${variant.quality}`
 }
 

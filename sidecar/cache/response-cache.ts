@@ -27,7 +27,8 @@ export interface ResponseCacheOptions {
   lockTtlMs?: number
   /** How often a waiter re-reads the store when no announcement arrives. */
   pollMs?: number
-  onResult?: (result: CacheResult) => void
+  /** Each answer's outcome, with the variant it was for (when given). */
+  onResult?: (result: CacheResult, variant: Variant | undefined) => void
   /** Check a fresh entry's source (conditionally, in the background) once it is this old; undefined: never (Next). */
   revalidateAfterMs?: number
 }
@@ -80,7 +81,7 @@ export class ResponseCache {
     // A job this request waited for was overtaken by a purge of its source: its bytes may be the old ones.
     for (let tries = 0; response === 'purged' && tries < MAX_PURGED_RETRIES; tries++) response = await this.lookup(key, produce, trace, variant)
     if (response === 'purged') throw new ImageError(503, 'Service Unavailable', { cause: new Error(`the source of ${key} was purged repeatedly while it was produced`) })
-    this.options.onResult?.(response.result)
+    this.options.onResult?.(response.result, variant)
     return response
   }
 

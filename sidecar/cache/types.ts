@@ -25,6 +25,13 @@ export interface Variant {
   mimeType: string
 }
 
+/**
+ * A variant of this type is a source's placeholder (size and blur, beyond Next), requested at
+ * PLACEHOLDER_PATH; it is indexed with the source's images, so a purge of the source removes it too.
+ */
+export const PLACEHOLDER_TYPE = 'application/json'
+export const PLACEHOLDER_PATH = '/_sidecar/placeholder'
+
 /** Which sources a purge removes: some exact sources, those starting with a prefix, or all. */
 export type PurgeSelector = { sources: string[] } | { prefix: string } | { all: true }
 

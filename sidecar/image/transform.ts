@@ -71,13 +71,17 @@ export function configureSharp(config: SharpConfig, defaultThreads?: number): vo
   else if (sharp.concurrency() > 1) sharp.concurrency(Math.floor(Math.max(sharp.concurrency() / 2, 1)))
 }
 
-/** Next's `optimizeImage`: auto-orient, resize without enlargement, Next's encoder settings. */
+/**
+ * Next's `optimizeImage`: auto-orient, resize without enlargement (or, given a height, to exactly
+ * that box, as for a blur placeholder), Next's encoder settings.
+ */
 export async function optimizeImage(
   buffer: Buffer,
   contentType: string,
   width: number,
   quality: number,
   config: SharpConfig,
+  height?: number,
 ): Promise<Buffer> {
   configureSharp(config)
   const pipeline = sharp(buffer, {
@@ -86,7 +90,8 @@ export async function optimizeImage(
   })
     .timeout({ seconds: config.timeoutInSeconds })
     .rotate()
-    .resize(width, undefined, { withoutEnlargement: true })
+  if (height) pipeline.resize(width, height)
+  else pipeline.resize(width, undefined, { withoutEnlargement: true })
 
   if (contentType === AVIF) {
     // Next scales quality so AVIF matches WebP visually (sharp defaults 80 vs 50).

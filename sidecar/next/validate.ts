@@ -35,8 +35,39 @@ const fail = (message: string): never => {
  * (negotiate.ts) because it reads a header, not the query.
  */
 export function validateParams(query: Query, config: ResolvedNextConfig): ImageParams {
-  const { deviceSizes, imageSizes, qualities, localPatterns, remotePatterns, domains } = config.images
-  const { url, w, q } = query
+  const source = validateSource(query, config)
+  const { deviceSizes, imageSizes, qualities } = config.images
+  const { w, q } = query
+
+  if (!w) fail('"w" parameter (width) is required')
+  if (Array.isArray(w)) fail('"w" parameter (width) cannot be an array')
+  if (!/^[0-9]+$/.test(w as string)) fail('"w" parameter (width) must be an integer greater than 0')
+
+  if (!q) fail('"q" parameter (quality) is required')
+  if (Array.isArray(q)) fail('"q" parameter (quality) cannot be an array')
+  if (!/^[0-9]+$/.test(q as string)) fail('"q" parameter (quality) must be an integer between 1 and 100')
+
+  const width = parseInt(w as string, 10)
+  if (width <= 0 || isNaN(width)) fail('"w" parameter (width) must be an integer greater than 0')
+  if (!deviceSizes.includes(width) && !imageSizes.includes(width)) fail(`"w" parameter (width) of ${width} is not allowed`)
+
+  const quality = parseInt(q as string, 10)
+  if (isNaN(quality) || quality < 1 || quality > 100) fail('"q" parameter (quality) must be an integer between 1 and 100')
+  if (qualities && !qualities.includes(quality)) fail(`"q" parameter (quality) of ${q as string} is not allowed`)
+
+  return { ...source, width, quality }
+}
+
+/** Which source a request names: the `url` parameter's part of validateParams. */
+export type SourceParams = Pick<ImageParams, 'href' | 'isAbsolute' | 'isStatic'>
+
+/**
+ * The `url` checks of Next's validateParams, in its order and with its messages: what the
+ * optimizer and the placeholder endpoint (which takes no width or quality) both require of a source.
+ */
+export function validateSource(query: Query, config: ResolvedNextConfig): SourceParams {
+  const { localPatterns, remotePatterns, domains } = config.images
+  const { url } = query
   let href: string
   let isAbsolute: boolean
 
@@ -71,24 +102,7 @@ export function validateParams(query: Query, config: ResolvedNextConfig): ImageP
     if (!hasRemoteMatch(domains, remotePatterns, parsed)) fail('"url" parameter is not allowed')
   }
 
-  if (!w) fail('"w" parameter (width) is required')
-  if (Array.isArray(w)) fail('"w" parameter (width) cannot be an array')
-  if (!/^[0-9]+$/.test(w as string)) fail('"w" parameter (width) must be an integer greater than 0')
-
-  if (!q) fail('"q" parameter (quality) is required')
-  if (Array.isArray(q)) fail('"q" parameter (quality) cannot be an array')
-  if (!/^[0-9]+$/.test(q as string)) fail('"q" parameter (quality) must be an integer between 1 and 100')
-
-  const width = parseInt(w as string, 10)
-  if (width <= 0 || isNaN(width)) fail('"w" parameter (width) must be an integer greater than 0')
-  if (!deviceSizes.includes(width) && !imageSizes.includes(width)) fail(`"w" parameter (width) of ${width} is not allowed`)
-
-  const quality = parseInt(q as string, 10)
-  if (isNaN(quality) || quality < 1 || quality > 100) fail('"q" parameter (quality) must be an integer between 1 and 100')
-  if (qualities && !qualities.includes(quality)) fail(`"q" parameter (quality) of ${q as string} is not allowed`)
-
   const { basePath } = config
   const isStatic = config.profile.staticMedia.some((prefix) => u.startsWith(`${basePath}${prefix}`))
-
-  return { href: href!, isAbsolute: isAbsolute!, isStatic, width, quality }
+  return { href: href!, isAbsolute: isAbsolute!, isStatic }
 }

@@ -23,6 +23,18 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    placeholderRequests: new Counter({
+      name: 'next_image_sidecar_placeholder_requests_total',
+      help: 'Placeholder requests (/_sidecar/placeholder) answered from the cache (hit, stale) or not (miss); not in cache_requests_total',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    placeholders: new Counter({
+      name: 'next_image_sidecar_placeholders_total',
+      help: 'Placeholders made from fetched bytes, by whether they carry a blur (formats Next does not blur carry only the size)',
+      labelNames: ['blur'] as const,
+      registers: [registry],
+    }),
     queueDepth: new Gauge({
       name: 'next_image_sidecar_queue_depth',
       help: 'Transforms waiting for a worker slot',

@@ -7,12 +7,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { pino, type Logger } from 'pino'
 import { ResponseCache } from '../cache/response-cache.js'
 import { openStore, type OpenedStore } from '../cache/open-store.js'
-import type { CacheStore } from '../cache/types.js'
+import { PLACEHOLDER_PATH, PLACEHOLDER_TYPE, type CacheStore } from '../cache/types.js'
 import { clusterMetrics, IpcCoordinator, IpcPurgeBroadcast } from '../runtime/cluster.js'
 import { createMetrics, type Metrics } from '../runtime/metrics.js'
 import { WorkQueue } from '../runtime/queue.js'
 import { ConfigError } from '../errors.js'
 import { createImageHandler } from './handler.js'
+import { createPlaceholderHandler } from './placeholder-handler.js'
+import { createSourceFetch } from './source-fetch.js'
 import { createHitPath, headersSetBy } from './hit-path.js'
 import { createOpsApp, opsRoutes } from './ops.js'
 import { createPurger, purgeRoute } from './purge.js'
@@ -112,7 +114,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     log,
     coordinator,
     revalidateAfterMs: options.revalidateAfter !== undefined ? options.revalidateAfter * 1000 : undefined,
-    onResult: (result) => metrics.cacheRequests.inc({ result: result.toLowerCase() }),
+    onResult: (result, variant) => (variant?.mimeType === PLACEHOLDER_TYPE ? metrics.placeholderRequests : metrics.cacheRequests).inc({ result: result.toLowerCase() }),
   })
   // Purges reach the other processes' hot tiers: through Redis when shared there, else a cluster's primary.
   const purgeBroadcast: PurgeBroadcast | undefined =
@@ -124,20 +126,35 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   if (config.images.domains.length > 0) log.warn('images.domains is deprecated; use images.remotePatterns')
   if (config.images.unoptimized) log.warn('images.unoptimized is true: every image request answers 404, as in Next')
 
+  const maxAttempts = positiveInt('maxAttempts', options.maxAttempts ?? DEFAULTS.maxAttempts)
+  const upstreamTimeoutMs = positiveInt('upstreamTimeoutMs', options.upstreamTimeoutMs ?? DEFAULTS.upstreamTimeoutMs)
+  const signingKey = options.signingKey || undefined
+  const ignoreParams = ignoredParams(options.cacheKeyIgnoreParams)
   const handleImage = createImageHandler({
     config,
     frontend,
     cache,
     log,
-    maxAttempts: positiveInt('maxAttempts', options.maxAttempts ?? DEFAULTS.maxAttempts),
+    maxAttempts,
     queue,
     metrics,
-    upstreamTimeoutMs: positiveInt('upstreamTimeoutMs', options.upstreamTimeoutMs ?? DEFAULTS.upstreamTimeoutMs),
+    upstreamTimeoutMs,
     resolve: options.resolve,
     // As `next start` (compress: true); the handler applies it to compressible types only.
     compress: compression(),
-    signingKey: options.signingKey || undefined,
-    ignoreParams: ignoredParams(options.cacheKeyIgnoreParams),
+    signingKey,
+    ignoreParams,
+  })
+  const handlePlaceholder = createPlaceholderHandler({
+    config,
+    cache,
+    fetchSource: createSourceFetch({ config, frontend, metrics, upstreamTimeoutMs, resolve: options.resolve }),
+    queue,
+    metrics,
+    log,
+    maxAttempts,
+    signingKey,
+    ignoreParams,
   })
 
   const headersTimeoutMs = positiveInt('headersTimeoutMs', options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs)
@@ -167,11 +184,13 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   app.use(security)
 
   const imagePath = `${config.basePath}/_next/image`
-  app.use(observeRequests({ log, metrics, imagePath, draining: () => draining }))
+  app.use(observeRequests({ log, metrics, tracedPaths: [imagePath, PLACEHOLDER_PATH], draining: () => draining }))
   // The image route first: it is nearly all the traffic, and the router tries routes in order.
   // Next serves any method on this route; GET and HEAD (Express derives HEAD from GET) and POST.
   app.get(imagePath, handleImage)
   app.post(imagePath, handleImage)
+  // Beyond Next: a source's size and blur placeholder, for the frontend's server (GET and HEAD).
+  app.get(PLACEHOLDER_PATH, handlePlaceholder)
   const { healthz, readyz, metricsRoute } = opsRoutes({ store, log, metrics, metricsText, draining: () => draining })
   app.get('/healthz', healthz)
   // With a metrics port, the image origin (often public) does not publish the metrics.

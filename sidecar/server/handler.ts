@@ -12,13 +12,13 @@ import type { ResolvedNextConfig } from '../next/images-config.js'
 import { negotiateMimeType } from '../next/negotiate.js'
 import { verifySignature } from './signature.js'
 import type { Metrics } from '../runtime/metrics.js'
-import type { SourceAdmission, WorkQueue } from '../runtime/queue.js'
+import type { WorkQueue } from '../runtime/queue.js'
 import { withAttempts } from '../upstream/retry.js'
 import { transformImage, type PreviousOutput } from '../image/transform.js'
-import { fetchExternal, type Resolver } from '../upstream/external.js'
-import { fetchInternal } from '../upstream/frontend.js'
-import { type NotModified, type Upstream } from '../upstream/http.js'
-import { traceHeaders, traced, type TraceContext } from '../runtime/tracing.js'
+import type { Resolver } from '../upstream/external.js'
+import type { Upstream } from '../upstream/http.js'
+import { traced, type TraceContext } from '../runtime/tracing.js'
+import { createSourceFetch } from './source-fetch.js'
 import { parseQuery, validateParams, type ImageParams } from '../next/validate.js'
 
 export interface HandlerContext {
@@ -50,15 +50,6 @@ function reusableOutput(upstream: Upstream, previous: CacheEntry | undefined): P
   return undefined
 }
 
-/**
- * Validators for a conditional revalidation, only when the entry holds an optimized output. An
- * entry with the source's own bytes (sharp failed, or a pass-through) is fetched again in full:
- * a 304 would renew a sharp-failure fallback for ever, where Next runs sharp again.
- */
-function conditionalValidators(previous: CacheEntry | undefined): CacheEntry['validators'] {
-  return previous && previous.etag !== previous.upstreamEtag ? previous.validators : undefined
-}
-
 /** The source's dimensions from its header, for a trace (nothing when it cannot be read). */
 function sourceDimensions(buffer: Buffer): Record<string, number> {
   try {
@@ -86,6 +77,7 @@ const PLAN_MEMO_BYTES = 4 * 1024 * 1024
 export function createImageHandler(ctx: HandlerContext) {
   const { config, log } = ctx
   const { images } = config
+  const fetchSource = createSourceFetch(ctx)
 
   /**
    * Signature check, validation, negotiation and the cache key are pure functions of the raw
@@ -110,37 +102,6 @@ export function createImageHandler(ctx: HandlerContext) {
     return plan
   }
 
-  async function fetchUpstream(params: ImageParams, signal: AbortSignal, previous: CacheEntry | undefined, admission: SourceAdmission, trace: TraceContext | undefined): Promise<Upstream | NotModified> {
-    const kind = params.isAbsolute ? 'external' : 'internal'
-    const fetchOnce = (fetchTrace: TraceContext | undefined) => {
-      const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: conditionalValidators(previous), admitSource: admission, traceHeaders: traceHeaders(fetchTrace) }
-      return params.isAbsolute
-        ? fetchExternal(params.href, {
-            ...common,
-            dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
-            maximumRedirects: images.maximumRedirects,
-            fetchSemantics: config.profile.upstream.fetch,
-            resolve: ctx.resolve,
-          })
-        : fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: config.profile.upstream.checkInternalStatus })
-    }
-    const stopTimer = ctx.metrics.upstreamDuration.startTimer({ kind })
-    try {
-      const upstream = await traced(trace, 'upstream fetch', { 'next_image_sidecar.upstream': kind, 'url.full': params.href }, async (span, fetchTrace) => {
-        const answer = await fetchOnce(fetchTrace)
-        span?.setAttribute('http.response.status_code', answer.status)
-        return answer
-      }, true)
-      ctx.metrics.upstreamFetches.inc({ kind, outcome: upstream.notModified ? 'not_modified' : 'ok' })
-      return upstream
-    } catch (err) {
-      ctx.metrics.upstreamFetches.inc({ kind, outcome: 'error' })
-      throw err
-    } finally {
-      stopTimer()
-    }
-  }
-
   /**
    * One image job under the job's deadline: admitted by the queue, fetch (conditionally, when
    * revalidating), then transform in a slot. Every wait in it ends when `signal` aborts.
@@ -150,7 +111,7 @@ export function createImageHandler(ctx: HandlerContext) {
       ctx.queue.job(signal, (admission) =>
         withAttempts(
           async () => {
-            const upstream = await fetchUpstream(params, signal, previous, admission, trace)
+            const upstream = await fetchSource(params, signal, previous, admission, trace)
             if (upstream.notModified) {
               // Beyond Next: the source is unchanged, so the stored output is reused as it is.
               const { expireAt: _expired, ...unchanged } = previous!

@@ -8,8 +8,8 @@ import { startRequestSpan } from '../runtime/tracing.js'
 export interface ObserveOptions {
   log: Logger
   metrics: Metrics
-  /** The image route: only its requests get a span (probes and scrapes would drown the traces). */
-  imagePath: string
+  /** The image and placeholder routes: only their requests get a span (probes and scrapes would drown the traces). */
+  tracedPaths: readonly string[]
   /** While draining, responses close their connection. */
   draining: () => boolean
 }
@@ -36,13 +36,13 @@ export function levelOf(status: number, cache: unknown): 'info' | 'debug' {
  * Every request is counted and timed, and gets a log line (see levelOf) and a request id (the caller's
  * X-Request-Id when it is sane); image requests get a SERVER span that their work hangs under.
  */
-export function observeRequests({ log, metrics, imagePath, draining }: ObserveOptions): RequestHandler {
+export function observeRequests({ log, metrics, tracedPaths, draining }: ObserveOptions): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint()
     const id = requestIdOf(req.headers)
     res.setHeader('X-Request-Id', id)
     // Image requests only: probes and scrapes would drown the traces.
-    const span = req.path === imagePath ? startRequestSpan(req.method, imagePath, req.headers, { 'next_image_sidecar.request_id': id }) : undefined
+    const span = tracedPaths.includes(req.path) ? startRequestSpan(req.method, req.path, req.headers, { 'next_image_sidecar.request_id': id }) : undefined
     if (draining()) res.setHeader('Connection', 'close')
     // 'close' fires for every request, also when the client goes first ('finish' then never
     // does): those are the slow requests an operator looks for. They are recorded as 499.
@@ -51,8 +51,10 @@ export function observeRequests({ log, metrics, imagePath, draining }: ObserveOp
       const status = aborted ? 499 : res.statusCode
       const seconds = Number(process.hrtime.bigint() - started) / 1e9
       metrics.requestDuration.observe({ status_class: aborted ? 'aborted' : `${Math.floor(status / 100)}xx` }, seconds)
-      span?.finish(status, { 'next_image_sidecar.cache': String(res.getHeader('X-Nextjs-Cache') ?? ''), ...(aborted ? { 'next_image_sidecar.aborted': true } : {}) })
-      const level = levelOf(status, res.getHeader('X-Nextjs-Cache'))
+      // The optimizer's outcome header, or the placeholder endpoint's.
+      const cache = res.getHeader('X-Nextjs-Cache') ?? res.getHeader('X-Sidecar-Cache')
+      span?.finish(status, { 'next_image_sidecar.cache': String(cache ?? ''), ...(aborted ? { 'next_image_sidecar.aborted': true } : {}) })
+      const level = levelOf(status, cache)
       if (!log.isLevelEnabled(level)) return
       log[level](
         {
@@ -61,7 +63,7 @@ export function observeRequests({ log, metrics, imagePath, draining }: ObserveOp
           url: req.originalUrl,
           status,
           ...(aborted ? { aborted: true } : {}),
-          cache: res.getHeader('X-Nextjs-Cache'),
+          cache,
           bytes: Number(res.getHeader('Content-Length') ?? 0),
           ms: Math.round(seconds * 1e4) / 10,
         },

@@ -20,3 +20,21 @@ export function verifySignature(key: string, query: Query): void {
   const given = Buffer.from(s)
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new ImageError(403, INVALID)
 }
+
+/**
+ * The placeholder endpoint's signature: base64url(HMAC-SHA256(key, "placeholder\n" + url)). An image's
+ * message starts with its url, never the bare word `placeholder` (not a valid url), so neither
+ * signature stands for the other.
+ */
+export function signPlaceholder(key: string, url: string): string {
+  return createHmac('sha256', key).update(`placeholder\n${url}`).digest('base64url')
+}
+
+/** Rejects (403) a placeholder request whose signature is missing or wrong. */
+export function verifyPlaceholderSignature(key: string, query: Query): void {
+  const { url, s } = query
+  if (typeof s !== 'string' || typeof url !== 'string') throw new ImageError(403, INVALID)
+  const expected = Buffer.from(signPlaceholder(key, url))
+  const given = Buffer.from(s)
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new ImageError(403, INVALID)
+}

@@ -1,0 +1,68 @@
+import type { ResolvedNextConfig } from '../next/images-config.js'
+import type { SourceParams } from '../next/validate.js'
+import type { CacheEntry } from '../cache/types.js'
+import type { Metrics } from '../runtime/metrics.js'
+import type { SourceAdmission } from '../runtime/queue.js'
+import { traceHeaders, traced, type TraceContext } from '../runtime/tracing.js'
+import { fetchExternal, type Resolver } from '../upstream/external.js'
+import { fetchInternal } from '../upstream/frontend.js'
+import type { NotModified, Upstream } from '../upstream/http.js'
+
+export interface SourceFetchContext {
+  config: ResolvedNextConfig
+  frontend: URL
+  metrics: Metrics
+  upstreamTimeoutMs: number
+  resolve?: Resolver
+}
+
+/**
+ * Validators for a conditional revalidation, only when the entry holds a product of the source (an
+ * optimized image, a placeholder). An entry with the source's own bytes (sharp failed, or a
+ * pass-through) is fetched again in full: a 304 would renew a sharp-failure fallback for ever, where
+ * Next runs sharp again.
+ */
+export function conditionalValidators(previous: CacheEntry | undefined): CacheEntry['validators'] {
+  return previous && previous.etag !== previous.upstreamEtag ? previous.validators : undefined
+}
+
+/**
+ * Fetches a validated source by Next's upstream rules (the frontend for a relative one, the guarded
+ * external fetch for an absolute one), conditionally when `previous` can be renewed, timed, counted
+ * and traced. Shared by the optimizer and the placeholder endpoint, so both fetch alike.
+ */
+export function createSourceFetch(ctx: SourceFetchContext) {
+  const { images } = ctx.config
+  return async function fetchSource(params: SourceParams, signal: AbortSignal, previous: CacheEntry | undefined, admission: SourceAdmission, trace: TraceContext | undefined): Promise<Upstream | NotModified> {
+    const kind = params.isAbsolute ? 'external' : 'internal'
+    const fetchOnce = (fetchTrace: TraceContext | undefined) => {
+      const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: conditionalValidators(previous), admitSource: admission, traceHeaders: traceHeaders(fetchTrace) }
+      return params.isAbsolute
+        ? fetchExternal(params.href, {
+            ...common,
+            dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
+            maximumRedirects: images.maximumRedirects,
+            fetchSemantics: ctx.config.profile.upstream.fetch,
+            resolve: ctx.resolve,
+          })
+        : fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: ctx.config.profile.upstream.checkInternalStatus })
+    }
+    const stopTimer = ctx.metrics.upstreamDuration.startTimer({ kind })
+    try {
+      const upstream = await traced(trace, 'upstream fetch', { 'next_image_sidecar.upstream': kind, 'url.full': params.href }, async (span, fetchTrace) => {
+        const answer = await fetchOnce(fetchTrace)
+        span?.setAttribute('http.response.status_code', answer.status)
+        return answer
+      }, true)
+      ctx.metrics.upstreamFetches.inc({ kind, outcome: upstream.notModified ? 'not_modified' : 'ok' })
+      return upstream
+    } catch (err) {
+      ctx.metrics.upstreamFetches.inc({ kind, outcome: 'error' })
+      throw err
+    } finally {
+      stopTimer()
+    }
+  }
+}
+
+export type FetchSource = ReturnType<typeof createSourceFetch>
