@@ -77,6 +77,8 @@ warm sources (combinable):
   --urls FILE         one URL per line: an /_next/image URL, or an image (× widths × qualities)
 warm options:
   --target URL        warm a running sidecar over HTTP instead of this process's own store
+  --placeholders      also each source's blur placeholder and size (/_sidecar/placeholder),
+                      once per source
   --dry-run           print the plan with counts, change nothing
 Each variant is warmed in every format the config negotiates plus the source-format fallback.
 Fresh entries are skipped (a second run resumes); the exit code is 1 if anything failed.
@@ -134,6 +136,7 @@ export const WARM = {
   from: { type: 'string' },
   urls: { type: 'string' },
   target: { type: 'string' },
+  placeholders: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
 } as const
 

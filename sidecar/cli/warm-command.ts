@@ -4,7 +4,7 @@ import { pino } from 'pino'
 import { ConfigError } from '../errors.js'
 import { resolveSidecarConfig } from '../next/images-config.js'
 import { readContainerLimits } from '../runtime/limits.js'
-import { collectRequests, planVariants, progressReporter, warmVariants } from './warm.js'
+import { collectRequests, planPlaceholders, planVariants, progressReporter, warmVariants } from './warm.js'
 import { HELP, WARM, undetectedNextVersion, sidecarOptions } from './flags.js'
 
 // The service (Express, sharp, the store clients) is loaded only to warm through a sidecar of its own,
@@ -27,9 +27,12 @@ export async function warm(argv: string[]): Promise<number> {
   const variants = planVariants(requests, config, options.signingKey)
   const formats = [...config.images.formats, 'source format']
   process.stderr.write(`warm: ${requests.length} image requests × ${formats.length} formats (${formats.join(', ')}) = ${variants.length} variants\n`)
+  const placeholders = values.placeholders ? planPlaceholders(requests, options.signingKey) : undefined
+  if (placeholders) process.stderr.write(`warm: and ${placeholders.length} placeholders (one per source)\n`)
   for (const error of errors) process.stderr.write(`warm: could not read ${error}\n`)
   if (values['dry-run']) {
     for (const v of variants) process.stdout.write(`${v.accept.padEnd(10)} ${v.path}\n`)
+    for (const p of placeholders ?? []) process.stdout.write(`${'placeholder'.padEnd(10)} ${p.path}\n`)
     return errors.length > 0 ? 1 : 0
   }
   const concurrency = options.concurrency ?? Math.max(Math.ceil(readContainerLimits().cpus) - 1, 1)
@@ -45,7 +48,12 @@ export async function warm(argv: string[]): Promise<number> {
       throw new ConfigError(`warm: the cache store ${sidecar.store.name} does not answer (${down.message}); nothing warmed would be kept`)
     }
   }
-  const summary = await warmVariants(sidecar, variants, { concurrency, timeoutMs: options.timeoutMs, onProgress: progressReporter(process.stderr) })
+  const summary = await warmVariants(sidecar, variants, {
+    concurrency,
+    timeoutMs: options.timeoutMs,
+    placeholders,
+    onProgress: progressReporter(process.stderr, 'warm', placeholders ? 'variants and placeholders' : 'variants'),
+  })
   let transforms = ''
   let unstored = false
   if (typeof sidecar !== 'string') {
@@ -59,5 +67,11 @@ export async function warm(argv: string[]): Promise<number> {
       `${(summary.bytesWritten / 1024 ** 2).toFixed(1)} MiB written in ${(summary.elapsedMs / 1000).toFixed(1)} s${transforms}\n`,
   )
   for (const { variant, reason } of summary.failed) process.stdout.write(`  failed: ${variant.path} (Accept: ${variant.accept}): ${reason}\n`)
-  return summary.failed.length > 0 || errors.length > 0 || unstored ? 1 : 0
+  const ph = summary.placeholders
+  if (ph) {
+    process.stdout.write(`warm: ${ph.total} placeholders: ${ph.warmed} warmed, ${ph.skipped} already fresh, ${ph.failed.length} failed\n`)
+    for (const { placeholder, reason } of ph.failed) process.stdout.write(`  failed: placeholder of ${placeholder.source}: ${reason}\n`)
+  }
+  const failed = summary.failed.length + (ph?.failed.length ?? 0)
+  return failed > 0 || errors.length > 0 || unstored ? 1 : 0
 }

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import type { Server } from 'node:http'
 import type { Sidecar } from '../server/app.js'
 import type { ResolvedNextConfig } from '../next/images-config.js'
-import { signImageParams } from '../server/signature.js'
+import { signImageParams, signPlaceholder } from '../server/signature.js'
 import { decodeSitemap, imagesInHtml, parseOptimizerUrl, parseSitemap, projectImages, variantsOf, type WarmRequest } from './warm-sources.js'
 
 export interface WarmSources {
@@ -25,6 +25,19 @@ export interface WarmFailure {
   reason: string
 }
 
+/** One source's placeholder (`--placeholders`): the sidecar's `/_sidecar/placeholder` answer for it. */
+export interface WarmPlaceholder {
+  /** The source, exactly as the optimizer's `url` parameter (with basePath when the app has one). */
+  source: string
+  /** The path on the sidecar's main port (no basePath: the Next server calls it, not browsers). */
+  path: string
+}
+
+export interface WarmPlaceholderFailure {
+  placeholder: WarmPlaceholder
+  reason: string
+}
+
 export interface WarmSummary {
   variants: number
   warmed: number
@@ -32,6 +45,8 @@ export interface WarmSummary {
   failed: WarmFailure[]
   bytesWritten: number
   elapsedMs: number
+  /** Present when placeholders were asked for; counted apart, as they are not variants. */
+  placeholders?: { total: number; warmed: number; skipped: number; failed: WarmPlaceholderFailure[] }
 }
 
 /** Bounds on what `warm` reads from pages and sitemaps, so a stalled or endless one cannot hold the run. */
@@ -248,8 +263,22 @@ export function planVariants(requests: WarmRequest[], config: ResolvedNextConfig
   })
 }
 
+/**
+ * One placeholder per distinct source among the requests, in their order. With signing on, each
+ * carries its signature when warm has the key; a page's optimizer signature covers `w` and `q`
+ * and cannot stand in for it, so without the key the sidecar will refuse them (reported then).
+ */
+export function planPlaceholders(requests: WarmRequest[], signingKey?: string): WarmPlaceholder[] {
+  return [...new Set(requests.map((r) => r.url))].map((source) => {
+    const s = signingKey ? `&s=${encodeURIComponent(signPlaceholder(signingKey, source))}` : ''
+    return { source, path: `/_sidecar/placeholder?url=${encodeURIComponent(source)}${s}` }
+  })
+}
+
 export interface WarmOptions {
   concurrency: number
+  /** Placeholders to warm beside the variants, through the same workers, deadline and size cap. */
+  placeholders?: WarmPlaceholder[]
   onProgress?: (done: number, total: number) => void
   /**
    * The image job deadline (`--timeout`), ms; default 30000. One variant request may take that plus
@@ -260,10 +289,12 @@ export interface WarmOptions {
   maxBytes?: number
 }
 
+type WarmJob = { kind: 'variant'; variant: WarmVariant } | { kind: 'placeholder'; placeholder: WarmPlaceholder }
+
 /**
- * Requests every variant from a sidecar — this process's own (on a private 127.0.0.1 port)
- * or a running one (`origin`) — so warming takes the live code path, cache keys and single
- * flight. A fresh entry answers HIT and is skipped; a failure is recorded and the run goes on.
+ * Requests every variant (and placeholder) from a sidecar — this process's own (on a private
+ * 127.0.0.1 port) or a running one (`origin`) — so warming takes the live code path, cache keys
+ * and single flight. A fresh entry answers HIT and is skipped; a failure is recorded and the run goes on.
  */
 export async function warmVariants(target: Sidecar | string, variants: WarmVariant[], options: WarmOptions): Promise<WarmSummary> {
   const started = Date.now()
@@ -273,25 +304,48 @@ export async function warmVariants(target: Sidecar | string, variants: WarmVaria
   const timeoutMs = (options.timeoutMs ?? WARM_LIMITS.timeoutMs) + WARM_LIMITS.variantGraceMs
   const maxBytes = options.maxBytes ?? (typeof target === 'string' ? 50_000_000 : target.config.images.maximumResponseBody)
   const summary: WarmSummary = { variants: variants.length, warmed: 0, skipped: 0, failed: [], bytesWritten: 0, elapsedMs: 0 }
+  if (options.placeholders) summary.placeholders = { total: options.placeholders.length, warmed: 0, skipped: 0, failed: [] }
+  const jobs: WarmJob[] = [
+    ...variants.map((variant) => ({ kind: 'variant' as const, variant })),
+    ...(options.placeholders ?? []).map((placeholder) => ({ kind: 'placeholder' as const, placeholder })),
+  ]
+  const runVariant = async (variant: WarmVariant) => {
+    try {
+      const res = await boundedGet(`${origin}${variant.path}`, { accept: variant.accept, timeoutMs, maxBytes, keepBody: (status) => status !== 200 })
+      if (res.status !== 200) summary.failed.push({ variant, reason: `${res.status} ${res.body.toString('utf8').slice(0, 200)}` })
+      else if (res.headers.get('x-nextjs-cache') === 'HIT') summary.skipped++
+      else {
+        summary.warmed++
+        summary.bytesWritten += res.bytes
+      }
+    } catch (err) {
+      summary.failed.push({ variant, reason: (err as Error).message })
+    }
+  }
+  const runPlaceholder = async (placeholder: WarmPlaceholder) => {
+    const tally = summary.placeholders!
+    try {
+      const res = await boundedGet(`${origin}${placeholder.path}`, { accept: 'application/json', timeoutMs, maxBytes, keepBody: (status) => status !== 200 })
+      if (res.status !== 200) {
+        const body = res.body.toString('utf8').slice(0, 200)
+        // The one refusal warm can explain: it had no key, and a page's optimizer signature cannot be reused.
+        const hint = res.status === 403 && !placeholder.path.includes('&s=') ? ' (placeholders are signed with IMAGE_SIDECAR_SIGNING_KEY, which warm does not have)' : ''
+        tally.failed.push({ placeholder, reason: `${res.status} ${body}${hint}` })
+      } else if (res.headers.get('x-sidecar-cache') === 'HIT') tally.skipped++
+      else tally.warmed++
+    } catch (err) {
+      tally.failed.push({ placeholder, reason: (err as Error).message })
+    }
+  }
   let next = 0
   let done = 0
   try {
     await Promise.all(
       Array.from({ length: Math.max(1, options.concurrency) }, async () => {
-        while (next < variants.length) {
-          const variant = variants[next++]!
-          try {
-            const res = await boundedGet(`${origin}${variant.path}`, { accept: variant.accept, timeoutMs, maxBytes, keepBody: (status) => status !== 200 })
-            if (res.status !== 200) summary.failed.push({ variant, reason: `${res.status} ${res.body.toString('utf8').slice(0, 200)}` })
-            else if (res.headers.get('x-nextjs-cache') === 'HIT') summary.skipped++
-            else {
-              summary.warmed++
-              summary.bytesWritten += res.bytes
-            }
-          } catch (err) {
-            summary.failed.push({ variant, reason: (err as Error).message })
-          }
-          options.onProgress?.(++done, variants.length)
+        while (next < jobs.length) {
+          const job = jobs[next++]!
+          await (job.kind === 'variant' ? runVariant(job.variant) : runPlaceholder(job.placeholder))
+          options.onProgress?.(++done, jobs.length)
         }
       }),
     )
@@ -305,7 +359,7 @@ export async function warmVariants(target: Sidecar | string, variants: WarmVaria
 }
 
 /** A progress line: a bar, rate and ETA on a terminal; a plain line every few seconds otherwise. */
-export function progressReporter(stream: NodeJS.WriteStream, label = 'warm') {
+export function progressReporter(stream: NodeJS.WriteStream, label = 'warm', unit = 'variants') {
   const started = Date.now()
   let lastLine = 0
   return (done: number, total: number) => {
@@ -319,7 +373,7 @@ export function progressReporter(stream: NodeJS.WriteStream, label = 'warm') {
       if (done === total) stream.write('\n')
     } else if (Date.now() - lastLine > 2000 || done === total) {
       lastLine = Date.now()
-      stream.write(`${label}: ${done}/${total} variants, ${rate.toFixed(1)}/s, ETA ${eta}s\n`)
+      stream.write(`${label}: ${done}/${total} ${unit}, ${rate.toFixed(1)}/s, ETA ${eta}s\n`)
     }
   }
 }

@@ -17,6 +17,7 @@ import { CLI, startCli } from '../helpers/cli.js'
 import { freePort } from '../helpers/next-app.js'
 import { corpusFile } from '../helpers/upstream-server.js'
 import { signImageParams } from '../../sidecar/server/signature.js'
+import { createHmac } from 'node:crypto'
 
 const KEY = 'warm-test-signing-key'
 // One width, one quality, WebP: each image is 2 variants (WebP and the source-format fallback).
@@ -69,6 +70,25 @@ function warm(args: string[], env: Record<string, string> = {}): Promise<{ code:
     })
   })
 }
+
+/** The placeholder summary line's counts (`--placeholders`). */
+function placeholderSummary(stdout: string): { placeholders: number; warmed: number; fresh: number; failed: number } {
+  const m = /warm: (\d+) placeholders: (\d+) warmed, (\d+) already fresh, (\d+) failed/.exec(stdout)
+  assert.ok(m, stdout)
+  return { placeholders: Number(m[1]), warmed: Number(m[2]), fresh: Number(m[3]), failed: Number(m[4]) }
+}
+
+/** Written independently of warm.ts: the contract's placeholder signature. */
+const placeholderSignature = (key: string, url: string) => createHmac('sha256', key).update(`placeholder\n${url}`).digest('base64url')
+
+/** What a sidecar answers now for a source's placeholder: status, X-Sidecar-Cache and the body. */
+async function placeholderOf(sidecarUrl: string, src: string, key?: string): Promise<{ status: number; cache: string | null; body: string }> {
+  const s = key ? `&s=${encodeURIComponent(placeholderSignature(key, src))}` : ''
+  const res = await fetch(`${sidecarUrl}/_sidecar/placeholder?url=${encodeURIComponent(src)}${s}`)
+  return { status: res.status, cache: res.headers.get('x-sidecar-cache'), body: await res.text() }
+}
+
+const sqliteCache = () => `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-warm-ph-')), 'cache.sqlite')}`
 
 /** `warmed`, `fresh`, `failed` of the summary line. */
 function summary(stdout: string): { variants: number; warmed: number; failed: number } {
@@ -283,5 +303,138 @@ describe('a store that keeps nothing', () => {
     const run = await warm(['--urls', urls, '--cache', `redis://127.0.0.1:${await freePort()}`])
     assert.equal(run.code, 1, run.stdout + run.stderr)
     assert.match(run.stderr, /cache store redis:\/\/127\.0\.0\.1:\d+ .*(does not answer|could not store)/)
+  })
+})
+
+describe('--placeholders', () => {
+  test('a sidecar sharing the store then answers each source’s placeholder as a HIT; one request per source', async () => {
+    const cache = sqliteCache()
+    const urls = join(dir, 'placeholder-urls.txt')
+    // gray.jpg twice (a page and a line can name one source): still one placeholder.
+    writeFileSync(urls, '/photos/gray.jpg\n/photos/logo.png\n/_next/image?url=%2Fphotos%2Fgray.jpg&w=640&q=75\n')
+    const run = await warm(['--urls', urls, '--placeholders', '--cache', cache])
+    assert.equal(run.code, 0, run.stdout + run.stderr)
+    assert.deepEqual(summary(run.stdout), { variants: 4, warmed: 4, failed: 0 })
+    assert.deepEqual(placeholderSummary(run.stdout), { placeholders: 2, warmed: 2, fresh: 0, failed: 0 })
+    const sidecar = await startCli(['--frontend', origin, '--config', CONFIG, '--next-version', '16', '--cache', cache])
+    try {
+      for (const src of ['/photos/gray.jpg', '/photos/logo.png']) {
+        const answer = await placeholderOf(sidecar.url, src)
+        assert.equal(answer.status, 200, answer.body)
+        assert.equal(answer.cache, 'HIT', src)
+        assert.equal((JSON.parse(answer.body) as { src: string }).src, src)
+      }
+    } finally {
+      sidecar.child.kill('SIGTERM')
+    }
+  })
+
+  test('without it, nothing of the placeholder is warmed (MISS) and no placeholder line is printed', async () => {
+    const cache = sqliteCache()
+    const urls = join(dir, 'no-placeholder-urls.txt')
+    writeFileSync(urls, '/photos/gray.jpg\n')
+    const run = await warm(['--urls', urls, '--cache', cache])
+    assert.equal(run.code, 0, run.stdout + run.stderr)
+    assert.doesNotMatch(run.stdout, /placeholders/)
+    const sidecar = await startCli(['--frontend', origin, '--config', CONFIG, '--next-version', '16', '--cache', cache])
+    try {
+      const answer = await placeholderOf(sidecar.url, '/photos/gray.jpg')
+      assert.equal(answer.status, 200, answer.body)
+      assert.equal(answer.cache, 'MISS')
+    } finally {
+      sidecar.child.kill('SIGTERM')
+    }
+  })
+
+  test('a second run finds the placeholders fresh', async () => {
+    const cache = sqliteCache()
+    const urls = join(dir, 'placeholder-again-urls.txt')
+    writeFileSync(urls, '/photos/logo.png\n')
+    assert.equal((await warm(['--urls', urls, '--placeholders', '--cache', cache])).code, 0)
+    const again = await warm(['--urls', urls, '--placeholders', '--cache', cache])
+    assert.equal(again.code, 0, again.stdout + again.stderr)
+    assert.deepEqual(placeholderSummary(again.stdout), { placeholders: 1, warmed: 0, fresh: 1, failed: 0 })
+  })
+
+  test('--target, signing on: the running sidecar accepts the signed placeholders and then answers them as HITs', async () => {
+    const sidecar = await startCli(['--frontend', origin, '--config', CONFIG, '--next-version', '16', '--cache', 'memory://'], { IMAGE_SIDECAR_SIGNING_KEY: KEY })
+    try {
+      const urls = join(dir, 'placeholder-target-urls.txt')
+      writeFileSync(urls, '/photos/gray.jpg\n')
+      const run = await warm(['--urls', urls, '--placeholders', '--target', sidecar.url], { IMAGE_SIDECAR_SIGNING_KEY: KEY })
+      assert.equal(run.code, 0, run.stdout + run.stderr)
+      assert.deepEqual(placeholderSummary(run.stdout), { placeholders: 1, warmed: 1, fresh: 0, failed: 0 })
+      const answer = await placeholderOf(sidecar.url, '/photos/gray.jpg', KEY)
+      assert.equal(answer.status, 200, answer.body)
+      assert.equal(answer.cache, 'HIT')
+    } finally {
+      sidecar.child.kill('SIGTERM')
+    }
+  })
+
+  test('--target without --placeholders leaves the running sidecar’s placeholder a MISS', async () => {
+    const sidecar = await startCli(['--frontend', origin, '--config', CONFIG, '--next-version', '16', '--cache', 'memory://'])
+    try {
+      const urls = join(dir, 'no-placeholder-target-urls.txt')
+      writeFileSync(urls, '/photos/gray.jpg\n')
+      const run = await warm(['--urls', urls, '--target', sidecar.url])
+      assert.equal(run.code, 0, run.stdout + run.stderr)
+      const answer = await placeholderOf(sidecar.url, '/photos/gray.jpg')
+      assert.equal(answer.status, 200, answer.body)
+      assert.equal(answer.cache, 'MISS')
+    } finally {
+      sidecar.child.kill('SIGTERM')
+    }
+  })
+
+  test('a source whose placeholder fails is reported with its reason, and the others are warmed', async () => {
+    const urls = join(dir, 'placeholder-missing-urls.txt')
+    writeFileSync(urls, '/photos/missing.jpg\n/photos/gray.jpg\n')
+    const run = await warm(['--urls', urls, '--placeholders'])
+    assert.equal(run.code, 1, run.stdout + run.stderr)
+    assert.deepEqual(placeholderSummary(run.stdout), { placeholders: 2, warmed: 1, fresh: 0, failed: 1 })
+    assert.match(run.stdout, /^ {2}failed: placeholder of \/photos\/missing\.jpg: 4\d\d \S/m)
+  })
+
+  test('a failed placeholder alone makes the exit code 1 (signed --target, no key here: the page’s signatures cover only the variants)', async () => {
+    const sidecar = await startCli(['--frontend', origin, '--config', CONFIG, '--next-version', '16', '--cache', 'memory://'], { IMAGE_SIDECAR_SIGNING_KEY: KEY })
+    try {
+      routes.set('/signed-placeholder/', page(img('/photos/logo.png', 640, 75, signImageParams(KEY, '/photos/logo.png', '640', '75'))))
+      const run = await warm(['--pages', `${origin}/signed-placeholder/`, '--placeholders', '--target', sidecar.url])
+      assert.equal(run.code, 1, run.stdout + run.stderr)
+      assert.deepEqual(summary(run.stdout), { variants: 2, warmed: 2, failed: 0 })
+      assert.deepEqual(placeholderSummary(run.stdout), { placeholders: 1, warmed: 0, fresh: 0, failed: 1 })
+      assert.match(run.stdout, /failed: placeholder of \/photos\/logo\.png: 403 "s" parameter \(signature\) is invalid \(placeholders are signed with IMAGE_SIDECAR_SIGNING_KEY/)
+    } finally {
+      sidecar.child.kill('SIGTERM')
+    }
+  })
+
+  test('a --target that never answers fails each placeholder after the deadline too, and the run ends', { timeout: 60_000 }, async () => {
+    const silent = createServer((_req, res) => void stalled.add(res))
+    silent.listen(0, '127.0.0.1')
+    await once(silent, 'listening')
+    try {
+      const urls = join(dir, 'silent-placeholder-urls.txt')
+      writeFileSync(urls, '/photos/logo.png\n')
+      const target = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`
+      const run = await warm(['--urls', urls, '--placeholders', '--target', target, '--timeout', '1000', '--concurrency', '3'])
+      assert.equal(run.code, 1, run.stdout + run.stderr)
+      assert.deepEqual(placeholderSummary(run.stdout), { placeholders: 1, warmed: 0, fresh: 0, failed: 1 })
+      assert.match(run.stdout, /failed: placeholder of \/photos\/logo\.png: no complete answer within \d+ ms/)
+    } finally {
+      silent.closeAllConnections()
+      silent.close()
+    }
+  })
+
+  test('--dry-run lists one placeholder per source after the variants', async () => {
+    const urls = join(dir, 'placeholder-dry-urls.txt')
+    writeFileSync(urls, '/photos/gray.jpg\n/photos/logo.png\n')
+    const run = await warm(['--urls', urls, '--placeholders', '--dry-run'])
+    assert.equal(run.code, 0, run.stdout + run.stderr)
+    assert.match(run.stderr, /and 2 placeholders \(one per source\)/)
+    const lines = run.stdout.trim().split('\n')
+    assert.deepEqual(lines.slice(4), ['placeholder /_sidecar/placeholder?url=%2Fphotos%2Fgray.jpg', 'placeholder /_sidecar/placeholder?url=%2Fphotos%2Flogo.png'])
   })
 })

@@ -1,7 +1,7 @@
 /**
  * `next-image-sidecar warm` against the example app: a warmed cache serves a first page view
- * entirely as HITs, a second run resumes, failures are reported, and warming alongside live
- * traffic encodes a variant once.
+ * entirely as HITs, a second run resumes, failures are reported, placeholders are warmed on
+ * request, and warming alongside live traffic encodes a variant once.
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -101,6 +101,29 @@ test('--dry-run prints the plan and warms nothing', async () => {
   assert.equal(run.code, 0)
   assert.match(run.stderr, /image requests × 2 formats \(image\/webp, source format\) = \d+ variants/)
   assert.match(run.stdout, /^image\/webp +\/_next\/image\?url=%2Fphotos%2Fdawn\.jpg&w=640&q=75$/m)
+})
+
+test('after warm --pages --placeholders, the placeholder of every source on the pages is a HIT', async () => {
+  const placeholderCache = `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-warm-ph-')), 'cache.sqlite')}`
+  const args = ['warm', '--pages', `${next.url}/`, `${next.url}/gallery`, '--placeholders', '--frontend', next.url, '--config', CONFIG, '--cache', placeholderCache]
+  // The plan names the sources; each must then be answered from the store.
+  const plan = await cli([...args, '--dry-run'])
+  const paths = plan.stdout.split('\n').filter((l) => l.startsWith('placeholder ')).map((l) => l.slice('placeholder '.length))
+  assert.ok(paths.length >= 5, plan.stdout)
+  const run = await cli(args)
+  assert.equal(run.code, 0, run.stdout + run.stderr)
+  assert.match(run.stdout, new RegExp(`warm: ${paths.length} placeholders: ${paths.length} warmed, 0 already fresh, 0 failed`))
+  const sidecar = await startCli(['--frontend', next.url, '--config', CONFIG, '--cache', placeholderCache])
+  try {
+    for (const path of paths) {
+      const res = await fetch(`${sidecar.url}${path}`)
+      const body = await res.text()
+      assert.equal(res.status, 200, `${path}: ${body}`)
+      assert.equal(res.headers.get('x-sidecar-cache'), 'HIT', path)
+    }
+  } finally {
+    sidecar.child.kill('SIGTERM')
+  }
 })
 
 test('warming alongside live traffic for the same variant encodes it once (shared Redis)', async () => {

@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { createRequire } from 'node:module'
 import { gzipSync } from 'node:zlib'
 import { decodeSitemap, imagesInHtml, isOptimizable, parseOptimizerUrl, parseSitemap, projectImages, srcsetUrls, variantsOf } from '../../sidecar/cli/warm-sources.js'
-import { planVariants } from '../../sidecar/cli/warm.js'
+import { planPlaceholders, planVariants } from '../../sidecar/cli/warm.js'
+import { createHmac } from 'node:crypto'
 import { signImageParams } from '../../sidecar/server/signature.js'
 import { resolveNextConfig } from '../../sidecar/next/images-config.js'
 
@@ -179,5 +180,26 @@ describe('the plan', () => {
   test('without a key, a signature found in a page is sent as it was found', () => {
     const config = resolveNextConfig({ images: { formats: ['image/webp'] } })
     assert.deepEqual(planVariants([{ url: '/a.png', w: '64', q: '75', s: 'from-page' }], config)[0]!.path, '/_next/image?url=%2Fa.png&w=64&q=75&s=from-page')
+  })
+})
+
+describe('the placeholder plan (--placeholders)', () => {
+  const requests = [
+    { url: '/shop/a b.png', w: '64', q: '75' },
+    { url: '/shop/a b.png', w: '128', q: '75' },
+    { url: 'https://cms.test/x.jpg?v=2', w: '64', q: '50' },
+  ]
+  test('one placeholder per distinct source, in order, without basePath before the endpoint', () => {
+    assert.deepEqual(planPlaceholders(requests), [
+      { source: '/shop/a b.png', path: '/_sidecar/placeholder?url=%2Fshop%2Fa%20b.png' },
+      { source: 'https://cms.test/x.jpg?v=2', path: '/_sidecar/placeholder?url=https%3A%2F%2Fcms.test%2Fx.jpg%3Fv%3D2' },
+    ])
+  })
+  test('with a signing key each carries base64url(HMAC-SHA256(key, "placeholder\\n" + url)) over the decoded url', () => {
+    const s = createHmac('sha256', 'k3y').update('placeholder\n/shop/a b.png').digest('base64url')
+    assert.equal(planPlaceholders(requests, 'k3y')[0]!.path, `/_sidecar/placeholder?url=%2Fshop%2Fa%20b.png&s=${encodeURIComponent(s)}`)
+  })
+  test('without a key, a signature found in a page is not sent (it signs w and q, not a placeholder)', () => {
+    assert.deepEqual(planPlaceholders([{ url: '/a.png', w: '64', q: '75', s: 'from-page' }]), [{ source: '/a.png', path: '/_sidecar/placeholder?url=%2Fa.png' }])
   })
 })
