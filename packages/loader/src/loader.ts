@@ -60,10 +60,15 @@ function base64url(bytes: Uint8Array): string {
   return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
 }
 
+/** base64url(HMAC-SHA256(key, message)): the form of every sidecar signature. */
+export function hmacBase64url(key: string, message: string): string {
+  const utf8 = new TextEncoder()
+  return base64url(hmac(sha256, utf8.encode(key), utf8.encode(message)))
+}
+
 /** The sidecar's signature of one request (same canonical form as the server's sidecar/server/signature.ts). */
 export function signature(key: string, url: string, w: string, q: string): string {
-  const utf8 = new TextEncoder()
-  return base64url(hmac(sha256, utf8.encode(key), utf8.encode(`${url}\n${w}\n${q}`)))
+  return hmacBase64url(key, `${url}\n${w}\n${q}`)
 }
 
 /** Next 15's quality: the prop as it is; without one, the allowed quality nearest 75, else 75. */

@@ -1,0 +1,174 @@
+import { hmacBase64url } from './loader.js'
+
+/**
+ * The logic of `getImagePlaceholder` (the `./placeholder` entry), without the `server-only` marker
+ * so that plain Node can import it (tests, scripts). Apps import `next-image-sidecar-loader/placeholder`.
+ */
+
+export interface ImagePlaceholderOptions {
+  /** Give up after this many ms (default 3000): the result then has no placeholder. */
+  timeoutMs?: number
+  /** width/height to return when the sidecar cannot answer, so <Image src={result}> still renders. */
+  fallback?: { width: number; height: number }
+  /**
+   * The sidecar's base URL as this server reaches it. Default: env IMAGE_SIDECAR_INTERNAL_URL, then the
+   * sidecar URL withImageSidecar baked in (process.env.NEXT_IMAGE_SIDECAR_URL), then env IMAGE_SIDECAR_URL.
+   */
+  sidecarUrl?: string
+  signal?: AbortSignal
+}
+
+export type ImagePlaceholderFailure = 'not-configured' | 'timeout' | 'unavailable' | 'rejected'
+
+/** A StaticImageData when the sidecar answered: pass it as <Image src>, like a static import. */
+export interface ImagePlaceholder {
+  /** The src given, unchanged. */
+  src: string
+  /** Intrinsic size as displayed (after EXIF orientation), or the fallback's. */
+  width?: number
+  height?: number
+  blurDataURL?: string
+  blurWidth?: number
+  blurHeight?: number
+  /** 'blur' exactly when blurDataURL is set. */
+  placeholder: 'blur' | 'empty'
+  /** Why there is no placeholder (absent on success). Never thrown. */
+  error?: { reason: ImagePlaceholderFailure; status?: number; message: string }
+}
+
+/** What a 200 of `/_sidecar/placeholder` carries once checked (its `src` is not used: ours is the caller's). */
+export interface PlaceholderAnswer {
+  width: number
+  height: number
+  blurDataURL?: string
+  blurWidth: number
+  blurHeight: number
+}
+
+const DEFAULT_TIMEOUT_MS = 3000
+/** Enough for any error text of the sidecar; a longer body is cut so that a log line stays a line. */
+const MAX_MESSAGE = 500
+
+/**
+ * The sidecar base URL to ask, '' when none is configured. The baked value is read as the literal
+ * `process.env.NEXT_IMAGE_SIDECAR_URL`: that is the form Next's compiler replaces in the server bundle.
+ */
+export function resolvePlaceholderSidecarUrl(
+  option: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  baked: string | undefined = process.env.NEXT_IMAGE_SIDECAR_URL,
+): string {
+  const raw = option || env.IMAGE_SIDECAR_INTERNAL_URL || baked || env.IMAGE_SIDECAR_URL || ''
+  return raw.trim().replace(/\/+$/, '')
+}
+
+/** base64url(HMAC-SHA256(key, "placeholder\n" + src)): the endpoint's `s` (sidecar/server/signature.ts). */
+export function placeholderSignature(key: string, src: string): string {
+  return hmacBase64url(key, `placeholder\n${src}`)
+}
+
+/** The endpoint URL for one src; `sidecarUrl` may carry a path prefix (a gateway mounting the sidecar below one). */
+export function placeholderUrl(sidecarUrl: string, src: string, signingKey?: string): string {
+  const signed = signingKey ? `&s=${placeholderSignature(signingKey, src)}` : ''
+  return `${sidecarUrl}/_sidecar/placeholder?url=${encodeURIComponent(src)}${signed}`
+}
+
+const isPositiveInteger = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
+
+/** The checked answer, or undefined when the body is not the StaticImageData the contract promises. */
+export function parsePlaceholderAnswer(body: unknown): PlaceholderAnswer | undefined {
+  if (typeof body !== 'object' || body === null) return undefined
+  const { width, height, blurDataURL, blurWidth, blurHeight } = body as Record<string, unknown>
+  if (!isPositiveInteger(width) || !isPositiveInteger(height)) return undefined
+  if (blurDataURL === undefined) {
+    return { width, height, blurWidth: isCount(blurWidth) ? blurWidth : 0, blurHeight: isCount(blurHeight) ? blurHeight : 0 }
+  }
+  if (typeof blurDataURL !== 'string' || !blurDataURL.startsWith('data:image/')) return undefined
+  // Next sizes the blur SVG's viewBox from these; a blur without them would not look like a static import's.
+  if (!isPositiveInteger(blurWidth) || !isPositiveInteger(blurHeight)) return undefined
+  return { width, height, blurDataURL, blurWidth, blurHeight }
+}
+
+/** The result for a sidecar answer. */
+export function placeholderOf(src: string, answer: PlaceholderAnswer): ImagePlaceholder {
+  return { src, ...answer, placeholder: answer.blurDataURL ? 'blur' : 'empty' }
+}
+
+/** The result when there is no answer: the fallback size (if any), no placeholder, the reason. */
+export function failedPlaceholder(src: string, error: NonNullable<ImagePlaceholder['error']>, fallback?: ImagePlaceholderOptions['fallback']): ImagePlaceholder {
+  return { src, ...(fallback ? { width: fallback.width, height: fallback.height } : {}), placeholder: 'empty', error }
+}
+
+class Failure extends Error {
+  constructor(
+    readonly reason: Exclude<ImagePlaceholderFailure, 'not-configured'>,
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message)
+  }
+}
+
+async function messageOf(res: Response): Promise<string> {
+  const text = (await res.text()).trim()
+  return text.length > MAX_MESSAGE ? `${text.slice(0, MAX_MESSAGE)}…` : text || `HTTP ${res.status}`
+}
+
+async function ask(url: string, signal: AbortSignal): Promise<PlaceholderAnswer> {
+  const res = await fetch(url, { signal, headers: { accept: 'application/json' } })
+  if (res.status >= 400 && res.status < 500) throw new Failure('rejected', await messageOf(res), res.status)
+  if (res.status !== 200) throw new Failure('unavailable', await messageOf(res), res.status)
+  let body: unknown
+  try {
+    body = await res.json()
+  } catch (err) {
+    if (signal.aborted) throw err
+    throw new Failure('unavailable', 'the sidecar answered 200 with a body that is not JSON', 200)
+  }
+  const answer = parsePlaceholderAnswer(body)
+  if (!answer) throw new Failure('unavailable', 'the sidecar answered 200 without a positive integer width and height (or with a malformed blur)', 200)
+  return answer
+}
+
+/**
+ * Asks the sidecar for the intrinsic size and blur placeholder of `src` (what `<Image src>` would be given:
+ * a path with basePath, or an absolute URL). Server only; never throws: on failure the result carries
+ * `error`, the fallback size and `placeholder: 'empty'`, and one console.warn says why.
+ *
+ * @example
+ * const photo = await getImagePlaceholder('https://cms.example.com/a.jpg', { fallback: { width: 1200, height: 800 } })
+ * return <Image src={photo} placeholder={photo.placeholder} alt="…" sizes="100vw" />
+ */
+export async function getImagePlaceholder(src: string, options: ImagePlaceholderOptions = {}): Promise<ImagePlaceholder> {
+  const sidecarUrl = resolvePlaceholderSidecarUrl(options.sidecarUrl)
+  if (sidecarUrl === '') {
+    // Next's own optimizer serves the images then; that is a configuration, not a failure worth a warning.
+    return failedPlaceholder(src, { reason: 'not-configured', message: 'no sidecar URL is configured' }, options.fallback)
+  }
+  const timeoutMs = Number.isFinite(options.timeoutMs) && options.timeoutMs! > 0 ? options.timeoutMs! : DEFAULT_TIMEOUT_MS
+  const timeout = AbortSignal.timeout(timeoutMs)
+  const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout
+  try {
+    const url = placeholderUrl(sidecarUrl, src, process.env.IMAGE_SIDECAR_SIGNING_KEY || undefined)
+    return placeholderOf(src, await ask(url, signal))
+  } catch (err) {
+    const error: NonNullable<ImagePlaceholder['error']> =
+      err instanceof Failure
+        ? { reason: err.reason, ...(err.status !== undefined ? { status: err.status } : {}), message: err.message }
+        : timeout.aborted
+          ? { reason: 'timeout', message: `no answer from the sidecar within ${timeoutMs} ms` }
+          : options.signal?.aborted
+            ? { reason: 'unavailable', message: 'aborted by the caller’s signal' }
+            : { reason: 'unavailable', message: `the sidecar cannot be reached: ${causeOf(err)}` }
+    const status = error.status !== undefined ? ` ${error.status}` : ''
+    console.warn(`next-image-sidecar-loader: no placeholder for ${JSON.stringify(src)} (${error.reason}${status}): ${error.message}`)
+    return failedPlaceholder(src, error, options.fallback)
+  }
+}
+
+/** undici's "fetch failed" hides the useful part (ECONNREFUSED, ENOTFOUND…) in `cause`. */
+function causeOf(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } })?.cause
+  return [(err as Error)?.message ?? String(err), cause?.code ?? cause?.message].filter(Boolean).join(': ')
+}
