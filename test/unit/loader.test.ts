@@ -145,20 +145,21 @@ describe('signed URLs', () => {
 
 describe('the frontend package stands alone', () => {
   const PACKAGE = join(import.meta.dirname, '../../packages/loader')
-  test('its sources import only node: built-ins, each other and @noble/hashes (nothing of the server)', () => {
+  test('its sources import only node: built-ins, each other, @noble/hashes and server-only (nothing of the server)', () => {
     const foreign: string[] = []
     for (const name of readdirSync(join(PACKAGE, 'src'))) {
-      for (const [, fromSpec, dynamicSpec] of readFileSync(join(PACKAGE, 'src', name), 'utf8').matchAll(/^(?:import|export)\b[^'\n]*\bfrom\s+'([^']+)'|\bimport\(\s*'([^']+)'/gm)) {
-        const spec = fromSpec ?? dynamicSpec!
-        if (!/^(node:|\.\/[^/]+$|@noble\/hashes\/)/.test(spec)) foreign.push(`${name} → ${spec}`)
+      // `from '…'`, a bare `import '…'` (side effect only) and `import('…')`.
+      for (const [, fromSpec, bareSpec, dynamicSpec] of readFileSync(join(PACKAGE, 'src', name), 'utf8').matchAll(/^(?:import|export)\b[^'\n]*\bfrom\s+'([^']+)'|^import\s+'([^']+)'|\bimport\(\s*'([^']+)'/gm)) {
+        const spec = fromSpec ?? bareSpec ?? dynamicSpec!
+        if (!/^(node:|\.\/[^/]+$|@noble\/hashes\/|server-only$)/.test(spec)) foreign.push(`${name} → ${spec}`)
       }
     }
     assert.deepEqual(foreign, [])
   })
-  test('its manifest: no install scripts, `next` only as a peer, at most one dependency', () => {
+  test('its manifest: no install scripts, `next` only as a peer, two small dependencies (hashing, the server-only marker)', () => {
     const manifest = JSON.parse(readFileSync(join(PACKAGE, 'package.json'), 'utf8'))
     assert.deepEqual(Object.keys(manifest.scripts ?? {}).filter((s) => /^(pre|post)?install$|^prepare$/.test(s)), [])
-    assert.deepEqual(Object.keys(manifest.dependencies ?? {}), ['@noble/hashes'])
+    assert.deepEqual(Object.keys(manifest.dependencies ?? {}).sort(), ['@noble/hashes', 'server-only'])
     assert.deepEqual(Object.keys(manifest.peerDependencies ?? {}), ['next'])
   })
   test('the server package’s /config and /loader subpaths are the frontend package’s', async () => {
