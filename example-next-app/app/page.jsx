@@ -15,7 +15,11 @@ export default function Home() {
       <h1>next-image-sidecar example</h1>
       <p>
         Rendered at {new Date().toISOString()}. Every image below is a plain <code>next/image</code>; where it is optimized depends only
-        on <code>IMAGE_SIDECAR_URL</code> at build time. <Link href="/gallery">Gallery</Link>
+        on <code>IMAGE_SIDECAR_URL</code> at build time. <Link href="/gallery">Gallery</Link> ·{' '}
+        {/* Not prefetched: that page asks the sidecar for placeholders when it renders. */}
+        <Link href="/placeholders" prefetch={false}>
+          Blur placeholders
+        </Link>
       </p>
 
       <h2>SVGs (served as they are, never optimized: Next's rule, kept by the sidecar's loader)</h2>
