@@ -2,22 +2,26 @@
  * What a team installs, as a user would: both packages packed with `npm pack`, the frontend tarball
  * installed into a fresh Next 16.4.6 app from the npm registry, then `next build` (plain and
  * standalone) and `next start` serving pages whose images point at the sidecar, which (the real CLI)
- * serves every one of them.
+ * serves every one of them; a Server Component of that app rendering a remote image with the blur
+ * placeholder and intrinsic size `getImagePlaceholder` gets from the sidecar of the server tarball,
+ * and a Client Component importing that helper failing `next build`.
  * The fresh app's install is cached under the temp directory (keyed by its manifest); each run works
  * on a copy of it.
  */
 import { test, before, after, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, startNext, type RunningNext } from '../helpers/next-app.js'
 import { startCli } from '../helpers/cli.js'
-import { CORPUS } from '../helpers/upstream-server.js'
+import { CORPUS, startUpstream } from '../helpers/upstream-server.js'
 import { FRONTEND_PACKAGE, npm, pack } from '../helpers/packages.js'
+import { startPackedSidecar } from '../helpers/packed-sidecar.js'
 import { waitUntil } from '../helpers/wait.js'
+import sharp from 'sharp'
 
 const NEXT = '16.4.6'
 const MANIFEST = { name: 'fresh-next-app', private: true, type: 'module', dependencies: { next: NEXT, react: '^19.2.0', 'react-dom': '^19.2.0' } }
@@ -63,19 +67,56 @@ export default function Home() {
   )
 }
 `
+// A Server Component as the README shows it; rendered per request, so the sidecar is asked at run time, not during the build.
+const PLACEHOLDER_PAGE = `import Image from 'next/image'
+import { getImagePlaceholder } from '${FRONTEND_PACKAGE}/placeholder'
+
+export const dynamic = 'force-dynamic'
+
+export default async function Placeholder() {
+  const photo = await getImagePlaceholder(process.env.REMOTE_IMAGE, { fallback: { width: 1200, height: 800 } })
+  return (
+    <main>
+      <Image id="remote" src={photo} placeholder={photo.placeholder} alt="remote" sizes="100vw" />
+    </main>
+  )
+}
+`
+// The mistake the entry's server-only import is there to stop: the helper in a browser bundle.
+const CLIENT_IMPORT_PAGE = `import Photo from './photo'
+
+export default function Page() {
+  return <Photo />
+}
+`
+const CLIENT_IMPORT_COMPONENT = `'use client'
+import { getImagePlaceholder } from '${FRONTEND_PACKAGE}/placeholder'
+
+export default function Photo() {
+  return <button onClick={() => getImagePlaceholder('/rocket.jpg')}>placeholder</button>
+}
+`
 const LAYOUT = `export default function RootLayout({ children }) {
   return <html lang="en"><body>{children}</body></html>
 }
 `
-// As the README tells a user: import the helper, wrap the config.
+// As the README tells a user: import the helper, wrap the config. REMOTE_IMAGE: the remote image's
+// origin (a loopback test server, hence dangerouslyAllowLocalIP) is allowed by remotePatterns.
 const CONFIG = `import { withImageSidecar } from '${FRONTEND_PACKAGE}'
+
+const remote = process.env.REMOTE_IMAGE ? new URL(process.env.REMOTE_IMAGE) : undefined
 
 export default withImageSidecar({
   output: process.env.STANDALONE ? 'standalone' : undefined,
   distDir: process.env.DIST_DIR || '.next',
-  images: { qualities: [60, 75] },
+  images: {
+    qualities: [60, 75],
+    ...(remote ? { remotePatterns: [{ protocol: 'http', hostname: remote.hostname, port: remote.port, pathname: remote.pathname }], dangerouslyAllowLocalIP: true } : {}),
+  },
 })
 `
+/** The remote image: EXIF orientation 6, so its displayed size (1600x2560) is not its stored one. */
+const REMOTE = 'photo-jpeg/ladybird-exif-rotate-6.jpg'
 
 let added: Record<string, LockEntry>
 let addedBytes: number
@@ -139,9 +180,10 @@ before(() => {
   serverFiles = files[0]!.files.map((f) => f.path)
   serverManifest = JSON.parse(execFileSync('tar', ['-xOzf', pack(), 'package/package.json'], { encoding: 'utf8' }))
 
-  mkdirSync(join(APP, 'app'), { recursive: true })
+  mkdirSync(join(APP, 'app/placeholder'), { recursive: true })
   mkdirSync(join(APP, 'public'), { recursive: true })
   writeFileSync(join(APP, 'app/page.jsx'), PAGE)
+  writeFileSync(join(APP, 'app/placeholder/page.jsx'), PLACEHOLDER_PAGE)
   writeFileSync(join(APP, 'app/layout.jsx'), LAYOUT)
   writeFileSync(join(APP, 'next.config.mjs'), CONFIG)
   cpSync(join(CORPUS, 'photo-jpeg/rocket.jpg'), join(APP, 'public/rocket.jpg'))
@@ -153,9 +195,10 @@ after(async () => {
 })
 
 describe('installing the frontend package into a fresh Next 16.4.6 app', () => {
-  test('adds at most 2 packages and at most 1 MB', (t) => {
+  // Itself, @noble/hashes and server-only (the marker that keeps getImagePlaceholder out of browser bundles).
+  test('adds at most 3 packages and at most 1 MB', (t) => {
     t.diagnostic(`added ${Object.entries(added).map(([path, e]) => `${nameOf(path)}@${e.version}`).join(', ')}: ${addedBytes} bytes`)
-    assert.ok(Object.keys(added).length <= 2, `added: ${Object.keys(added).join(', ')}`)
+    assert.ok(Object.keys(added).length <= 3, `added: ${Object.keys(added).join(', ')}`)
     assert.ok(addedBytes <= 1_000_000, `added ${addedBytes} bytes`)
     assert.ok(`node_modules/${FRONTEND_PACKAGE}` in added)
   })
@@ -211,4 +254,57 @@ describe('next build and next start serve pages whose images point at the sideca
       await exited
     })
   }
+})
+
+/** Decodes the entities React writes in attribute values. */
+const unescapeHtml = (value: string) => value.replace(/&quot;/g, '"').replace(/&#x27;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')
+
+describe('getImagePlaceholder in the fresh app', () => {
+  test('next start renders a Server Component’s remote <Image> with Next’s blur placeholder and its intrinsic width and height, from the sidecar of the server tarball', async () => {
+    const upstream = await startUpstream()
+    stops.push(() => upstream.close())
+    const remote = `${upstream.url}/corpus/${REMOTE}`
+    const sidecarPort = await freePort()
+    const distDir = '.next-placeholder'
+    nextBuild({ IMAGE_SIDECAR_URL: `http://127.0.0.1:${sidecarPort}`, DIST_DIR: distDir, REMOTE_IMAGE: remote })
+    const next = await startNext(APP, { DIST_DIR: distDir, REMOTE_IMAGE: remote })
+    stops.push(() => next.stop())
+    const sidecar = await startPackedSidecar(['--port', String(sidecarPort), '--frontend', next.url, '--config', join(APP, 'next.config.mjs'), '--cache', 'memory://'], { REMOTE_IMAGE: remote })
+    stops.push(() => sidecar.stop())
+
+    const res = await fetch(`${next.url}/placeholder`)
+    assert.equal(res.status, 200)
+    const html = await res.text()
+    const tag = html.match(/<img\b[^>]*\bid="remote"[^>]*>/)?.[0]
+    assert.ok(tag, `no <img id="remote"> in ${html.slice(0, 500)}`)
+    // The size as displayed: EXIF orientation applied, as the sidecar reports it.
+    const { width, height } = (await sharp(join(CORPUS, REMOTE)).metadata()).autoOrient
+    assert.deepEqual([tag.match(/\bwidth="(\d+)"/)?.[1], tag.match(/\bheight="(\d+)"/)?.[1]], [String(width), String(height)], tag.slice(0, 300))
+    const style = unescapeHtml(tag.match(/\bstyle="([^"]*)"/)?.[1] ?? '')
+    assert.match(style, /background-image:url\("data:image\/svg\+xml;charset=utf-8,%3Csvg [^"]*feGaussianBlur[^"]*href='data:image\/jpeg;base64,[A-Za-z0-9+/=]+'/, style.slice(0, 300))
+    // The image itself still goes to the sidecar's optimizer.
+    const src = new URL(unescapeHtml(tag.match(/\bsrc="([^"]*)"/)?.[1] ?? ''))
+    assert.equal(`${src.origin}${src.pathname}`, `http://127.0.0.1:${sidecarPort}/_next/image`)
+    assert.equal(src.searchParams.get('url'), remote)
+  })
+
+  test('a Client Component importing next-image-sidecar-loader/placeholder fails next build (the entry is server only)', () => {
+    const dir = join(APP, 'app/client-import')
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(join(dir, 'page.jsx'), CLIENT_IMPORT_PAGE)
+    writeFileSync(join(dir, 'photo.jsx'), CLIENT_IMPORT_COMPONENT)
+    try {
+      const build = spawnSync(process.execPath, [join(APP, 'node_modules/next/dist/bin/next'), 'build'], {
+        cwd: APP,
+        env: { ...env, DIST_DIR: '.next-client-import' },
+        encoding: 'utf8',
+        timeout: 180_000,
+      })
+      const output = `${build.stdout}${build.stderr}`
+      assert.notEqual(build.status, 0, `next build succeeded:\n${output.slice(-2000)}`)
+      assert.match(output, /'server-only' cannot be imported from a Client Component module/, output.slice(-2000))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })
