@@ -2,13 +2,14 @@ import { imageSize } from 'image-size'
 import sharp from 'sharp'
 import { ImageError, MESSAGES } from '../errors.js'
 import { blurSize, BLUR_QUALITY, displayedSize, hasBlur, type StaticImageData } from '../next/blur.js'
+import { ICO, SVG } from '../next/image-types.js'
 import { getMaxAge } from '../next/headers.js'
 import type { SharpConfig } from '../next/images-config.js'
 import type { NextMajor } from '../next/next-version.js'
 import type { AdmitMemory } from '../runtime/queue.js'
 import type { Upstream } from '../upstream/http.js'
 import { detectContentType, isAnimated } from './detect.js'
-import { optimizeImage, workingSetOf } from './transform.js'
+import { configureSharp, optimizeImage, workingSetOf } from './transform.js'
 
 export interface PlaceholderConfig {
   minimumCacheTTL: number
@@ -17,8 +18,14 @@ export interface PlaceholderConfig {
   major: NextMajor
 }
 
+/**
+ * A static import's data without its `src`: stored once per source, whatever the spelling each caller
+ * used (with --cache-key-ignore-params, URLs differing in ignored parameters share it).
+ */
+export type PlaceholderData = Omit<StaticImageData, 'src'>
+
 export interface PlaceholderResult {
-  data: StaticImageData
+  data: PlaceholderData
   /** Seconds the answer stays fresh. */
   maxAge: number
   /** Set when sharp failed: the answer then has the size without a blur. */
@@ -26,10 +33,10 @@ export interface PlaceholderResult {
 }
 
 /**
- * What a static import of the source would evaluate to: its size as displayed and Next's blur
- * placeholder. The same refusals as the optimizer (not an image; SVG unless allowed), then Next's
- * build-time steps: the size from the header (image-size, as Next's `getImageSize`), and for a
- * still JPEG, PNG, WebP or AVIF an 8-pixel image at quality 70 in its own format (`getBlurImage`).
+ * What a static import of the source would evaluate to (its `src` aside): its size as displayed and
+ * Next's blur placeholder. The same refusals as the optimizer (not an image; SVG unless allowed), then
+ * Next's build-time steps: the size from the header, and for a still JPEG, PNG, WebP or AVIF an
+ * 8-pixel image at quality 70 in its own format (`getBlurImage`).
  */
 export async function makePlaceholder(upstream: Upstream, href: string, config: PlaceholderConfig, admit?: AdmitMemory): Promise<PlaceholderResult> {
   const { buffer } = upstream
@@ -41,10 +48,12 @@ export async function makePlaceholder(upstream: Upstream, href: string, config: 
   if (type.startsWith('image/svg') && !config.dangerouslyAllowSVG) {
     throw new ImageError(400, MESSAGES.typeNotAllowed, { cause: new Error(`${href} is SVG and dangerouslyAllowSVG is off`) })
   }
-  const header = await headerSize(buffer)
-  if (!header) throw new ImageError(400, MESSAGES.notAnImage, { cause: new Error(`${href} has no size in its header`) })
-  const { width, height } = displayedSize(header.width, header.height, header.orientation)
-  const data: StaticImageData = { src: href, height, width, blurWidth: 0, blurHeight: 0 }
+  // Loaders Next does not allow stay blocked before sharp reads anything.
+  configureSharp(config.sharp)
+  const size = await displayedSizeOf(buffer, type)
+  if (!size) throw new ImageError(400, MESSAGES.notAnImage, { cause: new Error(`${href} has no size in its header`) })
+  const { width, height } = size
+  const data: PlaceholderData = { height, width, blurWidth: 0, blurHeight: 0 }
 
   if (!hasBlur(type, config.major, sharp.versions.heif) || isAnimated(buffer)) return { data, maxAge }
   const { blurWidth, blurHeight } = blurSize(width, height)
@@ -52,7 +61,7 @@ export async function makePlaceholder(upstream: Upstream, href: string, config: 
   try {
     // Next's build calls optimizeImage with its defaults, so mozjpeg whatever images.* says.
     const blur = await optimizeImage(buffer, type, blurWidth, BLUR_QUALITY, { ...config.sharp, mozjpeg: true }, blurHeight)
-    return { data: { src: href, height, width, blurDataURL: `data:${type};base64,${blur.toString('base64')}`, blurWidth, blurHeight }, maxAge }
+    return { data: { height, width, blurDataURL: `data:${type};base64,${blur.toString('base64')}`, blurWidth, blurHeight }, maxAge }
   } catch (error) {
     // As the optimizer's fallback: what can be answered is, for a short while.
     return { data, maxAge: config.minimumCacheTTL, error }
@@ -60,17 +69,21 @@ export async function makePlaceholder(upstream: Upstream, href: string, config: 
 }
 
 /**
- * The size in the header, as Next's `getImageSize` reads it (image-size); beyond Next, what image-size
- * cannot read (an SVG whose root element starts after a long preamble) is asked of sharp, whose
- * metadata reads the header without decoding pixels. Undefined when neither can.
+ * The size a browser displays. For what sharp reads, its auto-oriented size: EXIF orientation of JPEG,
+ * PNG and WebP, HEIF's rotation box, as the optimizer renders the source (Next's static import reports
+ * the stored size; see docs/placeholders.md). Otherwise Next's `getImageSize` (image-size, which sizes
+ * ICO, BMP and SVG; of an ICO, the first entry, as Next's older copy of image-size reads it); beyond
+ * Next, an SVG image-size cannot size gets the size sharp reads. Undefined when nothing can.
  */
-async function headerSize(buffer: Buffer): Promise<{ width: number; height: number; orientation?: number } | undefined> {
-  try {
-    const { width, height, orientation } = imageSize(buffer)
-    if (width && height) return { width, height, orientation }
-  } catch {
-    // Not readable by image-size: sharp may still be.
-  }
+async function displayedSizeOf(buffer: Buffer, type: string): Promise<{ width: number; height: number } | undefined> {
   const metadata = await sharp(buffer).metadata().catch(() => undefined)
-  return metadata?.width && metadata.height ? { width: metadata.width, height: metadata.height, orientation: metadata.orientation } : undefined
+  if (type !== SVG && metadata?.autoOrient?.width && metadata.autoOrient.height) return { width: metadata.autoOrient.width, height: metadata.autoOrient.height }
+  try {
+    const header = imageSize(buffer)
+    const first = type === ICO && header.images?.length ? header.images[0]! : header
+    if (first.width && first.height) return displayedSize(first.width, first.height, header.orientation)
+  } catch {
+    // Not readable by image-size either: sharp's reading, if any.
+  }
+  return metadata?.width && metadata.height ? { width: metadata.width, height: metadata.height } : undefined
 }

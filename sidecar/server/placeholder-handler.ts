@@ -4,7 +4,8 @@ import { keyedHref, placeholderKey, type IgnoredParams } from '../cache/key.js'
 import type { Produced, ResponseCache } from '../cache/response-cache.js'
 import { PLACEHOLDER_TYPE, type CacheEntry } from '../cache/types.js'
 import { hashBase64url } from '../next/etag.js'
-import { cacheControlHeader, isNotModified } from '../next/headers.js'
+import { isNotModified } from '../next/headers.js'
+import { ImageError } from '../errors.js'
 import type { ResolvedNextConfig } from '../next/images-config.js'
 import { parseQuery, validateSource, type SourceParams } from '../next/validate.js'
 import { makePlaceholder } from '../image/placeholder.js'
@@ -75,6 +76,8 @@ export function createPlaceholderHandler(ctx: PlaceholderContext) {
 
   return async function handlePlaceholder(req: Request, res: Response, next: NextFunction): Promise<void> {
     try {
+      // As the optimizer: no route at all when Next would not optimize (nothing is fetched).
+      if (images.unoptimized || images.loader !== 'default') throw new ImageError(404, 'Not Found')
       const queryStart = req.originalUrl.indexOf('?')
       const query = parseQuery(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '')
       if (ctx.signingKey) verifyPlaceholderSignature(ctx.signingKey, query)
@@ -84,8 +87,12 @@ export function createPlaceholderHandler(ctx: PlaceholderContext) {
       const key = placeholderKey(href, config.profile.major)
       const { entry, result } = await ctx.cache.get(key, producer(params, trace), trace, { href, width: 0, quality: 0, mimeType: PLACEHOLDER_TYPE })
 
-      const etag = `"${entry.etag}"`
-      res.setHeader('Cache-Control', cacheControlHeader(params.isStatic, entry.maxAge))
+      // The stored data has no `src`: each caller gets its own spelling back, never another's
+      // (whose ignored parameters may be credentials), and an ETag of what it is sent.
+      const body = Buffer.concat([Buffer.from(`{"src":${JSON.stringify(params.href)},`), entry.buffer.subarray(1)])
+      const etag = `"${hashBase64url(entry.etag, params.href)}"`
+      // Never immutable, even for static media: an entry made while sharp failed is kept only briefly.
+      res.setHeader('Cache-Control', `public, max-age=${entry.maxAge}, must-revalidate`)
       res.setHeader('ETag', etag)
       if (isNotModified(req.headers, etag)) {
         res.status(304).end()
@@ -93,8 +100,8 @@ export function createPlaceholderHandler(ctx: PlaceholderContext) {
       }
       res.setHeader('Content-Type', 'application/json; charset=utf-8')
       res.setHeader('X-Sidecar-Cache', result)
-      res.setHeader('Content-Length', String(entry.buffer.byteLength))
-      res.status(200).end(req.method === 'HEAD' ? undefined : entry.buffer)
+      res.setHeader('Content-Length', String(body.byteLength))
+      res.status(200).end(req.method === 'HEAD' ? undefined : body)
     } catch (err) {
       next(err)
     }

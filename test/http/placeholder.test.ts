@@ -295,3 +295,85 @@ test('a source sharp cannot decode answers its size without a blur, fresh only f
   assert.deepEqual([res.body.width, res.body.height], [2560, 1600])
   assert.equal(res.headers['cache-control'], 'public, max-age=30, must-revalidate')
 })
+
+describe('found by review', () => {
+  test('with --cache-key-ignore-params each caller gets its own src, never another caller\'s presigned URL', async (t) => {
+    const s = testSidecar({ frontend: 'http://127.0.0.1:9', nextConfig: localRemoteConfig(upstream.port), cacheKeyIgnoreParams: ['X-Amz-*'] })
+    t.after(() => s.close())
+    const alice = `${upstream.url}/corpus/png/chelsea.png?X-Amz-Credential=ALICE&X-Amz-Signature=aaaa`
+    const bob = `${upstream.url}/corpus/png/chelsea.png?X-Amz-Credential=BOB&X-Amz-Signature=bbbb`
+    const first = await get(s, alice)
+    const second = await get(s, bob)
+    const bare = await get(s, `${upstream.url}/corpus/png/chelsea.png`)
+    assert.deepEqual([first.headers['x-sidecar-cache'], second.headers['x-sidecar-cache'], bare.headers['x-sidecar-cache']], ['MISS', 'HIT', 'HIT'])
+    assert.deepEqual([first.body.src, second.body.src, bare.body.src], [alice, bob, `${upstream.url}/corpus/png/chelsea.png`])
+    assert.doesNotMatch(second.text + bare.text, /ALICE/)
+    assert.equal(second.body.blurDataURL, first.body.blurDataURL)
+    assert.notEqual(second.headers.etag, first.headers.etag, 'different bodies, different ETags')
+  })
+
+  for (const images of [{ unoptimized: true }, { loader: 'custom', loaderFile: './loader.js' }]) {
+    test(`with ${JSON.stringify(images)} the route answers 404 as the optimizer's does, fetching nothing`, async (t) => {
+      const s = testSidecar({ frontend: upstream.url, nextConfig: { images } })
+      t.after(() => s.close())
+      const before = upstream.requests.length
+      const res = await get(s, '/corpus/png/chelsea.png')
+      const optimizer = await request(s.app).get(`/_next/image?url=${encodeURIComponent('/corpus/png/chelsea.png')}&w=64&q=75`)
+      assert.deepEqual([res.status, res.text], [optimizer.status, optimizer.text])
+      assert.equal(res.status, 404)
+      assert.equal(upstream.requests.length, before)
+    })
+  }
+
+  test('a WebP, a PNG and an AVIF stored turned (EXIF orientation 6) answer the size they are displayed at, as the optimizer renders them', async (t) => {
+    const s = testSidecar({ frontend: upstream.url })
+    t.after(() => s.close())
+    const source = corpusFile('photo-jpeg/ladybird.jpg')
+    const turned = {
+      webp: await sharp(source).webp().withMetadata({ orientation: 6 }).toBuffer(),
+      png: await sharp(source).resize(640).png().withMetadata({ orientation: 6 }).toBuffer(),
+      avif: await sharp(source).resize(640).avif().withMetadata({ orientation: 6 }).toBuffer(),
+    }
+    for (const [name, body] of Object.entries(turned)) {
+      upstream.mutable.set(`turned-${name}`, { status: 200, body })
+      const res = await get(s, `/mutable/turned-${name}`)
+      assert.equal(res.status, 200, res.text)
+      const optimized = await sharp((await request(s.app).get(`/_next/image?url=${encodeURIComponent(`/mutable/turned-${name}`)}&w=256&q=75`).set('Accept', 'image/webp').buffer(true)).body).metadata()
+      assert.ok(res.body.height > res.body.width, `${name}: ${res.body.width}×${res.body.height}`)
+      assert.ok(optimized.height > optimized.width, `${name}: the optimizer's ${optimized.width}×${optimized.height}`)
+      assert.deepEqual([res.body.blurWidth, res.body.blurHeight], [5, 8], name)
+    }
+  })
+
+  test('an ICO with several entries answers its first entry, as Next\'s static import', async (t) => {
+    const s = testSidecar({ frontend: upstream.url })
+    t.after(() => s.close())
+    const entry = (w: number, h: number, size: number, offset: number) => {
+      const b = Buffer.alloc(16)
+      b[0] = w
+      b[1] = h
+      b.writeUInt16LE(1, 4)
+      b.writeUInt16LE(32, 6)
+      b.writeUInt32LE(size, 8)
+      b.writeUInt32LE(offset, 12)
+      return b
+    }
+    const small = await sharp({ create: { width: 16, height: 16, channels: 4, background: '#f00' } }).png().toBuffer()
+    const large = await sharp({ create: { width: 48, height: 48, channels: 4, background: '#00f' } }).png().toBuffer()
+    const ico = Buffer.concat([Buffer.from([0, 0, 1, 0, 2, 0]), entry(16, 16, small.length, 38), entry(48, 48, large.length, 38 + small.length), small, large])
+    upstream.mutable.set('two-entry-ico', { status: 200, body: ico })
+    const res = await get(s, '/mutable/two-entry-ico')
+    assert.equal(res.status, 200, res.text)
+    const next = await NEXT[16].size(ico)
+    assert.deepEqual([res.body.width, res.body.height], [next.width, next.height])
+  })
+
+  test('the answer for a static-media source is never immutable (a fallback would be kept for ever)', async (t) => {
+    const s = testSidecar({ frontend: upstream.url })
+    t.after(() => s.close())
+    const res = await get(s, '/_next/static/media/logo.png')
+    assert.equal(res.status, 200, res.text)
+    // The source's own max-age still counts (Next serves static media for a year); a fallback's is minimumCacheTTL.
+    assert.match(res.headers['cache-control'] ?? '', /^public, max-age=\d+, must-revalidate$/)
+  })
+})
