@@ -82,6 +82,18 @@ export default async function Placeholder() {
   )
 }
 `
+// The Pages Router, where Next refuses server-only: the data function uses the unmarked entry.
+const PAGES_PLACEHOLDER_PAGE = `import Image from 'next/image'
+import { getImagePlaceholder } from '${FRONTEND_PACKAGE}/placeholder/pages'
+
+export async function getServerSideProps() {
+  return { props: { photo: await getImagePlaceholder(process.env.REMOTE_IMAGE, { fallback: { width: 1200, height: 800 } }) } }
+}
+
+export default function PagesPlaceholder({ photo }) {
+  return <Image id="remote" src={photo} placeholder={photo.placeholder} alt="remote" sizes="100vw" />
+}
+`
 // The mistake the entry's server-only import is there to stop: the helper in a browser bundle.
 const CLIENT_IMPORT_PAGE = `import Photo from './photo'
 
@@ -259,6 +271,21 @@ describe('next build and next start serve pages whose images point at the sideca
 /** Decodes the entities React writes in attribute values. */
 const unescapeHtml = (value: string) => value.replace(/&quot;/g, '"').replace(/&#x27;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')
 
+/** The remote <img> of a rendered page: the displayed size, Next's blur around a data:image/jpeg, and the image URL on the sidecar. */
+async function assertBlurredRemote(html: string, remote: string, sidecarPort: number): Promise<void> {
+  const tag = html.match(/<img\b[^>]*\bid="remote"[^>]*>/)?.[0]
+  assert.ok(tag, `no <img id="remote"> in ${html.slice(0, 500)}`)
+  // The size as displayed: EXIF orientation applied, as the sidecar reports it.
+  const { width, height } = (await sharp(join(CORPUS, REMOTE)).metadata()).autoOrient
+  assert.deepEqual([tag.match(/\bwidth="(\d+)"/)?.[1], tag.match(/\bheight="(\d+)"/)?.[1]], [String(width), String(height)], tag.slice(0, 300))
+  const style = unescapeHtml(tag.match(/\bstyle="([^"]*)"/)?.[1] ?? '')
+  assert.match(style, /background-image:url\("data:image\/svg\+xml;charset=utf-8,%3Csvg [^"]*feGaussianBlur[^"]*href='data:image\/jpeg;base64,[A-Za-z0-9+/=]+'/, style.slice(0, 300))
+  // The image itself still goes to the sidecar's optimizer.
+  const src = new URL(unescapeHtml(tag.match(/\bsrc="([^"]*)"/)?.[1] ?? ''))
+  assert.equal(`${src.origin}${src.pathname}`, `http://127.0.0.1:${sidecarPort}/_next/image`)
+  assert.equal(src.searchParams.get('url'), remote)
+}
+
 describe('getImagePlaceholder in the fresh app', () => {
   test('next start renders a Server Component’s remote <Image> with Next’s blur placeholder and its intrinsic width and height, from the sidecar of the server tarball', async () => {
     const upstream = await startUpstream()
@@ -274,18 +301,34 @@ describe('getImagePlaceholder in the fresh app', () => {
 
     const res = await fetch(`${next.url}/placeholder`)
     assert.equal(res.status, 200)
-    const html = await res.text()
-    const tag = html.match(/<img\b[^>]*\bid="remote"[^>]*>/)?.[0]
-    assert.ok(tag, `no <img id="remote"> in ${html.slice(0, 500)}`)
-    // The size as displayed: EXIF orientation applied, as the sidecar reports it.
-    const { width, height } = (await sharp(join(CORPUS, REMOTE)).metadata()).autoOrient
-    assert.deepEqual([tag.match(/\bwidth="(\d+)"/)?.[1], tag.match(/\bheight="(\d+)"/)?.[1]], [String(width), String(height)], tag.slice(0, 300))
-    const style = unescapeHtml(tag.match(/\bstyle="([^"]*)"/)?.[1] ?? '')
-    assert.match(style, /background-image:url\("data:image\/svg\+xml;charset=utf-8,%3Csvg [^"]*feGaussianBlur[^"]*href='data:image\/jpeg;base64,[A-Za-z0-9+/=]+'/, style.slice(0, 300))
-    // The image itself still goes to the sidecar's optimizer.
-    const src = new URL(unescapeHtml(tag.match(/\bsrc="([^"]*)"/)?.[1] ?? ''))
-    assert.equal(`${src.origin}${src.pathname}`, `http://127.0.0.1:${sidecarPort}/_next/image`)
-    assert.equal(src.searchParams.get('url'), remote)
+    await assertBlurredRemote(await res.text(), remote, sidecarPort)
+  })
+
+  test('in the Pages Router, getServerSideProps with ./placeholder/pages renders the same, and the helper stays out of the browser bundle', async () => {
+    const upstream = await startUpstream()
+    stops.push(() => upstream.close())
+    const remote = `${upstream.url}/corpus/${REMOTE}`
+    const sidecarPort = await freePort()
+    const distDir = '.next-pages-placeholder'
+    mkdirSync(join(APP, 'pages'), { recursive: true })
+    writeFileSync(join(APP, 'pages/pages-placeholder.jsx'), PAGES_PLACEHOLDER_PAGE)
+    try {
+      nextBuild({ IMAGE_SIDECAR_URL: `http://127.0.0.1:${sidecarPort}`, DIST_DIR: distDir, REMOTE_IMAGE: remote })
+    } finally {
+      rmSync(join(APP, 'pages'), { recursive: true, force: true })
+    }
+    const next = await startNext(APP, { DIST_DIR: distDir, REMOTE_IMAGE: remote })
+    stops.push(() => next.stop())
+    const sidecar = await startPackedSidecar(['--port', String(sidecarPort), '--frontend', next.url, '--config', join(APP, 'next.config.mjs'), '--cache', 'memory://'], { REMOTE_IMAGE: remote })
+    stops.push(() => sidecar.stop())
+
+    const res = await fetch(`${next.url}/pages-placeholder`)
+    assert.equal(res.status, 200)
+    await assertBlurredRemote(await res.text(), remote, sidecarPort)
+    // Next strips getServerSideProps, and what only it imports, from the page's browser code.
+    const chunks = readdirSync(join(APP, distDir, 'static'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'))
+    assert.ok(chunks.length > 0)
+    assert.deepEqual(chunks.filter((f) => readFileSync(join(APP, distDir, 'static', f), 'utf8').includes('_sidecar/placeholder')), [])
   })
 
   test('a Client Component importing next-image-sidecar-loader/placeholder fails next build (the entry is server only)', () => {

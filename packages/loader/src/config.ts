@@ -21,6 +21,7 @@ type NextConfigObject = Record<string, any>
 type NextConfigFunction = (phase: string, context: { defaultConfig: NextConfigObject }) => NextConfigObject | Promise<NextConfigObject>
 
 const LOADER_FILE = fileURLToPath(new URL('./loader.js', import.meta.url))
+const PACKAGE_NAME = 'next-image-sidecar-loader'
 
 export class ImageSidecarConfigError extends Error {
   constructor(message: string) {
@@ -71,6 +72,9 @@ function apply(config: NextConfigObject, origin: string, projectDir: string): Ne
   return {
     ...config,
     images: { ...images, loader: 'default', loaderFile: loaderFile.startsWith('.') ? loaderFile : `./${loaderFile}` },
+    // Bundled wherever the app's code is, so the URL below is inlined into getImagePlaceholder too: the
+    // Pages Router otherwise loads node_modules unbundled at run time, where that env is not set.
+    transpilePackages: [...new Set([...(config.transpilePackages ?? []), PACKAGE_NAME])],
     // Only what Next does not hand its default loader: the optimizer path (with basePath and
     // trailingSlash), qualities and dangerouslyAllowSVG come from Next's own images config.
     env: {
