@@ -131,6 +131,20 @@ describe('tracing on (OTEL_EXPORTER_OTLP_ENDPOINT set)', () => {
     assert.ok(!spans.some((s) => s.name === 'upstream fetch'))
   })
 
+  test('a placeholder request is a SERVER span of its route, with the lookup, fetch, placeholder and store as children', async () => {
+    const trace = randomBytes(16).toString('hex')
+    const res = await fetch(`${sidecar.url}/_sidecar/placeholder?url=${encodeURIComponent('/corpus/png/coffee.png')}`, { headers: { traceparent: `00-${trace}-${randomBytes(8).toString('hex')}-01` } })
+    assert.equal(res.status, 200)
+    await waitUntil(() => spansOf(trace).length >= 5, 'the placeholder request\'s spans', 20_000)
+    const spans = spansOf(trace)
+    const root = spans.find((s) => s.kind === SERVER)!
+    assert.equal(root.name, 'GET /_sidecar/placeholder')
+    assert.equal(attr(root, 'next_image_sidecar.cache'), 'MISS')
+    assert.deepEqual(spans.filter((s) => s.parentSpanId === root.spanId).map((s) => s.name).sort(), ['cache lookup', 'placeholder', 'store', 'upstream fetch'])
+    const made = spans.find((s) => s.name === 'placeholder')!
+    assert.deepEqual([attr(made, 'image.source_width'), attr(made, 'image.source_height'), attr(made, 'image.blur')], [600, 400, true])
+  })
+
   test('spans carry the service name', () => {
     assert.deepEqual([...receiver.services], ['next-image-sidecar'])
   })
