@@ -94,6 +94,13 @@ export default function PagesPlaceholder({ photo }) {
   return <Image id="remote" src={photo} placeholder={photo.placeholder} alt="remote" sizes="100vw" />
 }
 `
+// A prerendered Pages Router page with a plain <Image>: the loader runs at build time there.
+const PAGES_PLAIN_PAGE = `import Image from 'next/image'
+
+export default function PagesPlain() {
+  return <Image src="/rocket.jpg" alt="rocket" width={640} height={427} />
+}
+`
 // The mistake the entry's server-only import is there to stop: the helper in a browser bundle.
 const CLIENT_IMPORT_PAGE = `import Photo from './photo'
 
@@ -136,8 +143,8 @@ let serverFiles: string[]
 let serverManifest: Record<string, any>
 const stops: Array<() => Promise<void> | void> = []
 
-function nextBuild(extra: Record<string, string>): void {
-  execFileSync(process.execPath, [join(APP, 'node_modules/next/dist/bin/next'), 'build'], { cwd: APP, env: { ...env, ...extra }, stdio: ['ignore', 'ignore', 'inherit'] })
+function nextBuild(extra: Record<string, string>, args: string[] = []): void {
+  execFileSync(process.execPath, [join(APP, 'node_modules/next/dist/bin/next'), 'build', ...args], { cwd: APP, env: { ...env, ...extra }, stdio: ['ignore', 'ignore', 'inherit'] })
 }
 
 /** The standalone server (`node server.js`), with public/ and static/ beside it as Next's docs say. */
@@ -304,7 +311,9 @@ describe('getImagePlaceholder in the fresh app', () => {
     await assertBlurredRemote(await res.text(), remote, sidecarPort)
   })
 
-  test('in the Pages Router, getServerSideProps with ./placeholder/pages renders the same, and the helper stays out of the browser bundle', async () => {
+  // Built with webpack (Next 15.5's default builder): there the Pages Router once got an unbundled, asynchronous
+  // @noble/hashes and the loader was no function at prerender.
+  test('in the Pages Router (webpack), getServerSideProps with ./placeholder/pages renders the same beside a plain <Image> page, and the helper stays out of the browser bundle', async () => {
     const upstream = await startUpstream()
     stops.push(() => upstream.close())
     const remote = `${upstream.url}/corpus/${REMOTE}`
@@ -312,8 +321,9 @@ describe('getImagePlaceholder in the fresh app', () => {
     const distDir = '.next-pages-placeholder'
     mkdirSync(join(APP, 'pages'), { recursive: true })
     writeFileSync(join(APP, 'pages/pages-placeholder.jsx'), PAGES_PLACEHOLDER_PAGE)
+    writeFileSync(join(APP, 'pages/pages-plain.jsx'), PAGES_PLAIN_PAGE)
     try {
-      nextBuild({ IMAGE_SIDECAR_URL: `http://127.0.0.1:${sidecarPort}`, DIST_DIR: distDir, REMOTE_IMAGE: remote })
+      nextBuild({ IMAGE_SIDECAR_URL: `http://127.0.0.1:${sidecarPort}`, DIST_DIR: distDir, REMOTE_IMAGE: remote }, ['--webpack'])
     } finally {
       rmSync(join(APP, 'pages'), { recursive: true, force: true })
     }
@@ -325,6 +335,8 @@ describe('getImagePlaceholder in the fresh app', () => {
     const res = await fetch(`${next.url}/pages-placeholder`)
     assert.equal(res.status, 200)
     await assertBlurredRemote(await res.text(), remote, sidecarPort)
+    const plain = await (await fetch(`${next.url}/pages-plain`)).text()
+    assert.match(plain, new RegExp(`<img[^>]*src="http://127\\.0\\.0\\.1:${sidecarPort}/_next/image\\?url=%2Frocket\\.jpg`))
     // Next strips getServerSideProps, and what only it imports, from the page's browser code.
     const chunks = readdirSync(join(APP, distDir, 'static'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'))
     assert.ok(chunks.length > 0)

@@ -183,6 +183,80 @@ describe('a sidecar that answers with a failure', () => {
   })
 })
 
+describe('found by review', () => {
+  test('a timeoutMs below a millisecond never rejects', async () => {
+    const { result } = await withWarnings(() => getImagePlaceholder('/a.jpg', { sidecarUrl: 'http://127.0.0.1:9', timeoutMs: 0.5 }))
+    assert.ok(result.error && ['timeout', 'unavailable'].includes(result.error.reason), JSON.stringify(result.error))
+  })
+  for (const timeoutMs of [1500.5, 4294967296, 2147483648]) {
+    test(`a timeoutMs of ${timeoutMs} never rejects, and gives a real wait`, async () => {
+      const fake = await fakeSidecar((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"src":"/a.jpg","height":3,"width":4,"blurWidth":0,"blurHeight":0}'))
+      try {
+        const { result } = await withWarnings(() => getImagePlaceholder('/a.jpg', { sidecarUrl: fake.url, timeoutMs }))
+        assert.equal(result.error, undefined, JSON.stringify(result.error))
+        assert.deepEqual([result.width, result.height], [4, 3])
+      } finally {
+        await fake.close()
+      }
+    })
+  }
+
+  for (const [name, url] of [
+    ['without a scheme', '10.9.8.7:3001'],
+    ['with credentials', 'http://user:s3cret@127.0.0.1:1'],
+    ['of another protocol', 'ftp://127.0.0.1:1'],
+  ] as const) {
+    test(`a sidecar URL ${name} is "not-configured", and neither the URL nor a secret of it reaches the result`, async () => {
+      const { result } = await withWarnings(() => getImagePlaceholder('/photos/a.jpg', { sidecarUrl: url, fallback: FALLBACK }))
+      assert.equal(result.error?.reason, 'not-configured')
+      assert.doesNotMatch(JSON.stringify(result), /10\.9\.8\.7|s3cret|ftp:|_sidecar/)
+    })
+  }
+
+  test('a connection error names its code, not the request URL', async () => {
+    const gone = await fakeSidecar(() => {})
+    await gone.close()
+    const { result } = await withWarnings(() => getImagePlaceholder('/a.jpg', { sidecarUrl: gone.url }))
+    assert.doesNotMatch(JSON.stringify(result), /_sidecar|127\.0\.0\.1/)
+  })
+
+  test('a 200 body past the size any placeholder has is "unavailable" without being read whole', async () => {
+    let written = 0
+    const endless = await fakeSidecar((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      const chunk = Buffer.alloc(64 * 1024, 0x20)
+      const pump = () => {
+        while (written < 512 * 1024 * 1024 && res.write(chunk)) written += chunk.length
+        if (written < 512 * 1024 * 1024) res.once('drain', pump)
+        else res.end()
+      }
+      res.write('{"src":"/a.jpg","blurDataURL":"data:image/png;base64,')
+      pump()
+    })
+    try {
+      const started = performance.now()
+      const { result } = await withWarnings(() => getImagePlaceholder('/a.jpg', { sidecarUrl: endless.url, timeoutMs: 20_000 }))
+      assert.equal(result.error?.reason, 'unavailable')
+      assert.match(result.error!.message, /larger than/)
+      assert.ok(performance.now() - started < 5000, 'it stopped reading early')
+      assert.ok(written < 64 * 1024 * 1024, `the sidecar wrote ${written} bytes before the helper stopped`)
+    } finally {
+      await endless.close()
+    }
+  })
+
+  test('an error body is cut short, not read whole', async () => {
+    const huge = await fakeSidecar((_req, res) => res.writeHead(500, { 'content-type': 'text/plain' }).end('x'.repeat(8 * 1024 * 1024)))
+    try {
+      const { result } = await withWarnings(() => getImagePlaceholder('/a.jpg', { sidecarUrl: huge.url }))
+      assert.equal(result.error?.reason, 'unavailable')
+      assert.ok(result.error!.message.length <= 501)
+    } finally {
+      await huge.close()
+    }
+  })
+})
+
 describe('the real sidecar', () => {
   const KEY = 'placeholder-test-key'
   let upstream: UpstreamServer

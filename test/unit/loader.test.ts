@@ -80,10 +80,14 @@ describe('withImageSidecar', () => {
     assert.deepEqual(config.images.qualities, [50, 90])
     assert.deepEqual(config.env, { OTHER: '1', NEXT_IMAGE_SIDECAR_URL: 'https://img.example.com', NEXT_IMAGE_SIDECAR_NEXT_MAJOR: '16', NEXT_IMAGE_SIDECAR_DEPLOYMENT_ID: 'dep-7' })
   })
-  test('with a URL it has Next bundle the package (so getImagePlaceholder gets the URL in the Pages Router too), keeping the app\'s transpilePackages', () => {
+  test('with a URL it has Next bundle the package and @noble/hashes (so the Pages Router gets the URL in getImagePlaceholder, and webpack a synchronous loader), keeping the app\'s transpilePackages', () => {
     const config = withImageSidecar({ transpilePackages: ['ui-kit'] }, { url: 'https://img.example.com', projectDir })
-    assert.deepEqual(config.transpilePackages, ['ui-kit', 'next-image-sidecar-loader'])
-    assert.deepEqual(withImageSidecar({}, { url: 'https://img.example.com', projectDir }).transpilePackages, ['next-image-sidecar-loader'])
+    assert.deepEqual(config.transpilePackages, ['ui-kit', 'next-image-sidecar-loader', '@noble/hashes'])
+    assert.deepEqual(withImageSidecar({}, { url: 'https://img.example.com', projectDir }).transpilePackages, ['next-image-sidecar-loader', '@noble/hashes'])
+  })
+  test('an app listing the package in serverExternalPackages is told to remove it (Next would refuse the build)', () => {
+    assert.throws(() => withImageSidecar({ serverExternalPackages: ['sharp', 'next-image-sidecar-loader'] }, { url: 'https://img.example.com', projectDir }), /withImageSidecar: serverExternalPackages lists next-image-sidecar-loader; remove it/)
+    assert.doesNotThrow(() => withImageSidecar({ serverExternalPackages: ['sharp'] }, { url: 'https://img.example.com', projectDir }))
   })
   test('a Next 15 project gets the Next 15 loader (the major of the next package it resolves)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'nis-next15-project-'))

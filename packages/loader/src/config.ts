@@ -21,7 +21,8 @@ type NextConfigObject = Record<string, any>
 type NextConfigFunction = (phase: string, context: { defaultConfig: NextConfigObject }) => NextConfigObject | Promise<NextConfigObject>
 
 const LOADER_FILE = fileURLToPath(new URL('./loader.js', import.meta.url))
-const PACKAGE_NAME = 'next-image-sidecar-loader'
+/** This package and its dependency, bundled with the app (see `transpilePackages` below). */
+const BUNDLED = ['next-image-sidecar-loader', '@noble/hashes']
 
 export class ImageSidecarConfigError extends Error {
   constructor(message: string) {
@@ -58,6 +59,10 @@ function apply(config: NextConfigObject, origin: string, projectDir: string): Ne
   }
   if (images.loaderFile) throw new ImageSidecarConfigError(`images.loaderFile is already set to "${images.loaderFile}"; the sidecar needs its own loader file`)
   if (images.unoptimized) throw new ImageSidecarConfigError('images.unoptimized is true, so no image would be optimized by anyone; remove it or the sidecar')
+  const external = BUNDLED.filter((name) => (config.serverExternalPackages ?? []).includes(name))
+  if (external.length > 0) {
+    throw new ImageSidecarConfigError(`serverExternalPackages lists ${external.join(' and ')}; remove it: the sidecar's packages must be bundled (Next refuses a package in both serverExternalPackages and transpilePackages)`)
+  }
   const loaderFile = relative(projectDir, LOADER_FILE)
   if (!existsSync(LOADER_FILE)) throw new ImageSidecarConfigError(`the loader file is missing at ${LOADER_FILE}; is the package built?`)
   const deploymentId: string | undefined = config.deploymentId ?? process.env.NEXT_DEPLOYMENT_ID
@@ -72,9 +77,10 @@ function apply(config: NextConfigObject, origin: string, projectDir: string): Ne
   return {
     ...config,
     images: { ...images, loader: 'default', loaderFile: loaderFile.startsWith('.') ? loaderFile : `./${loaderFile}` },
-    // Bundled wherever the app's code is, so the URL below is inlined into getImagePlaceholder too: the
-    // Pages Router otherwise loads node_modules unbundled at run time, where that env is not set.
-    transpilePackages: [...new Set([...(config.transpilePackages ?? []), PACKAGE_NAME])],
+    // Bundled wherever the app's code is: the Pages Router otherwise loads node_modules unbundled at run
+    // time, where the URL below is not set (getImagePlaceholder), and webpack imports the ESM-only
+    // @noble/hashes there asynchronously, so the loader is no function when a page prerenders.
+    transpilePackages: [...new Set([...(config.transpilePackages ?? []), ...BUNDLED])],
     // Only what Next does not hand its default loader: the optimizer path (with basePath and
     // trailingSlash), qualities and dangerouslyAllowSVG come from Next's own images config.
     env: {

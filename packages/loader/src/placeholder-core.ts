@@ -46,8 +46,12 @@ export interface PlaceholderAnswer {
 }
 
 const DEFAULT_TIMEOUT_MS = 3000
+/** The longest wait a timer can take (setTimeout's limit, 2^31−1 ms: above it Node fires at once). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1
 /** Enough for any error text of the sidecar; a longer body is cut so that a log line stays a line. */
 const MAX_MESSAGE = 500
+/** A placeholder answer is under 2 KiB (an 8-pixel blur); far more is not one, and is not read on. */
+const MAX_ANSWER_BYTES = 64 * 1024
 
 /**
  * The sidecar base URL to ask, '' when none is configured. The baked value is read as the literal
@@ -59,7 +63,24 @@ export function resolvePlaceholderSidecarUrl(
   baked: string | undefined = process.env.NEXT_IMAGE_SIDECAR_URL,
 ): string {
   const raw = option || env.IMAGE_SIDECAR_INTERNAL_URL || baked || env.IMAGE_SIDECAR_URL || ''
-  return raw.trim().replace(/\/+$/, '')
+  return String(raw).trim().replace(/\/+$/, '')
+}
+
+/**
+ * Whether a configured sidecar URL can be asked: an absolute http(s) URL without credentials, query or
+ * fragment (as withImageSidecar requires of its URL). A result may be rendered into the page, so a
+ * refusal says what is wrong, never the value (which may hold a password or an internal address).
+ */
+export function sidecarUrlProblem(url: string): string | undefined {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return 'the sidecar URL is not an absolute URL'
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'the sidecar URL is not http or https'
+  if (parsed.username || parsed.password || parsed.search || parsed.hash) return 'the sidecar URL carries credentials, a query or a fragment'
+  return undefined
 }
 
 /** base64url(HMAC-SHA256(key, "placeholder\n" + src)): the endpoint's `s` (sidecar/server/signature.ts). */
@@ -110,8 +131,31 @@ class Failure extends Error {
   }
 }
 
+/** At most `limit` bytes of a body, the rest left unread (the connection is cancelled); undefined when there is more. */
+async function readCapped(res: Response, limit: number): Promise<string | undefined> {
+  if (Number(res.headers.get('content-length') ?? 0) > limit) {
+    await res.body?.cancel()
+    return undefined
+  }
+  const reader = res.body?.getReader()
+  if (!reader) return ''
+  const chunks: Uint8Array[] = []
+  let bytes = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    bytes += value.byteLength
+    if (bytes > limit) {
+      await reader.cancel()
+      return undefined
+    }
+    chunks.push(value)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
+
 async function messageOf(res: Response): Promise<string> {
-  const text = (await res.text()).trim()
+  const text = ((await readCapped(res, MAX_MESSAGE * 4)) ?? '').trim()
   return text.length > MAX_MESSAGE ? `${text.slice(0, MAX_MESSAGE)}…` : text || `HTTP ${res.status}`
 }
 
@@ -119,11 +163,12 @@ async function ask(url: string, signal: AbortSignal): Promise<PlaceholderAnswer>
   const res = await fetch(url, { signal, headers: { accept: 'application/json' } })
   if (res.status >= 400 && res.status < 500) throw new Failure('rejected', await messageOf(res), res.status)
   if (res.status !== 200) throw new Failure('unavailable', await messageOf(res), res.status)
+  const text = await readCapped(res, MAX_ANSWER_BYTES)
+  if (text === undefined) throw new Failure('unavailable', `the sidecar answered 200 with a body larger than ${MAX_ANSWER_BYTES} bytes`, 200)
   let body: unknown
   try {
-    body = await res.json()
-  } catch (err) {
-    if (signal.aborted) throw err
+    body = JSON.parse(text)
+  } catch {
     throw new Failure('unavailable', 'the sidecar answered 200 with a body that is not JSON', 200)
   }
   const answer = parsePlaceholderAnswer(body)
@@ -146,10 +191,17 @@ export async function getImagePlaceholder(src: string, options: ImagePlaceholder
     // Next's own optimizer serves the images then; that is a configuration, not a failure worth a warning.
     return failedPlaceholder(src, { reason: 'not-configured', message: 'no sidecar URL is configured' }, options.fallback)
   }
-  const timeoutMs = Number.isFinite(options.timeoutMs) && options.timeoutMs! > 0 ? options.timeoutMs! : DEFAULT_TIMEOUT_MS
+  const problem = sidecarUrlProblem(sidecarUrl)
+  if (problem) {
+    const message = `${problem} (the sidecarUrl option, IMAGE_SIDECAR_INTERNAL_URL, the URL withImageSidecar baked in, or IMAGE_SIDECAR_URL)`
+    console.warn(`next-image-sidecar-loader: no placeholder for ${JSON.stringify(src)}: ${message}`)
+    return failedPlaceholder(src, { reason: 'not-configured', message }, options.fallback)
+  }
+  const wanted = Number(options.timeoutMs)
+  const timeoutMs = Number.isFinite(wanted) && wanted > 0 ? Math.min(Math.ceil(wanted), MAX_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS
   const timeout = AbortSignal.timeout(timeoutMs)
-  const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout
   try {
+    const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout
     const url = placeholderUrl(sidecarUrl, src, process.env.IMAGE_SIDECAR_SIGNING_KEY || undefined)
     return placeholderOf(src, await ask(url, signal))
   } catch (err) {
@@ -167,8 +219,12 @@ export async function getImagePlaceholder(src: string, options: ImagePlaceholder
   }
 }
 
-/** undici's "fetch failed" hides the useful part (ECONNREFUSED, ENOTFOUND…) in `cause`. */
+/**
+ * undici's "fetch failed" hides the useful part (ECONNREFUSED, ENOTFOUND…) in `cause`. Only codes and
+ * names: a message may hold the request URL (the internal address, a signature), and results reach pages.
+ */
 function causeOf(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } })?.cause
-  return [(err as Error)?.message ?? String(err), cause?.code ?? cause?.message].filter(Boolean).join(': ')
+  const cause = (err as { cause?: { code?: unknown } })?.cause
+  const code = typeof cause?.code === 'string' ? cause.code : (err as { code?: unknown })?.code
+  return typeof code === 'string' ? code : err instanceof Error ? err.name : 'unknown error'
 }
