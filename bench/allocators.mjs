@@ -17,7 +17,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { freePort, get } from './lib.mjs'
+import { burst, freePort, get } from './lib.mjs'
 import { PodCgroup } from '../test/helpers/cgroup.ts'
 import { startUpstream } from '../test/helpers/upstream-server.ts'
 
@@ -107,30 +107,6 @@ async function startSidecar(allocatorEnv, group) {
   }
 }
 
-/** Each path once at `concurrency`; counts the answers. */
-async function load(origin, paths, concurrency) {
-  const counts = { 200: 0, 503: 0, other: 0, errors: 0 }
-  let next = 0
-  const started = performance.now()
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < paths.length) {
-        const path = paths[next++]
-        try {
-          const res = await get(`${origin}${path}`, { accept: 'image/webp' })
-          if (res.status === 200) counts[200]++
-          else if (res.status === 503 && res.headers['retry-after']) counts[503]++
-          else counts.other++
-        } catch {
-          counts.errors++
-        }
-      }
-    }),
-  )
-  const seconds = (performance.now() - started) / 1000
-  return { ...counts, seconds, rps: counts[200] / seconds }
-}
-
 /** In-process sharp, Next's transform, one image at a time, on core 1: the ceiling of one core. */
 function inProcessSharp() {
   const script = `
@@ -159,7 +135,7 @@ for (let r = 0; r < ROUNDS; r++) {
     {
       const sidecar = await startSidecar(allocatorEnv)
       runs[name].jemalloc = sidecar.jemalloc
-      runs[name].pinned.push(await load(sidecar.url, coldSet.map((c) => c.path), 8))
+      runs[name].pinned.push(await burst(sidecar.url, coldSet.map((c) => c.path), 8))
       await sidecar.stop()
     }
     log(`${name}: 1-CPU quota`)
@@ -167,7 +143,7 @@ for (let r = 0; r < ROUNDS; r++) {
       const group = PodCgroup.create(1024 * MiB, 1)
       try {
         const sidecar = await startSidecar(allocatorEnv, group)
-        runs[name].quota.push(await load(sidecar.url, coldSet.map((c) => c.path), 8))
+        runs[name].quota.push(await burst(sidecar.url, coldSet.map((c) => c.path), 8))
         await sidecar.stop()
       } finally {
         await group.remove()
@@ -182,7 +158,7 @@ for (let r = 0; r < ROUNDS; r++) {
         const idle = groupRss(group)
         let peak = idle
         const timer = setInterval(() => (peak = Math.max(peak, groupRss(group))), 200)
-        const counts = await load(sidecar.url, burstSet, 32)
+        const counts = await burst(sidecar.url, burstSet, 32)
         const right = groupRss(group)
         await sleep(AFTER_SECONDS * 1000)
         clearInterval(timer)

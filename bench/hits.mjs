@@ -8,15 +8,15 @@
 // core), and RSS of the sidecar sampled once a second over a hit storm (BENCH_STORM_SECONDS, default 60).
 // BENCH_PROFILE=1 also runs the sidecar under `node --cpu-prof` for one wrk round and prints where the
 // time goes (self time by module); BENCH_NEXT=0 skips `next build` / `next start`.
-import { execFile, execFileSync, spawn } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { startServer } from './lib.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const APP = join(ROOT, 'example-next-app')
@@ -57,33 +57,9 @@ async function freePort() {
 }
 
 /** Spawns a server pinned to `cpus`, waits until `readyPath` answers. */
-async function start({ name, args, cwd = ROOT, env = {}, cpus, port, readyPath = '/', nodeFlags = [] }) {
-  const child = spawn('taskset', ['-c', cpus, process.execPath, ...nodeFlags, ...args], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr.on('data', (c) => (stderr += c))
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`${name} exited: ${stderr}`)
-    try {
-      await (await fetch(`${url}${readyPath}`)).arrayBuffer()
-      break
-    } catch {
-      if (i > 600) throw new Error(`${name} did not start: ${stderr}`)
-      await sleep(100)
-    }
-  }
-  return {
-    name,
-    url,
-    pid: child.pid,
-    async stop() {
-      if (child.exitCode !== null) return
-      const exited = new Promise((r) => child.once('exit', r))
-      child.kill('SIGTERM')
-      await Promise.race([exited, sleep(15000)])
-      if (child.exitCode === null) child.kill('SIGKILL')
-    },
-  }
+/** A Node process of the bench on `cpus`, up once `readyPath` answers (lib.mjs startServer; a draining sidecar may take 15 s to stop). */
+function start({ name, args, cwd = ROOT, env = {}, cpus, port, readyPath = '/', nodeFlags = [] }) {
+  return startServer({ name, command: process.execPath, args: [...nodeFlags, ...args], cwd, env, cpus, url: `http://127.0.0.1:${port}`, readyPath, stopTimeoutMs: 15000 })
 }
 
 /** The response to the bench's request, as the client sees it. */

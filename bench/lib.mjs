@@ -14,8 +14,11 @@ export async function freePort() {
   return port
 }
 
-/** Spawns a server (optionally pinned to CPUs with taskset) and waits until `readyPath` answers. */
-export async function startServer({ name, command, args, cwd, env, cpus, url, readyPath = '/' }) {
+/**
+ * Spawns a server (optionally pinned to CPUs with taskset) and waits until `readyPath` answers; `stop`
+ * sends SIGTERM and, after `stopTimeoutMs`, SIGKILL.
+ */
+export async function startServer({ name, command, args, cwd, env, cpus, url, readyPath = '/', stopTimeoutMs = 5000 }) {
   const [cmd, argv] = cpus ? ['taskset', ['-c', cpus, command, ...args]] : [command, args]
   const child = spawn(cmd, argv, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
@@ -39,13 +42,37 @@ export async function startServer({ name, command, args, cwd, env, cpus, url, re
       if (child.exitCode !== null) return
       const exited = new Promise((r) => child.once('exit', r))
       child.kill('SIGTERM')
-      await Promise.race([exited, sleep(5000)])
+      await Promise.race([exited, sleep(stopTimeoutMs)])
       if (child.exitCode === null) child.kill('SIGKILL')
     },
   }
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: 256 })
+
+/** Requests `paths` at `concurrency`, each once (as WebP); counts 200s, 503s with Retry-After, other answers and errors. */
+export async function burst(origin, paths, concurrency) {
+  const counts = { 200: 0, 503: 0, other: 0, errors: 0 }
+  let next = 0
+  const started = performance.now()
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < paths.length) {
+        const path = paths[next++]
+        try {
+          const res = await get(`${origin}${path}`, { accept: 'image/webp' })
+          if (res.status === 200) counts[200]++
+          else if (res.status === 503 && res.headers['retry-after']) counts[503]++
+          else counts.other++
+        } catch {
+          counts.errors++
+        }
+      }
+    }),
+  )
+  const seconds = (performance.now() - started) / 1000
+  return { ...counts, seconds, rps: counts[200] / seconds }
+}
 
 /** One GET, body read to the end; resolves with status, headers and latency in ms. */
 export function get(url, headers = {}) {

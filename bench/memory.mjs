@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { freePort, get, lineChart, slope } from './lib.mjs'
+import { burst, freePort, get, lineChart, slope } from './lib.mjs'
 import { PodCgroup } from '../test/helpers/cgroup.ts'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -112,29 +112,6 @@ async function startNextIn(group) {
   // Next's image cache directory starts empty, as for the sidecar.
   execFileSync('rm', ['-rf', join(APP, DIST, 'cache/images')])
   return { url, ...(await startIn(group, process.execPath, [NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'], `${url}/`, {}, APP)) }
-}
-
-/** Requests `paths` at `concurrency`, each once; counts the answers. */
-async function burst(origin, paths, concurrency) {
-  const counts = { 200: 0, 503: 0, other: 0, errors: 0 }
-  let next = 0
-  const started = performance.now()
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < paths.length) {
-        const path = paths[next++]
-        try {
-          const res = await get(`${origin}${path}`, { accept: 'image/webp' })
-          if (res.status === 200) counts[200]++
-          else if (res.status === 503 && res.headers['retry-after']) counts[503]++
-          else counts.other++
-        } catch {
-          counts.errors++
-        }
-      }
-    }),
-  )
-  return { ...counts, seconds: (performance.now() - started) / 1000 }
 }
 
 /** Samples the group's RSS every second into `points` ([seconds, MiB]) until stopped. */
