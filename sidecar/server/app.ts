@@ -130,16 +130,15 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const upstreamTimeoutMs = positiveInt('upstreamTimeoutMs', options.upstreamTimeoutMs ?? DEFAULTS.upstreamTimeoutMs)
   const signingKey = options.signingKey || undefined
   const ignoreParams = ignoredParams(options.cacheKeyIgnoreParams)
+  const fetchSource = createSourceFetch({ config, frontend, metrics, upstreamTimeoutMs, resolve: options.resolve })
   const handleImage = createImageHandler({
     config,
-    frontend,
     cache,
+    fetchSource,
     log,
     maxAttempts,
     queue,
     metrics,
-    upstreamTimeoutMs,
-    resolve: options.resolve,
     // As `next start` (compress: true); the handler applies it to compressible types only.
     compress: compression(),
     signingKey,
@@ -148,7 +147,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const handlePlaceholder = createPlaceholderHandler({
     config,
     cache,
-    fetchSource: createSourceFetch({ config, frontend, metrics, upstreamTimeoutMs, resolve: options.resolve }),
+    fetchSource,
     queue,
     metrics,
     log,

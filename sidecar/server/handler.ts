@@ -4,7 +4,7 @@ import { imageSize } from 'image-size'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { cacheKey, keyedHref, type IgnoredParams } from '../cache/key.js'
-import type { ResponseCache, Produced } from '../cache/response-cache.js'
+import type { ResponseCache, Producer } from '../cache/response-cache.js'
 import type { CacheEntry } from '../cache/types.js'
 import { ImageError } from '../errors.js'
 import { imageResponseHeaders, isNotModified, type CacheResult } from '../next/headers.js'
@@ -13,22 +13,19 @@ import { negotiateMimeType } from '../next/negotiate.js'
 import { verifySignature } from './signature.js'
 import type { Metrics } from '../runtime/metrics.js'
 import type { WorkQueue } from '../runtime/queue.js'
-import { withAttempts } from '../upstream/retry.js'
 import { transformImage, type PreviousOutput } from '../image/transform.js'
-import type { Resolver } from '../upstream/external.js'
 import type { Upstream } from '../upstream/http.js'
 import { traced, type TraceContext } from '../runtime/tracing.js'
-import { createSourceFetch } from './source-fetch.js'
+import { produceFromSource, type FetchSource } from './source-fetch.js'
 import { parseQuery, validateParams, type ImageParams } from '../next/validate.js'
 
 export interface HandlerContext {
   config: ResolvedNextConfig
-  frontend: URL
   cache: ResponseCache
+  /** Fetches a source by Next's upstream rules (shared with the placeholder handler). */
+  fetchSource: FetchSource
   log: Logger
   maxAttempts: number
-  upstreamTimeoutMs: number
-  resolve?: Resolver
   queue: WorkQueue
   metrics: Metrics
   /** The compression middleware, for the compressible types (SVG, ICO, BMP) only. */
@@ -77,7 +74,7 @@ const PLAN_MEMO_BYTES = 4 * 1024 * 1024
 export function createImageHandler(ctx: HandlerContext) {
   const { config, log } = ctx
   const { images } = config
-  const fetchSource = createSourceFetch(ctx)
+  const { fetchSource } = ctx
 
   /**
    * Signature check, validation, negotiation and the cache key are pure functions of the raw
@@ -106,43 +103,31 @@ export function createImageHandler(ctx: HandlerContext) {
    * One image job under the job's deadline: admitted by the queue, fetch (conditionally, when
    * revalidating), then transform in a slot. Every wait in it ends when `signal` aborts.
    */
-  function producer(params: ImageParams, mimeType: string, trace: TraceContext | undefined) {
-    return (previous: CacheEntry | undefined, signal: AbortSignal): Promise<Produced> =>
-      ctx.queue.job(signal, (admission) =>
-        withAttempts(
-          async () => {
-            const upstream = await fetchSource(params, signal, previous, admission, trace)
-            if (upstream.notModified) {
-              // Beyond Next: the source is unchanged, so the stored output is reused as it is.
-              const { expireAt: _expired, ...unchanged } = previous!
-              return unchanged
-            }
-            const result = await ctx.queue.transform(signal, (admit) =>
-              traced(trace, 'transform', { 'image.width': params.width, 'image.quality': params.quality, 'image.source_bytes': upstream.buffer.byteLength }, async (span) => {
-                const stopTimer = ctx.metrics.transformDuration.startTimer()
-                try {
-                  const transformed = await transformImage(
-                    upstream,
-                    { href: params.href, width: params.width, quality: params.quality, mimeType },
-                    { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
-                    reusableOutput(upstream, previous),
-                    admit,
-                  )
-                  if (span) span.setAttributes({ ...sourceDimensions(upstream.buffer), 'image.format': transformed.contentType, 'image.bytes': transformed.buffer.byteLength, 'image.fallback': transformed.error !== undefined })
-                  return transformed
-                } finally {
-                  stopTimer()
-                  ctx.metrics.transforms.inc()
-                }
-              }),
+  function producer(params: ImageParams, mimeType: string, trace: TraceContext | undefined): Producer {
+    return produceFromSource(ctx, params, trace, async (upstream, previous, signal) => {
+      const result = await ctx.queue.transform(signal, (admit) =>
+        traced(trace, 'transform', { 'image.width': params.width, 'image.quality': params.quality, 'image.source_bytes': upstream.buffer.byteLength }, async (span) => {
+          const stopTimer = ctx.metrics.transformDuration.startTimer()
+          try {
+            const transformed = await transformImage(
+              upstream,
+              { href: params.href, width: params.width, quality: params.quality, mimeType },
+              { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
+              reusableOutput(upstream, previous),
+              admit,
             )
-            if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; serving the original bytes')
-            const { buffer, contentType, maxAge, etag, upstreamEtag } = result
-            return { buffer, contentType, maxAge, etag, upstreamEtag, validators: upstream.validators }
-          },
-          { maxAttempts: ctx.maxAttempts, signal },
-        ),
+            if (span) span.setAttributes({ ...sourceDimensions(upstream.buffer), 'image.format': transformed.contentType, 'image.bytes': transformed.buffer.byteLength, 'image.fallback': transformed.error !== undefined })
+            return transformed
+          } finally {
+            stopTimer()
+            ctx.metrics.transforms.inc()
+          }
+        }),
       )
+      if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; serving the original bytes')
+      const { buffer, contentType, maxAge, etag, upstreamEtag } = result
+      return { buffer, contentType, maxAge, etag, upstreamEtag, validators: upstream.validators }
+    })
   }
 
   /**

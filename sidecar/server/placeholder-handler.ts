@@ -1,8 +1,8 @@
 import type { NextFunction, Request, Response } from 'express'
 import type { Logger } from 'pino'
 import { keyedHref, placeholderKey, type IgnoredParams } from '../cache/key.js'
-import type { Produced, ResponseCache } from '../cache/response-cache.js'
-import { PLACEHOLDER_TYPE, type CacheEntry } from '../cache/types.js'
+import type { Producer, ResponseCache } from '../cache/response-cache.js'
+import { PLACEHOLDER_TYPE } from '../cache/types.js'
 import { hashBase64url } from '../next/etag.js'
 import { isNotModified } from '../next/headers.js'
 import { ImageError } from '../errors.js'
@@ -12,8 +12,7 @@ import { makePlaceholder } from '../image/placeholder.js'
 import type { Metrics } from '../runtime/metrics.js'
 import type { WorkQueue } from '../runtime/queue.js'
 import { traced, type TraceContext } from '../runtime/tracing.js'
-import { withAttempts } from '../upstream/retry.js'
-import type { FetchSource } from './source-fetch.js'
+import { produceFromSource, type FetchSource } from './source-fetch.js'
 import { verifyPlaceholderSignature } from './signature.js'
 
 
@@ -39,39 +38,28 @@ export function createPlaceholderHandler(ctx: PlaceholderContext) {
   const { config, log } = ctx
   const { images } = config
 
-  function producer(params: SourceParams, trace: TraceContext | undefined) {
-    return (previous: CacheEntry | undefined, signal: AbortSignal): Promise<Produced> =>
-      ctx.queue.job(signal, (admission) =>
-        withAttempts(
-          async () => {
-            const upstream = await ctx.fetchSource(params, signal, previous, admission, trace)
-            if (upstream.notModified) {
-              const { expireAt: _expired, ...unchanged } = previous!
-              return unchanged
-            }
-            const result = await ctx.queue.transform(signal, (admit) =>
-              traced(trace, 'placeholder', { 'image.source_bytes': upstream.buffer.byteLength }, async (span) => {
-                const made = await makePlaceholder(upstream, params.href, { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp, major: config.profile.major }, admit)
-                span?.setAttributes({ 'image.source_width': made.data.width, 'image.source_height': made.data.height, 'image.blur': made.data.blurDataURL !== undefined })
-                return made
-              }),
-            )
-            if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; the placeholder has the size without a blur')
-            ctx.metrics.placeholders.inc({ blur: result.data.blurDataURL ? 'yes' : 'no' })
-            const buffer = Buffer.from(JSON.stringify(result.data))
-            return {
-              buffer,
-              contentType: PLACEHOLDER_TYPE,
-              maxAge: result.maxAge,
-              etag: hashBase64url(buffer),
-              upstreamEtag: upstream.etag,
-              // A fallback is fetched in full next time (a 304 would renew it for ever, see source-fetch.ts).
-              validators: result.error ? undefined : upstream.validators,
-            }
-          },
-          { maxAttempts: ctx.maxAttempts, signal },
-        ),
+  function producer(params: SourceParams, trace: TraceContext | undefined): Producer {
+    return produceFromSource(ctx, params, trace, async (upstream, _previous, signal) => {
+      const result = await ctx.queue.transform(signal, (admit) =>
+        traced(trace, 'placeholder', { 'image.source_bytes': upstream.buffer.byteLength }, async (span) => {
+          const made = await makePlaceholder(upstream, params.href, { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp, major: config.profile.major }, admit)
+          span?.setAttributes({ 'image.source_width': made.data.width, 'image.source_height': made.data.height, 'image.blur': made.data.blurDataURL !== undefined })
+          return made
+        }),
       )
+      if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; the placeholder has the size without a blur')
+      ctx.metrics.placeholders.inc({ blur: result.data.blurDataURL ? 'yes' : 'no' })
+      const buffer = Buffer.from(JSON.stringify(result.data))
+      return {
+        buffer,
+        contentType: PLACEHOLDER_TYPE,
+        maxAge: result.maxAge,
+        etag: hashBase64url(buffer),
+        upstreamEtag: upstream.etag,
+        // A fallback is fetched in full next time (a 304 would renew it for ever, see source-fetch.ts).
+        validators: result.error ? undefined : upstream.validators,
+      }
+    })
   }
 
   return async function handlePlaceholder(req: Request, res: Response, next: NextFunction): Promise<void> {

@@ -1,12 +1,14 @@
 import type { ResolvedNextConfig } from '../next/images-config.js'
 import type { SourceParams } from '../next/validate.js'
 import type { CacheEntry } from '../cache/types.js'
+import type { Produced, Producer } from '../cache/response-cache.js'
 import type { Metrics } from '../runtime/metrics.js'
-import type { SourceAdmission } from '../runtime/queue.js'
+import type { SourceAdmission, WorkQueue } from '../runtime/queue.js'
 import { traceHeaders, traced, type TraceContext } from '../runtime/tracing.js'
 import { fetchExternal, type Resolver } from '../upstream/external.js'
 import { fetchInternal } from '../upstream/frontend.js'
 import type { NotModified, Upstream } from '../upstream/http.js'
+import { withAttempts } from '../upstream/retry.js'
 
 export interface SourceFetchContext {
   config: ResolvedNextConfig
@@ -66,3 +68,37 @@ export function createSourceFetch(ctx: SourceFetchContext) {
 }
 
 export type FetchSource = ReturnType<typeof createSourceFetch>
+
+export interface SourceJobContext {
+  queue: WorkQueue
+  fetchSource: FetchSource
+  maxAttempts: number
+}
+
+/**
+ * The producer of one cache entry made from a source, under the job's deadline: admitted by the
+ * queue, the source fetched (conditionally when renewing `previous`) with retries; an unchanged
+ * source renews `previous` as it is (beyond Next), else `make` turns the fresh answer into the entry.
+ * The optimizer and the placeholder endpoint differ only in `make`.
+ */
+export function produceFromSource(
+  ctx: SourceJobContext,
+  params: SourceParams,
+  trace: TraceContext | undefined,
+  make: (upstream: Upstream, previous: CacheEntry | undefined, signal: AbortSignal) => Promise<Produced>,
+): Producer {
+  return (previous, signal) =>
+    ctx.queue.job(signal, (admission) =>
+      withAttempts(
+        async () => {
+          const upstream = await ctx.fetchSource(params, signal, previous, admission, trace)
+          if (upstream.notModified) {
+            const { expireAt: _expired, ...unchanged } = previous!
+            return unchanged
+          }
+          return make(upstream, previous, signal)
+        },
+        { maxAttempts: ctx.maxAttempts, signal },
+      ),
+    )
+}
