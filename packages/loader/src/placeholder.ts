@@ -4,9 +4,5 @@
 // default `next build`) skips this re-exporting module, the marker with it, and the build passes.
 import 'server-only'
 
-export {
-  getImagePlaceholder,
-  type ImagePlaceholder,
-  type ImagePlaceholderOptions,
-  type ImagePlaceholderFailure,
-} from './placeholder-core.js'
+// The helper itself is the Pages Router entry's (without the marker).
+export * from './placeholder-pages.js'
