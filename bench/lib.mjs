@@ -3,7 +3,8 @@ import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { readFileSync, existsSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { Agent, request } from 'node:http'
+import { Agent, createServer as createHttpServer, request } from 'node:http'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 export async function freePort() {
@@ -249,4 +250,23 @@ export function slope(points) {
   const sxy = points.reduce((s, p) => s + (p[0] - mx) * (p[1] - my), 0)
   const sxx = points.reduce((s, p) => s + (p[0] - mx) ** 2, 0)
   return sxx === 0 ? 0 : sxy / sxx
+}
+
+/**
+ * The example app's photos as `next start` serves public/ (generated first, as `next build`'s prebuild
+ * does), from this process, which is idle during the measured rounds. Resolves with its URL and stop().
+ */
+export async function servePublic(app) {
+  execFileSync(process.execPath, ['scripts/generate-images.mjs'], { cwd: app, stdio: ['ignore', 'ignore', 'inherit'] })
+  const server = createHttpServer((req, res) => {
+    let bytes
+    try {
+      bytes = readFileSync(join(app, 'public', decodeURIComponent(req.url.split('?')[0])))
+    } catch {
+      return void res.writeHead(404).end()
+    }
+    res.writeHead(200, { 'content-type': 'image/jpeg' }).end(bytes)
+  }).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  return { url: `http://127.0.0.1:${server.address().port}`, stop: async () => server.close() }
 }

@@ -30,3 +30,24 @@ export class PurgeLog {
     return this.entries.some((e) => e.id > since && selects(e.selector, href))
   }
 }
+
+/** Own records remembered: more than a follower can be behind before it drops its whole hot tier instead. */
+const OWN_KEPT = 4000
+
+/**
+ * The ids of the purge log records this process wrote, which its follower skips when it replays the log
+ * (they were applied when made). Bounded: without a follower (no hot tier) nothing ever takes them out.
+ */
+export class OwnRecords {
+  private readonly ids = new Set<number>()
+
+  add(id: number): void {
+    this.ids.add(id)
+    if (this.ids.size > OWN_KEPT) this.ids.delete(this.ids.values().next().value!)
+  }
+
+  /** Whether `id` is one of this process's records (forgotten once asked). */
+  take(id: number): boolean {
+    return this.ids.delete(id)
+  }
+}

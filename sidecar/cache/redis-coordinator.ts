@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import type { Coordinator, Lock, PurgeBroadcast, PurgeMessage } from '../runtime/coordinator.js'
+import type { Coordinator, Lock, PurgeBroadcast, PurgeMessage, PurgeReach } from '../runtime/coordinator.js'
 import { RedisOfflineError, RedisStore, bounded } from './redis-store.js'
 
 const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
@@ -22,8 +22,14 @@ const MEMBER_EVERY_MS = 20_000
 const MEMBER_TTL_MS = 60_000
 // The replicas listening for purges (a sorted set by last heard), pruned as it is read. PUBLISH's own
 // count cannot stand in: on a Cluster it counts the subscribers of one node only.
-const MEMBERS = `if ARGV[2] ~= '' then redis.call('zadd', KEYS[1], ARGV[1], ARGV[2]) end
-redis.call('zremrangebyscore', KEYS[1], '-inf', tonumber(ARGV[1]) - ${MEMBER_TTL_MS})
+// Timed by the server's clock, never a replica's: one whose clock is behind by more than the TTL would be
+// pruned at once and never waited for (nor counted missed), one ahead would stay listed after it left.
+// An ACL user without +time: the replica's clock, as before (the deploy docs grant +time).
+const MEMBERS = `local t = redis.pcall('time')
+local now = tonumber(ARGV[2])
+if type(t) == 'table' and t[2] then now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+if ARGV[1] ~= '' then redis.call('zadd', KEYS[1], now, ARGV[1]) end
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - ${MEMBER_TTL_MS})
 redis.call('pexpire', KEYS[1], ${MEMBER_TTL_MS})
 return redis.call('zcard', KEYS[1])`
 
@@ -75,7 +81,7 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
    * Every replica subscribed to the purge channel (always, from its start) drops its hot copies
    * and answers; this waits for an answer from every replica listed as listening (see MEMBERS), or 3 s.
    */
-  async announcePurge(selector: PurgeMessage): Promise<number> {
+  async announcePurge(selector: PurgeMessage): Promise<PurgeReach> {
     await this.subscribePurges()
     const id = randomUUID()
     let applied = 0
@@ -94,7 +100,9 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
       if (applied >= expected) finish()
       await all
       if (applied < expected) this.log.warn({ applied, expected, selector }, 'purge: not every replica confirmed it dropped its in-process copies in time')
-      return applied
+      // A replica listed as listening that did not answer (cut off from Redis, hung) still holds its copies
+      // until it reads the purge log again (see followFeed): the purge says so instead of reporting success.
+      return { applied, missed: Math.max(0, expected - applied) }
     } finally {
       clearTimeout(timer)
       this.acks.delete(id)
@@ -103,7 +111,7 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
 
   /** Lists this replica as listening (`join`) and prunes the silent ones; the number listed. */
   private members(join: boolean): Promise<unknown> {
-    return bounded(this.store.run(() => this.store.client.eval(MEMBERS, { keys: [`${this.store.prefix}{purge}members`], arguments: [String(Date.now()), join ? this.instance : ''] })))
+    return bounded(this.store.run(() => this.store.client.eval(MEMBERS, { keys: [`${this.store.prefix}{purge}members`], arguments: [join ? this.instance : '', String(Date.now())] })))
   }
 
   private subscribePurges(): Promise<() => Promise<void>> {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
-import { isPurgeable, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector } from './types.js'
+import type { SyncLookup } from './memory-store.js'
+import { isPurgeable, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type Variant } from './types.js'
 
 /** Reads (get, ping) and writes (set, delete) fail apart: a full disk or a Redis at maxmemory still reads. */
 export type StoreOp = 'read' | 'write'
@@ -23,6 +24,8 @@ export interface ResilienceOptions {
 class Health {
   downSince: number | undefined
   retryAt = 0
+  /** The last failure was a timeout (a hung store): only the probe tries it again, never a request. */
+  hung = false
   probe: NodeJS.Timeout | undefined
 }
 
@@ -39,7 +42,7 @@ const PROBE_ENTRY: CacheEntry = { buffer: Buffer.alloc(1), contentType: 'applica
  * a short back-off the failing kind is skipped (never the other: reads that work are still served
  * while writes fail); then it is tried again and its recovery is logged.
  */
-export class ResilientStore implements CacheStore, PurgeableStore {
+export class ResilientStore implements CacheStore, PurgeableStore, Partial<SyncLookup> {
   readonly name: string
   private readonly health: Record<StoreOp, Health> = { read: new Health(), write: new Health() }
   private readonly timeoutMs: number
@@ -59,6 +62,26 @@ export class ResilientStore implements CacheStore, PurgeableStore {
     this.backoffMs = options.backoffMs ?? 1000
     this.pingTimeoutMs = options.pingTimeoutMs ?? 3000
     this.maxPendingWrites = options.maxPendingWrites ?? 8
+    const lookup = inner as Partial<SyncLookup>
+    if (typeof lookup.peek === 'function') this.peek = (key) => this.peekRead(lookup as SyncLookup, key)
+  }
+
+  /** The store's synchronous read (the SQLite store's), when it has one: see peekRead. */
+  readonly peek?: (key: string) => CacheEntry | undefined
+
+  /**
+   * A synchronous read is a read like `get`'s: skipped while reads are down (undefined: the request
+   * goes the full way, which answers a miss), its failure reported as theirs. No timeout: nothing
+   * can interrupt a synchronous call, and one that returned has not hung.
+   */
+  private peekRead(inner: SyncLookup, key: string): CacheEntry | undefined {
+    if (this.health.read.downSince !== undefined) return undefined
+    try {
+      return inner.peek(key)
+    } catch (err) {
+      this.report('read', err)
+      return undefined
+    }
   }
 
   /** Whether reads and writes both work: what a waiter for another replica's entry needs. */
@@ -75,15 +98,22 @@ export class ResilientStore implements CacheStore, PurgeableStore {
     return this.lingeringWrites
   }
 
-  private async attempt<T>(op: StoreOp, run: () => Promise<T>, fallback: T): Promise<T> {
+  /**
+   * While a kind of operation is down, requests skip it for the back-off; after a timeout (a hung store)
+   * only its probe (probeUntilUp) tries again, so a hung store costs one request its timeout, not one
+   * request per back-off. A read that timed out takes the writes down too: a store that does not answer a
+   * read will not answer a write.
+   */
+  private async attempt<T>(op: StoreOp, run: () => Promise<T>, fallback: T, probe = false): Promise<T> {
     const health = this.health[op]
-    if (health.downSince !== undefined && Date.now() < health.retryAt) return fallback
+    if (health.downSince !== undefined && !probe && (health.hung || Date.now() < health.retryAt)) return fallback
     try {
       const result = await run()
       this.report(op, undefined)
       return result
     } catch (err) {
       this.report(op, err)
+      if (op === 'read' && err instanceof StoreTimeout) this.report('write', err)
       return fallback
     }
   }
@@ -98,6 +128,7 @@ export class ResilientStore implements CacheStore, PurgeableStore {
       return
     }
     health.retryAt = Date.now() + this.backoffMs
+    health.hung = err instanceof StoreTimeout
     if (health.downSince !== undefined) return
     health.downSince = Date.now()
     const effect = op === 'read' ? 'serving without it' : 'serving without storing new images'
@@ -118,7 +149,7 @@ export class ResilientStore implements CacheStore, PurgeableStore {
       health.probe = undefined
       if (this.up(op) || this.closed) return
       const probe = op === 'read' ? () => bounded(this.inner.ping(), this.timeoutMs) : () => bounded(this.inner.set(PROBE_KEY, { ...PROBE_ENTRY, expireAt: Date.now() + 10_000 }, 10_000), this.timeoutMs)
-      void this.attempt(op, probe, undefined).finally(() => {
+      void this.attempt(op, probe, undefined, true).finally(() => {
         if (!this.up(op)) this.probeUntilUp(op)
       })
     }, this.backoffMs)
@@ -169,16 +200,27 @@ export class ResilientStore implements CacheStore, PurgeableStore {
   }
 
   /** Not bounded nor swallowed: a purge that did not happen must say so. */
-  purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
+  purge(selector: PurgeSelector, candidates?: Map<string, Variant>): Promise<PurgedEntry[]> {
     if (!isPurgeable(this.inner)) return Promise.reject(new Error(`${this.name} cannot purge`))
-    return this.inner.purge(selector)
+    return this.inner.purge(selector, candidates)
   }
 
-  // The purge log is bounded but kept out of the store's health: a user without the rights to the log
-  // (an older Redis ACL) must not make the store's reads look down.
+  // The purge log is bounded and sits behind the reads' back-off: while reads are down it is not asked (a
+  // hung Redis would cost each request one more timeout), and a timeout counts as a failed read. A refusal
+  // does not: a user without the rights to the log (an older Redis ACL) must not make the reads look down.
   purgeMark(): Promise<string | undefined> {
+    return this.logRead((inner) => inner.purgeMark(), undefined)
+  }
+
+  private async logRead<T>(run: (inner: PurgeableStore) => Promise<T>, fallback: T): Promise<T> {
     const inner = this.inner
-    return isPurgeable(inner) ? bounded(inner.purgeMark(), this.timeoutMs).catch(() => undefined) : Promise.resolve(undefined)
+    if (!isPurgeable(inner) || !this.up('read')) return fallback
+    try {
+      return await bounded(run(inner), this.timeoutMs)
+    } catch (err) {
+      if (err instanceof StoreTimeout) this.report('read', err)
+      return fallback
+    }
   }
 
   /**
@@ -186,8 +228,7 @@ export class ResilientStore implements CacheStore, PurgeableStore {
    * outage for a purge would rerun every job and keep nothing, not even in the hot tier.
    */
   purgedSince(mark: string | undefined, href: string): Promise<boolean> {
-    const inner = this.inner
-    return isPurgeable(inner) ? bounded(inner.purgedSince(mark, href), this.timeoutMs).catch(() => false) : Promise.resolve(false)
+    return this.logRead((inner) => inner.purgedSince(mark, href), false)
   }
 
   /** Bounded, and reported like a read; rejects while the store does not answer (the start-up check). */
@@ -208,12 +249,22 @@ export class ResilientStore implements CacheStore, PurgeableStore {
   }
 }
 
+/** The store did not answer in time (as opposed to refusing). */
+class StoreTimeout extends Error {}
+
 function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
+  let check: NodeJS.Immediate | undefined
   return Promise.race([
     promise,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`cache store did not answer within ${ms} ms`)), ms)
+      // The timeout is given after the loop's I/O phase: when the loop itself was blocked past `ms` (a long
+      // GC, a synchronous stretch), an answer that arrived meanwhile is taken, not a timeout that only the
+      // blocked loop caused (it took the store down for every request of the back-off).
+      timer = setTimeout(() => (check = setImmediate(() => reject(new StoreTimeout(`cache store did not answer within ${ms} ms`)))), ms)
     }),
-  ]).finally(() => clearTimeout(timer))
+  ]).finally(() => {
+    clearTimeout(timer)
+    clearImmediate(check)
+  })
 }

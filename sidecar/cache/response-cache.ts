@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { Deadline, untilAborted } from '../runtime/deadline.js'
 import { ImageError, MESSAGES } from '../errors.js'
@@ -10,6 +11,15 @@ import { isPurgeable, selects, timeMark, type CacheEntry, type CacheStore, type 
 export type Produced = Omit<CacheEntry, 'expireAt'>
 /** Produces an entry; `signal` aborts at the job's deadline, which the producer must honour. */
 export type Producer = (previous: CacheEntry | undefined, signal: AbortSignal) => Promise<Produced>
+
+/**
+ * What this request's own read of the store found moments ago (the hit path's, which hands a miss or a
+ * stale entry to the full path): used instead of reading again, so a slow store costs a miss one read,
+ * not two.
+ */
+export interface StoreRead {
+  entry: CacheEntry | undefined
+}
 
 export interface CachedResponse {
   entry: CacheEntry
@@ -31,7 +41,12 @@ export interface ResponseCacheOptions {
   onResult?: (result: CacheResult, variant: Variant | undefined) => void
   /** Check a fresh entry's source (conditionally, in the background) once it is this old; undefined: never (Next). */
   revalidateAfterMs?: number
+  /** Each --revalidate-after check's outcome: the source unchanged (a 304 or the same output), changed, or failed. */
+  onCheck?: (outcome: 'unchanged' | 'changed' | 'failed') => void
 }
+
+/** Keys whose last check this process remembers, so a store that cannot record one does not let checks repeat. */
+const CHECKS_REMEMBERED = 100_000
 
 /** Times a job produces again because its source was purged while it ran, before it serves without storing. */
 const MAX_PURGED_RETRIES = 2
@@ -57,6 +72,10 @@ export class ResponseCache {
   private readonly inflight = new Map<string, Job>()
   private readonly purgeable: PurgeableStore | undefined
   private readonly refreshing = new Map<string, Promise<void>>()
+  /** --revalidate-after: when this process last started a check of each key (success or failure). */
+  private readonly lastCheck = new LRUCache<string, number>({ max: CHECKS_REMEMBERED })
+  /** --revalidate-after: sources with a check in flight, so variants of one source do not check it at once. */
+  private readonly checkingSources = new Set<string>()
   private readonly minimumCacheTTL: number
   private readonly log: Logger
   private readonly coordinator: Coordinator | undefined
@@ -76,8 +95,8 @@ export class ResponseCache {
   }
 
   /** The entry for `key`, producing it on a miss; `trace` is the request's, for its spans. */
-  async get(key: string, produce: Producer, trace?: TraceContext, variant?: Variant): Promise<CachedResponse> {
-    let response = await this.lookup(key, produce, trace, variant)
+  async get(key: string, produce: Producer, trace?: TraceContext, variant?: Variant, preread?: StoreRead): Promise<CachedResponse> {
+    let response = await this.lookup(key, produce, trace, variant, preread)
     // A job this request waited for was overtaken by a purge of its source: its bytes may be the old ones.
     for (let tries = 0; response === 'purged' && tries < MAX_PURGED_RETRIES; tries++) response = await this.lookup(key, produce, trace, variant)
     if (response === 'purged') throw new ImageError(503, 'Service Unavailable', { cause: new Error(`the source of ${key} was purged repeatedly while it was produced`) })
@@ -90,9 +109,9 @@ export class ResponseCache {
    * makes this process's jobs of those sources in flight produce again instead of handing out
    * what they made. Other processes are told by the caller (see Sidecar.purge).
    */
-  async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
+  async purge(selector: PurgeSelector, candidates?: Map<string, Variant>): Promise<PurgedEntry[]> {
     if (!this.purgeable) throw new Error(`the cache store ${this.store.name} cannot purge`)
-    const removed = await this.purgeable.purge(selector)
+    const removed = await this.purgeable.purge(selector, candidates)
     this.forget(selector)
     return removed
   }
@@ -105,25 +124,39 @@ export class ResponseCache {
     return removed
   }
 
+  /** This process's hot copies of `selector` only, its jobs in flight untouched: a purge's deletes finished. */
+  async dropHot(selector: PurgeSelector): Promise<void> {
+    const hot = this.store as CacheStore & { purgeHot?: (s: PurgeSelector) => Promise<PurgedEntry[]> }
+    if (typeof hot.purgeHot === 'function') await hot.purgeHot(selector)
+  }
+
+  /** Whether the hot tier keeps copies (see TieredStore.keepHot): off while the purge log cannot be read. */
+  keepHot(on: boolean): void {
+    const hot = this.store as CacheStore & { keepHot?: (on: boolean) => void }
+    hot.keepHot?.(on)
+  }
+
   private forget(selector: PurgeSelector): void {
     for (const job of this.inflight.values()) if (job.href !== undefined && selects(selector, job.href)) job.purged = true
   }
 
-  private async lookup(key: string, produce: Producer, trace: TraceContext | undefined, variant: Variant | undefined): Promise<CachedResponse | 'purged'> {
+  private async lookup(key: string, produce: Producer, trace: TraceContext | undefined, variant: Variant | undefined, preread?: StoreRead): Promise<CachedResponse | 'purged'> {
     const pending = this.inflight.get(key)
     if (pending) return this.waitForJob(pending, trace)
 
+    // Before the read: a purge logged from then on may have removed what the read returns (see refresh).
+    const readAt = Date.now()
     const cached = await traced(trace, 'cache lookup', { 'next_image_sidecar.store': this.store.name }, async (span) => {
-      const entry = await this.read(key)
+      const entry = preread ? preread.entry : await this.read(key)
       span?.setAttribute('next_image_sidecar.cache_hit', entry !== undefined)
       return entry
     })
     if (cached) {
       if (Date.now() <= cached.expireAt) {
-        if (this.dueForCheck(cached)) this.recheck(key, cached, produce, trace)
+        if (this.dueForCheck(cached)) this.recheck(key, cached, produce, trace, readAt)
         return { entry: cached, result: 'HIT' }
       }
-      this.refresh(key, cached, produce, trace)
+      this.refresh(key, cached, produce, trace, readAt)
       return { entry: cached, result: 'STALE' }
     }
 
@@ -192,6 +225,8 @@ export class ResponseCache {
   }
 
   private async tryLock(key: string): Promise<Lock | undefined | 'unavailable'> {
+    // Behind the store's back-off: a store known to be failing (down, or hung) is not asked for a lock.
+    if (this.store.available === false) return 'unavailable'
     try {
       return await this.coordinator!.acquire(key, this.lockTtlMs)
     } catch (err) {
@@ -204,7 +239,12 @@ export class ResponseCache {
     await this.coordinator!.release(lock).catch((err: unknown) => this.log.debug({ err }, 'could not release a single-flight lock'))
   }
 
-  private refresh(key: string, previous: CacheEntry, produce: Producer, trace: TraceContext | undefined): void {
+  /**
+   * `readAt`: when `previous` was read. Keeping it (a failed refresh) is checked against the purges logged
+   * since then, not since the refresh's own mark: a purge logged between the read and the mark removed
+   * `previous`, and writing it back would serve the purged bytes again.
+   */
+  private refresh(key: string, previous: CacheEntry, produce: Producer, trace: TraceContext | undefined, readAt: number): void {
     if (this.refreshing.has(key)) return
     const run = Deadline.run(this.options.jobTimeoutMs, undefined, async (signal) => {
       const lock = this.coordinator ? await this.tryLock(key) : 'unavailable'
@@ -217,7 +257,7 @@ export class ResponseCache {
         // Next's retainPreviousCacheEntry: retry soon, but not in a hot loop. Not after a purge of its
         // source: the kept entry would put the purged bytes back (a source deleted, then purged).
         const maxAge = Math.min(Math.max(previous.maxAge || 3, 3), 30)
-        if (!(await this.purgedSince(mark, previous.variant))) {
+        if (!(await this.purgedSince(timeMark(readAt), previous.variant))) {
           await this.write(key, { ...previous, maxAge, expireAt: this.expireAt(maxAge) }, mark)
           if (await this.purgedSince(mark, previous.variant)) await this.store.delete(key).catch(() => undefined)
         }
@@ -246,33 +286,61 @@ export class ResponseCache {
   /**
    * --revalidate-after: the producer fetches conditionally (the entry's validators); a source that
    * did not change gives the same output, and the entry is kept with its expiry (only the check's
-   * time moves); a changed one replaces it, as a miss would. Failures keep the entry as it is.
+   * time moves); a changed one replaces it, as a miss would. A failed check keeps the entry and is
+   * recorded like a successful one (in the entry and in this process), so an origin that fails is
+   * asked once per interval, not once per request: traffic must not set the origin's load. One
+   * check per source is in flight at a time; a variant whose source is being checked stays due and
+   * is checked after it.
    */
-  private recheck(key: string, previous: CacheEntry, produce: Producer, trace: TraceContext | undefined): void {
-    if (this.refreshing.has(key)) return
+  /** `readAt`: when `previous` was read (see refresh): keeping it is checked against the purges since. */
+  private recheck(key: string, previous: CacheEntry, produce: Producer, trace: TraceContext | undefined, readAt: number): void {
+    const interval = this.options.revalidateAfterMs
+    if (interval === undefined || this.refreshing.has(key)) return
+    const started = this.lastCheck.get(key)
+    if (started !== undefined && Date.now() - started < interval) return
+    const source = previous.variant?.href
+    if (source !== undefined && this.checkingSources.has(source)) return
+    if (source !== undefined) this.checkingSources.add(source)
+    this.lastCheck.set(key, Date.now())
     const run = Deadline.run(this.options.jobTimeoutMs, undefined, async (signal) => {
       const lock = this.coordinator ? await this.tryLock(key) : 'unavailable'
       if (lock === undefined) return // another process is checking it
+      const mark = await this.purgeMark(previous.variant)
+      // The entry as it is, with the check's time: kept when the source did not change or the check failed.
+      const keep = async () => {
+        if (await this.purgedSince(timeMark(readAt), previous.variant)) return
+        await this.write(key, { ...previous, checkedAt: Date.now() }, mark)
+        if (await this.purgedSince(mark, previous.variant)) await this.store.delete(key).catch(() => undefined)
+      }
       try {
-        const mark = await this.purgeMark(previous.variant)
-        const produced = await produce(previous, signal)
-        if (produced.etag === previous.etag) {
-          // Unchanged, yet a purge during the check still wins.
-          if (await this.purgedSince(mark, previous.variant)) return
-          await this.write(key, { ...previous, checkedAt: Date.now() }, mark)
-          if (await this.purgedSince(mark, previous.variant)) await this.store.delete(key).catch(() => undefined)
+        let produced: Produced
+        try {
+          produced = await produce(previous, signal)
+        } catch (err) {
+          this.options.onCheck?.('failed')
+          this.log.warn({ err, key }, 'source check (--revalidate-after) failed; keeping the entry until the next interval')
+          await keep()
           return
         }
+        if (produced.etag === previous.etag) {
+          this.options.onCheck?.('unchanged')
+          await keep()
+          return
+        }
+        this.options.onCheck?.('changed')
         const entry: CacheEntry = { ...produced, expireAt: this.expireAt(produced.maxAge), checkedAt: Date.now(), ...(previous.variant ? { variant: previous.variant } : {}) }
         if (await this.purgedSince(mark, previous.variant)) return
         await this.write(key, entry, mark)
         if (await this.purgedSince(mark, previous.variant)) await this.store.delete(key).catch(() => undefined)
       } catch (err) {
-        this.log.warn({ err, key }, 'source check (--revalidate-after) failed; keeping the entry')
+        this.log.warn({ err, key }, 'source check (--revalidate-after) could not record its result')
       } finally {
         if (lock !== 'unavailable') await this.unlock(lock)
       }
-    }).finally(() => this.refreshing.delete(key))
+    }).finally(() => {
+      this.refreshing.delete(key)
+      if (source !== undefined) this.checkingSources.delete(source)
+    })
     this.refreshing.set(key, run)
   }
 
@@ -327,9 +395,10 @@ export class ResponseCache {
   }
 
   private async write(key: string, entry: CacheEntry, purgeMark?: string): Promise<void> {
-    if (entry.buffer.byteLength === 0) return
     const freshFor = entry.expireAt - Date.now()
     try {
+      // An empty body is not stored; the key's older entry goes, as a store's set does with one over its bounds.
+      if (entry.buffer.byteLength === 0) return await this.store.delete(key)
       await this.store.set(key, entry, Math.max(freshFor * RETENTION_FACTOR, MIN_RETENTION_MS), purgeMark)
     } catch (err) {
       this.log.error({ err, store: this.store.name }, 'cache write failed; the image was served but not stored')

@@ -1,50 +1,37 @@
-import { existsSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { promisify } from 'node:util'
-import KeyvSqlite from '@keyv/sqlite'
-import sqlite3 from 'sqlite3'
 import type { Logger } from 'pino'
-import { decodeEntry, encodeEntry } from './codec.js'
-import { markTime, type CacheEntry, type CacheStore, type PurgeableStore, type PurgedEntry, type PurgeSelector, type StoreLimits } from './types.js'
+import { createCacheFile, isBusy, KeyvNodeSqlite, type SqlKeyvAdapter, type SqlStep } from './node-sqlite.js'
+import { encodeEntry, StoredForms } from './codec.js'
+import { sqliteBudget } from './sqlite-budget.js'
+import { SqliteLru } from './sqlite-lru.js'
+import { SqlitePurgeLog } from './sqlite-purge-log.js'
+import { INDEX, indexUnindexedRows, SCHEMA, SOURCES, TABLE, TOTAL } from './sqlite-schema.js'
+import type { CacheEntry, CacheStore, LoggedPurges, PurgeableStore, PurgedEntry, PurgeSelector, StoreLimits, Variant } from './types.js'
 
-const TABLE = 'next_image_cache'
+export { sqliteBudget } from './sqlite-budget.js'
+
 /** How often a failed open is tried again. */
 const OPEN_RETRY_MS = 1000
-/** Per entry: its size, keep time and last use; a trigger keeps it in step with TABLE. */
-const INDEX = `${TABLE}_lru`
-/** Per entry with a known source: the source and the variant, so a purge finds a source's keys without a scan. */
-const SOURCES = `${TABLE}_sources`
-/** The purge log: a job that started before a purge of its source must not store (see ResponseCache). */
-const PURGES = `${TABLE}_purges`
-/** Longer than any job may run: a job's mark older than the log is answered from what is left, safely. */
-const PURGE_LOG_MS = 24 * 60 * 60 * 1000
-/** One row: the bytes INDEX counts, kept exact by triggers (no scan to know the total). */
-const TOTAL = `${TABLE}_bytes`
-// Page and index overhead on top of the stored bytes, kept out of the entry budget so the
-// file itself stays under --cache-max-size.
-const OVERHEAD = 0.85
-/** Rows read per query when indexing a file from before INDEX existed: bounds the memory of that pass. */
-const PAGE_ROWS = 256
-/**
- * In SQL, the length of an encoded entry's header (codec.ts: 4 bytes, big-endian), read from its
- * hex digits; NULL beyond 64 KiB (an entry's metadata is a few hundred bytes).
- */
-const HEADER_LENGTH = `CASE WHEN substr(value, 1, 2) = x'0000' THEN ${[4096, 256, 16, 1]
-  .map((weight, i) => `(instr('0123456789ABCDEF', substr(hex(substr(value, 3, 2)), ${i + 1}, 1)) - 1) * ${weight}`)
-  .join(' + ')} END`
-/** Reads are recorded in memory and written as one statement: at most this many before a flush. */
-const MAX_TOUCHES = 512
-const TOUCH_FLUSH_MS = 1000
 const SWEEP_MS = 60_000
+/** How often the path is checked for the file this process opened (deleted or replaced under it: opened again). */
+const FILE_CHECK_MS = 1000
+/** How long a write waits for another process's write to the same file. */
+const BUSY_TIMEOUT_MS = 5000
+
+/** Opens the keyv adapter a SqliteStore works through (the file exists, in WAL mode). */
+export type SqliteDriver = (path: string, options: { table: string; busyTimeoutMs: number }) => SqlKeyvAdapter | Promise<SqlKeyvAdapter>
+/** The default driver: Node's built-in SQLite. */
+export const nodeSqliteDriver: SqliteDriver = (path, options) => new KeyvNodeSqlite(path, options)
 
 /**
- * The embedded default: a SQLite file through @keyv/sqlite, values stored as BLOBs (see
- * codec.ts). Like Next's own disk cache it is a byte-bounded LRU, but the index lives in the
- * file itself (INDEX: key, size, keep time, last use; TOTAL: their sum, kept by triggers), so
- * opening a file of any size reads nothing into memory, and eviction of the least recently used
- * entries beyond the budget and of the expired ones runs as SQL. Freed pages go back to the
- * file system.
+ * The embedded default: a SQLite file through a keyv adapter on node:sqlite (node-sqlite.ts), values
+ * stored as BLOBs (see codec.ts). Like Next's own disk cache it is a byte-bounded LRU, but the index
+ * lives in the file itself (sqlite-schema.ts, sqlite-lru.ts), so opening a file of any size reads
+ * nothing into memory, and eviction of the least recently used entries beyond the budget
+ * (sqlite-budget.ts: the WAL counted) and of the expired ones runs as SQL. Freed pages go back to
+ * the file system. Purges and their log live in the file too (sqlite-purge-log.ts).
  *
  * Workers of one cluster (`share`) and other processes writing the same file share that index,
  * so the whole budget holds across them. Only a file written before the index existed is read
@@ -53,36 +40,45 @@ const SWEEP_MS = 60_000
  */
 export class SqliteStore implements CacheStore, PurgeableStore {
   readonly name: string
-  private adapter!: KeyvSqlite
-  private readonly budget: number
+  private adapter!: SqlKeyvAdapter
+  private readonly wal: { walBytes: number; walPages: number }
+  private readonly lru: SqliteLru
+  private readonly purges: SqlitePurgeLog
   private ready: Promise<void> | undefined
   /** When the last open failed; another is tried after OPEN_RETRY_MS (a volume mounted late, a full disk). */
   private openFailedAt: number | undefined
-  private bytes = 0
-  /** Last reads not yet written to INDEX: key → time. */
-  private touches = new Map<string, number>()
-  private touchTimer: NodeJS.Timeout | undefined
   private sweepTimer: NodeJS.Timeout | undefined
-  private vacuumTimer: NodeJS.Timeout | undefined
-  private evicting: Promise<void> | undefined
+  private fileTimer: NodeJS.Timeout | undefined
+  /** The file opened (device and inode): another at the path, or none, means it was replaced or deleted. */
+  private identity: { dev: number; ino: number } | undefined
+  /** A reopen of a deleted or replaced file is under way (checkFile). */
+  private reopening = false
+  /** close() was called: nothing is watched or reopened any more. */
+  private closed = false
   private readonly background = new Set<Promise<void>>()
-  /** Purges this process logged (see purgesAfter). */
-  private readonly ownPurges = new Set<number>()
+  /** Each key's stored form, parsed once (see StoredForms). */
+  private readonly forms = new StoredForms()
+  /** The file is open and no reopen is under way: `peek` can read it at once. */
+  private isOpen = false
 
   constructor(
     readonly path: string,
-    private readonly limits: StoreLimits,
+    /** `evict: false` in a maintenance process (purge, warm): the serving processes' bound, not its own, holds the file. */
+    private readonly limits: StoreLimits & { evict?: boolean },
     private readonly log: Logger,
     private readonly share?: { index: number; count: number },
+    /** The keyv adapter on the file: node:sqlite unless a test or the bench compares another driver. */
+    private readonly driver: SqliteDriver = nodeSqliteDriver,
   ) {
     this.name = `sqlite://${path}`
-    this.budget = Math.max(Math.floor(limits.maxSize * OVERHEAD), 1)
+    const { entries, ...wal } = sqliteBudget(limits.maxSize)
+    this.wal = wal
+    this.lru = new SqliteLru(this.query, entries, (work) => this.track(work))
+    this.purges = new SqlitePurgeLog(this.query)
     void this.opened().catch(() => {}) // surfaced by every operation that awaits it
   }
 
-  private query<T = unknown>(sql: string, ...params: unknown[]): Promise<T[]> {
-    return this.adapter.query(sql, ...params) as Promise<T[]>
-  }
+  private readonly query = <T = unknown>(sql: string, ...params: unknown[]): Promise<T[]> => this.adapter.query(sql, ...params) as Promise<T[]>
 
   /**
    * The open file, opened again after a failed open at most once per OPEN_RETRY_MS: a store that
@@ -101,53 +97,63 @@ export class SqliteStore implements CacheStore, PurgeableStore {
 
   private async open(): Promise<void> {
     await mkdir(dirname(this.path), { recursive: true })
-    if (!existsSync(this.path)) await createFile(this.path)
-    this.adapter = new KeyvSqlite({ uri: `sqlite://${this.path}`, table: TABLE, busyTimeout: 5000 })
+    if (!existsSync(this.path)) createCacheFile(this.path)
+    this.adapter = await this.driver(this.path, { table: TABLE, busyTimeoutMs: BUSY_TIMEOUT_MS })
+    const { dev, ino } = statSync(this.path)
+    this.identity = { dev, ino }
     this.adapter.on('error', () => {}) // errors surface through the rejected promises
     await this.query('PRAGMA synchronous = NORMAL')
-    await this.query('PRAGMA journal_size_limit = 4194304')
+    // The WAL counts in the bound: checkpointed every walPages pages, truncated back to walBytes after.
+    await this.query(`PRAGMA journal_size_limit = ${this.wal.walBytes}`)
+    await this.query(`PRAGMA wal_autocheckpoint = ${this.wal.walPages}`)
     for (const statement of SCHEMA) await this.query(statement)
-    await this.indexUnindexedRows()
+    await indexUnindexedRows(this.query, this.share)
     await this.query(`DELETE FROM ${INDEX} WHERE NOT EXISTS (SELECT 1 FROM ${TABLE} WHERE ${TABLE}.key = ${INDEX}.key)`)
     await this.query(`DELETE FROM ${SOURCES} WHERE NOT EXISTS (SELECT 1 FROM ${INDEX} WHERE ${INDEX}.key = ${SOURCES}.key)`)
     // Self-healing: whatever happened to the file, the total is the index's sum again.
     await this.query(`UPDATE ${TOTAL} SET bytes = (SELECT total(size) FROM ${INDEX})`)
     await this.sweep()
-    await this.evict()
+    if (this.evicts) await this.lru.evict()
     this.sweepTimer = setInterval(() => this.track(this.sweep()), SWEEP_MS).unref()
+    if (!this.closed) this.fileTimer ??= setInterval(() => this.checkFile(), FILE_CHECK_MS).unref()
+    this.isOpen = !this.closed
   }
 
   /**
-   * Rows without an index row — a file written before INDEX existed, or by a process that
-   * stopped between its two writes — are indexed in pages of PAGE_ROWS, oldest first, as least
-   * recently used, each page by SQLite alone (their headers never reach JavaScript); what is not
-   * an entry of ours or has outlived its keep time is deleted.
+   * A file deleted under a running process (its directory removed, a volume emptied) or replaced by
+   * another would keep being served from the unlinked inode, and purged on the new file to no effect:
+   * the path is checked each FILE_CHECK_MS and the file at it opened again. The purge log then starts
+   * over, which the sidecar's follower takes as a purge of all (SqlitePurgeLog.after).
    */
-  private async indexUnindexedRows(): Promise<void> {
-    const unindexed = `NOT EXISTS (SELECT 1 FROM ${INDEX} WHERE ${INDEX}.key = ${TABLE}.key)${this.share ? ` AND ${TABLE}.rowid % ${this.share.count} = ${this.share.index}` : ''}`
-    let after = 0
-    for (;;) {
-      const [page] = await this.query<{ last: number | null }>(
-        `SELECT max(id) AS last FROM (SELECT rowid AS id FROM ${TABLE} WHERE rowid > ? AND ${unindexed} ORDER BY rowid LIMIT ${PAGE_ROWS})`,
-        after,
-      )
-      const last = page?.last
-      if (last === null || last === undefined) return
-      // The row id as the last use: older than any use from now on, in the order rows were written.
-      await this.query(
-        `WITH page AS (SELECT rowid AS id, key, length(value) AS size, CAST(substr(value, 5, ${HEADER_LENGTH}) AS TEXT) AS meta
-                       FROM ${TABLE} WHERE rowid > ? AND rowid <= ? AND ${unindexed})
-         INSERT OR IGNORE INTO ${INDEX} (key, size, keep_until, used)
-         SELECT key, size, meta ->> '$.keepUntil', id FROM page
-         WHERE json_valid(meta) AND meta ->> '$.contentType' IS NOT NULL AND typeof(meta ->> '$.expireAt') IN ('integer', 'real')
-           AND typeof(meta ->> '$.keepUntil') IN ('integer', 'real') AND meta ->> '$.keepUntil' > ?`,
-        after,
-        last,
-        Date.now(),
-      )
-      await this.query(`DELETE FROM ${TABLE} WHERE rowid > ? AND rowid <= ? AND ${unindexed}`, after, last)
-      after = last
-    }
+  private checkFile(): void {
+    const opened = this.identity
+    if (opened === undefined || this.reopening || this.closed) return
+    const now = statSync(this.path, { throwIfNoEntry: false })
+    if (now && now.dev === opened.dev && now.ino === opened.ino) return
+    this.identity = undefined
+    this.isOpen = false
+    this.log.warn({ cache: this.name, deleted: now === undefined }, 'sqlite cache: the file was deleted or replaced under this process; opening the one at the path again')
+    this.reopening = true
+    clearInterval(this.fileTimer)
+    this.fileTimer = undefined
+    clearInterval(this.sweepTimer)
+    const previous = this.adapter
+    this.ready = undefined
+    this.track(
+      (async () => {
+        try {
+          await previous.disconnect().catch(() => {})
+          if (!this.closed) await this.opened()
+        } finally {
+          this.reopening = false
+        }
+      })(),
+    )
+  }
+
+  private async sweep(): Promise<void> {
+    await this.lru.sweep()
+    await this.purges.expire()
   }
 
   /** Background work close() waits for, with its failure logged (a request never waits on it). */
@@ -158,187 +164,111 @@ export class SqliteStore implements CacheStore, PurgeableStore {
     this.background.add(tracked)
   }
 
-  /** Deletes what has outlived its keep time (the trigger deletes the entries themselves). */
-  private async sweep(): Promise<void> {
-    await this.query(`DELETE FROM ${INDEX} WHERE keep_until <= ?`, Date.now())
-    await this.query(`DELETE FROM ${PURGES} WHERE at < ?`, Date.now() - PURGE_LOG_MS)
-    await this.readTotal()
-    this.scheduleVacuum()
-  }
-
-  private async readTotal(): Promise<number> {
-    const [row] = await this.query<{ bytes: number }>(`SELECT bytes FROM ${TOTAL}`)
-    this.bytes = row?.bytes ?? 0
-    return this.bytes
-  }
-
-  /** Deletes the least recently used entries until the total is within the budget; one run at a time. */
-  private evict(): Promise<void> {
-    this.evicting ??= (async () => {
-      await this.flushTouches()
-      let total = await this.readTotal()
-      while (total > this.budget) {
-        // The oldest PAGE_ROWS entries, and of those as many as cover the excess. The excess is read
-        // in the statement itself: workers sharing the file evict at the same time, and an excess
-        // read before would be deleted once per worker (a burst could empty the cache).
-        await this.query(
-          `WITH oldest AS (SELECT key, size, used FROM ${INDEX} ORDER BY used LIMIT ${PAGE_ROWS}),
-                running AS (SELECT key, sum(size) OVER (ORDER BY used ROWS UNBOUNDED PRECEDING) - size AS before FROM oldest)
-           DELETE FROM ${INDEX} WHERE key IN (SELECT key FROM running WHERE before < (SELECT bytes FROM ${TOTAL}) - ?)`,
-          this.budget,
-        )
-        const left = await this.readTotal()
-        if (left >= total) break // nothing left to delete
-        total = left
-        this.scheduleVacuum()
-      }
-    })().finally(() => (this.evicting = undefined))
-    return this.evicting
-  }
-
-  private touch(key: string): void {
-    this.touches.set(key, Date.now())
-    if (this.touches.size >= MAX_TOUCHES) this.track(this.flushTouches())
-    else this.touchTimer ??= setTimeout(() => this.track(this.flushTouches()), TOUCH_FLUSH_MS).unref()
-  }
-
-  private async flushTouches(): Promise<void> {
-    clearTimeout(this.touchTimer)
-    this.touchTimer = undefined
-    if (this.touches.size === 0) return
-    const touches = Object.fromEntries(this.touches)
-    this.touches = new Map()
-    await this.query(
-      `UPDATE ${INDEX} SET used = max(used, touched.value) FROM json_each(?) AS touched WHERE ${INDEX}.key = touched.key`,
-      JSON.stringify(touches),
-    )
-  }
-
-  // Batched: after a burst of evictions, hand the freed pages back once.
-  private scheduleVacuum(): void {
-    this.vacuumTimer ??= setTimeout(() => void this.vacuum(), 200).unref()
-  }
-
-  private vacuum(): Promise<void> {
-    clearTimeout(this.vacuumTimer)
-    this.vacuumTimer = undefined
-    return this.query('PRAGMA incremental_vacuum').then(
-      () => undefined,
-      () => undefined,
-    )
-  }
-
   async get(key: string): Promise<CacheEntry | undefined> {
     await this.opened()
-    const value = (await this.adapter.get(key)) as unknown
+    return this.entryOf(key, (await this.adapter.get(key)) as unknown)
+  }
+
+  /**
+   * The hit path's read (see SyncLookup): the row read at once when the driver can (node:sqlite),
+   * the file open and no reopen under way; else undefined, and the request goes the full way (`get`).
+   * Like `get`, a read writes nothing: the LRU's bookkeeping is a touch in memory, written in batches.
+   */
+  peek(key: string): CacheEntry | undefined {
+    if (!this.isOpen || this.closed || !this.adapter.getNow) return undefined
+    let value: unknown
+    try {
+      value = this.adapter.getNow(key)
+    } catch (err) {
+      if (isBusy(err)) return undefined // `get` waits for it
+      throw err
+    }
+    return this.entryOf(key, value)
+  }
+
+  private entryOf(key: string, value: unknown): CacheEntry | undefined {
     if (!Buffer.isBuffer(value)) {
       if (value !== undefined) this.track(this.delete(key)) // not ours (or from an old format)
       return undefined
     }
-    const entry = decodeEntry(value)
+    const entry = this.forms.decode(key, value)
     if (!entry) return undefined
-    this.touch(key)
+    this.lru.touch(key)
     return entry
   }
 
   async set(key: string, entry: CacheEntry, ttlMs: number, purgeMark?: string): Promise<void> {
-    if (entry.buffer.byteLength > this.limits.maxEntrySize) return
+    // Not stored: an older entry of the key must not outlive it (it would be served STALE, refreshed, and never replaced).
+    if (entry.buffer.byteLength > this.limits.maxEntrySize) return this.delete(key)
     await this.opened()
     const now = Date.now()
     const keepUntil = now + ttlMs
     const value = encodeEntry(entry, keepUntil)
-    if (value.byteLength > this.budget) return
+    if (value.byteLength > this.lru.budget) return this.delete(key)
     // A write can land after its caller stopped waiting (ResilientStore's timeout): it checks the purge log itself, from the job's mark.
     const mark = entry.variant ? (purgeMark ?? (await this.purgeMark())) : undefined
-    await this.adapter.set(key, value)
-    await this.query(
-      `INSERT INTO ${INDEX} (key, size, keep_until, used) VALUES (?, ?, ?, ?)
-       ON CONFLICT (key) DO UPDATE SET size = excluded.size, keep_until = excluded.keep_until, used = excluded.used`,
-      key,
-      value.byteLength,
-      keepUntil,
-      now,
-    )
     const { variant } = entry
-    if (variant) {
-      await this.query(
-        `INSERT OR REPLACE INTO ${SOURCES} (key, href, width, quality, mime) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM ${INDEX} WHERE key = ?)`,
-        key,
-        variant.href,
-        variant.width,
-        variant.quality,
-        variant.mimeType,
-        key,
-      )
-      if (await this.purgedSince(mark, variant.href)) await this.delete(key)
-    }
-    if ((await this.readTotal()) > this.budget) this.track(this.evict())
+    // The entry, its index row and its source row in one transaction: a process killed between them
+    // left entries no purge of their source could find.
+    await this.adapter.transaction([
+      [`INSERT INTO ${TABLE} (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value],
+      this.lru.recordStep(key, value.byteLength, keepUntil, now),
+      ...(variant ? [[`INSERT OR REPLACE INTO ${SOURCES} (key, href, width, quality, mime) VALUES (?, ?, ?, ?, ?)`, key, variant.href, variant.width, variant.quality, variant.mimeType] satisfies SqlStep] : []),
+    ])
+    if (variant && (await this.purgedSince(mark, variant.href))) await this.delete(key)
+    if (this.evicts) await this.lru.afterWrite()
   }
 
-  /**
-   * Logs the purge, then deletes the selected index rows (their entries and source rows go by
-   * trigger). Sources are found through SOURCES' href index (a prefix as a range on it); only a
-   * purge of all touches every row.
-   */
-  async purge(selector: PurgeSelector): Promise<PurgedEntry[]> {
+  private get evicts(): boolean {
+    return this.limits.evict !== false
+  }
+
+  async purge(selector: PurgeSelector, candidates?: Map<string, Variant>): Promise<PurgedEntry[]> {
     await this.opened()
-    const [kind, value] = 'all' in selector ? ['all', ''] : 'prefix' in selector ? ['prefix', selector.prefix] : ['sources', JSON.stringify(selector.sources)]
-    const [logged] = await this.query<{ id: number }>(`INSERT INTO ${PURGES} (kind, value, at) VALUES (?, ?, ?) RETURNING id`, kind, value, Date.now())
-    if (logged) this.ownPurges.add(logged.id)
-    type Row = { key: string; href: string | null; width: number; quality: number; mime: string }
-    const columns = `${INDEX}.key AS key, href, width, quality, mime`
-    let rows: Row[]
-    if ('all' in selector) {
-      rows = await this.query<Row>(`SELECT ${columns} FROM ${INDEX} LEFT JOIN ${SOURCES} USING (key)`)
-      await this.query(`DELETE FROM ${INDEX}`)
-      await this.query(`DELETE FROM ${TABLE}`)
-    } else {
-      const where =
-        'prefix' in selector
-          ? { sql: `href >= ? AND href < ? || char(1114111)`, params: [selector.prefix, selector.prefix] }
-          : { sql: `href IN (SELECT value FROM json_each(?))`, params: [JSON.stringify(selector.sources)] }
-      rows = await this.query<Row>(`SELECT ${columns} FROM ${SOURCES} JOIN ${INDEX} USING (key) WHERE ${where.sql}`, ...where.params)
-      if (rows.length > 0) await this.query(`DELETE FROM ${INDEX} WHERE key IN (SELECT value FROM json_each(?))`, JSON.stringify(rows.map((r) => r.key)))
-    }
-    for (const row of rows) this.touches.delete(row.key)
-    await this.readTotal()
-    this.scheduleVacuum()
-    return rows.map((r) => ({ key: r.key, ...(r.href !== null ? { variant: { href: r.href, width: r.width, quality: r.quality, mimeType: r.mime } } : {}) }))
+    const removed = await this.purges.purge(selector, candidates)
+    for (const { key } of removed) this.lru.forget(key)
+    await this.lru.readTotal()
+    this.lru.scheduleVacuum()
+    return removed
   }
 
   async purgeMark(): Promise<string> {
     await this.opened()
-    const [row] = await this.query<{ id: number | null }>(`SELECT max(id) AS id FROM ${PURGES}`)
-    return String(row?.id ?? 0)
+    return this.purges.mark()
   }
 
   async purgedSince(mark: string | undefined, href: string): Promise<boolean> {
     if (mark === undefined) return true
     await this.opened()
-    const from = markTime(mark)
-    const [row] = await this.query<{ hit: number }>(
-      `SELECT count(*) AS hit FROM ${PURGES} WHERE ${from !== undefined ? 'at >= ?' : 'id > ?'} AND (kind = 'all' OR (kind = 'prefix' AND substr(?, 1, length(${PURGES}.value)) = ${PURGES}.value)
-         OR (kind = 'sources' AND EXISTS (SELECT 1 FROM json_each(${PURGES}.value) AS s WHERE s.value = ?)))`,
-      from ?? Number(mark),
-      href,
-      href,
-    )
-    return (row?.hit ?? 1) > 0
+    return this.purges.purgedSince(mark, href)
   }
 
   /** Purges logged after `mark` (another process's, e.g. the CLI's): what this process's hot tier must drop too. */
-  async purgesAfter(mark: string): Promise<{ mark: string; selectors: PurgeSelector[] }> {
+  async purgesAfter(mark: string): Promise<{ mark: string } & LoggedPurges> {
     await this.opened()
-    const rows = await this.query<{ id: number; kind: string; value: string }>(`SELECT id, kind, value FROM ${PURGES} WHERE id > ? ORDER BY id`, Number(mark))
-    // This process's own purges were applied here when they were made; replayed, they would mark its
-    // new jobs of those sources as overtaken.
-    const selectors = rows.filter((r) => !this.ownPurges.delete(r.id)).map((r): PurgeSelector => (r.kind === 'all' ? { all: true } : r.kind === 'prefix' ? { prefix: r.value } : { sources: JSON.parse(r.value) as string[] }))
-    return { mark: String(rows.at(-1)?.id ?? mark), selectors }
+    return this.purges.after(mark)
+  }
+
+  /** See SqlitePurgeLog.applied, behind and leave: the processes on the file that follow its purge log. */
+  async purgeApplied(reader: string, mark: string): Promise<void> {
+    await this.opened()
+    await this.purges.applied(reader, mark)
+  }
+
+  async purgeBehind(reader: string | undefined, mark: string): Promise<{ live: number; behind: number }> {
+    await this.opened()
+    return this.purges.behind(reader, mark)
+  }
+
+  async purgeLeave(reader: string): Promise<void> {
+    await this.opened()
+    await this.purges.leave(reader)
   }
 
   async delete(key: string): Promise<void> {
     await this.opened()
-    this.touches.delete(key)
+    this.lru.forget(key)
+    this.forms.forget(key)
     await this.adapter.delete(key) // the trigger deletes its index row
   }
 
@@ -349,56 +279,20 @@ export class SqliteStore implements CacheStore, PurgeableStore {
 
   /** Finishes pending evictions, recorded reads and the vacuum (nothing decided is lost), then closes the file. */
   async close(): Promise<void> {
+    this.closed = true
+    this.isOpen = false
+    clearInterval(this.fileTimer)
+    this.fileTimer = undefined
     const opened = (await this.ready?.then(() => true, () => false)) ?? false
     clearInterval(this.sweepTimer)
     while (this.background.size > 0) await Promise.all([...this.background])
-    if (opened) {
-      await this.flushTouches().catch(() => {})
-      if (this.vacuumTimer) await this.vacuum()
-    }
-    clearTimeout(this.vacuumTimer)
+    if (opened) await this.lru.flushTouches().catch(() => {})
+    await this.lru.close(opened)
     if (opened) await this.adapter.disconnect()
   }
 
   /** Bytes of entries in the file's index, as last read (for tests and metrics). */
   get size(): number {
-    return this.bytes
+    return this.lru.bytes
   }
-}
-
-/**
- * The index beside keyv's table, created if missing (files from before it are indexed at start).
- * Triggers keep it in step: an entry deleted through keyv loses its index row, an index row
- * deleted by eviction or expiry takes its entry with it, and TOTAL follows every change.
- */
-const SCHEMA = [
-  `CREATE TABLE IF NOT EXISTS ${INDEX} (key TEXT PRIMARY KEY, size INTEGER NOT NULL, keep_until INTEGER NOT NULL, used INTEGER NOT NULL)`,
-  `CREATE INDEX IF NOT EXISTS ${INDEX}_used ON ${INDEX} (used)`,
-  `CREATE INDEX IF NOT EXISTS ${INDEX}_keep_until ON ${INDEX} (keep_until)`,
-  `CREATE TABLE IF NOT EXISTS ${TOTAL} (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL)`,
-  `INSERT OR IGNORE INTO ${TOTAL} (id, bytes) VALUES (0, 0)`,
-  `CREATE TRIGGER IF NOT EXISTS ${INDEX}_insert AFTER INSERT ON ${INDEX} BEGIN UPDATE ${TOTAL} SET bytes = bytes + NEW.size; END`,
-  `CREATE TRIGGER IF NOT EXISTS ${INDEX}_update AFTER UPDATE OF size ON ${INDEX} BEGIN UPDATE ${TOTAL} SET bytes = bytes - OLD.size + NEW.size; END`,
-  `CREATE TRIGGER IF NOT EXISTS ${INDEX}_delete AFTER DELETE ON ${INDEX} BEGIN
-     UPDATE ${TOTAL} SET bytes = bytes - OLD.size;
-     DELETE FROM ${TABLE} WHERE key = OLD.key;
-   END`,
-  `CREATE TRIGGER IF NOT EXISTS ${TABLE}_delete AFTER DELETE ON ${TABLE} BEGIN DELETE FROM ${INDEX} WHERE key = OLD.key; END`,
-  `CREATE TABLE IF NOT EXISTS ${SOURCES} (key TEXT PRIMARY KEY, href TEXT NOT NULL, width INTEGER NOT NULL, quality INTEGER NOT NULL, mime TEXT NOT NULL)`,
-  `CREATE INDEX IF NOT EXISTS ${SOURCES}_href ON ${SOURCES} (href)`,
-  `CREATE TRIGGER IF NOT EXISTS ${INDEX}_delete_source AFTER DELETE ON ${INDEX} BEGIN DELETE FROM ${SOURCES} WHERE key = OLD.key; END`,
-  `CREATE TABLE IF NOT EXISTS ${PURGES} (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, value TEXT NOT NULL, at INTEGER NOT NULL)`,
-]
-
-/**
- * Creates the file with the settings that only take effect on a new database: incremental
- * auto-vacuum (so evictions can shrink the file) and WAL (readers never block the writer).
- */
-async function createFile(path: string): Promise<void> {
-  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-    const database = new sqlite3.Database(path, (err) => (err ? reject(err) : resolve(database)))
-  })
-  const exec = promisify(db.exec).bind(db) as (sql: string) => Promise<void>
-  await exec('PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA journal_size_limit = 4194304; VACUUM;')
-  await (promisify(db.close).bind(db) as () => Promise<void>)()
 }

@@ -35,6 +35,12 @@ export const PLACEHOLDER_PATH = '/_sidecar/placeholder'
 /** Which sources a purge removes: some exact sources, those starting with a prefix, or all. */
 export type PurgeSelector = { sources: string[] } | { prefix: string } | { all: true }
 
+/**
+ * The keys a purge of sources may have stored under (see candidateKeys); `complete` when they are every
+ * key it can have (the config allows a known set of qualities), so no store needs to look further.
+ */
+export type CandidateKeys = Map<string, Variant> & { readonly complete?: boolean }
+
 /** A removed variant (without `variant` when the entry predates the index, in a purge of all). */
 export interface PurgedEntry {
   key: string
@@ -47,8 +53,12 @@ export interface PurgedEntry {
  * when it stores, that its source was purged meanwhile (see ResponseCache).
  */
 export interface PurgeableStore {
-  /** Records the purge in the log (before anything is removed), removes, and returns what it removed. */
-  purge(selector: PurgeSelector): Promise<PurgedEntry[]>
+  /**
+   * Records the purge in the log (before anything is removed), removes, and returns what it removed.
+   * `candidates`: the keys a purge of sources may also have stored under (see candidateKeys), removed
+   * too, so an entry the index lost (evicted, a crash between writes, written before the index) goes.
+   */
+  purge(selector: PurgeSelector, candidates?: Map<string, Variant>): Promise<PurgedEntry[]>
   /** The log's position now: an opaque token, undefined when the store cannot tell. */
   purgeMark(): Promise<string | undefined>
   /** Whether a purge logged after `mark` covers `href` (true when the log cannot tell: the safe answer). */
@@ -63,6 +73,31 @@ export const timeMark = (now = Date.now()) => `t:${now}`
 export const CLOCK_MARGIN_MS = 5000
 /** The time of a time mark, else undefined (a log position). */
 export const markTime = (mark: string): number | undefined => (mark.startsWith('t:') ? Number(mark.slice(2)) - CLOCK_MARGIN_MS : undefined)
+
+/**
+ * The kind of a purge's second log record, written once its deletes are done (`done:sources` …): a
+ * process that applied the first while they ran drops its hot copies of the selector again on it. It
+ * is not a purge of its own: a job's check (purgedSince) never counts it.
+ */
+export const DONE = 'done:'
+
+/** Purges read from a store's log: what to apply (`selectors`) and what to drop from the hot tier again (`completed`). */
+export interface LoggedPurges {
+  selectors: PurgeSelector[]
+  completed: PurgeSelector[]
+}
+
+/** Pure: a log's records (kind and value, as both stores keep them) as LoggedPurges, in their order. */
+export function loggedPurges(records: Array<{ kind: string; value: string }>): LoggedPurges {
+  const out: LoggedPurges = { selectors: [], completed: [] }
+  for (const { kind, value } of records) {
+    const done = kind.startsWith(DONE)
+    const base = done ? kind.slice(DONE.length) : kind
+    const selector: PurgeSelector = base === 'all' ? { all: true } : base === 'prefix' ? { prefix: value } : { sources: JSON.parse(value) as string[] }
+    ;(done ? out.completed : out.selectors).push(selector)
+  }
+  return out
+}
 
 export const isPurgeable = (store: object): store is PurgeableStore => typeof (store as Partial<PurgeableStore>).purge === 'function'
 

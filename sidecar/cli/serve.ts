@@ -1,38 +1,48 @@
 /** `next-image-sidecar [options]`: serves images, alone or as a cluster of workers. */
 import cluster from 'node:cluster'
-import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { reportListening, runPrimary, workerShare } from '../runtime/cluster.js'
 import { redactUrl } from '../cache/redis-url.js'
 import { ConfigError } from '../errors.js'
-import { resolveSidecarConfig } from '../next/images-config.js'
+import { negotiableFormats, resolveSidecarConfig } from '../next/images-config.js'
 import { invalidOption, RANGES } from '../server/options.js'
 import { allocator } from '../runtime/limits.js'
 import { startTracing } from '../runtime/tracing.js'
-import { HELP, SERVE, flagOrEnv, optionalInt, intOption, envInt, undetectedNextVersion, sidecarOptions, workersOption } from './flags.js'
+import { HELP, logLevel, parseFlags, undetectedNextVersion, sidecarOptions, valueOf } from './flags.js'
 
 // The service itself (Express, sharp, SQLite, Redis clients) is imported only where it runs, so a
 // `--workers` primary, which serves nothing, stays small.
 const loadApp = () => import('../server/app.js')
 
-export async function serve(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: SERVE, strict: true })
-  if (values.help) return void process.stdout.write(HELP)
-  const port = intOption(flagOrEnv('--port', values.port, 'PORT'), RANGES.port, 3001)
-  const host = values.host ?? process.env.HOST ?? '0.0.0.0'
-  const workers = workersOption(flagOrEnv('--workers', values.workers, 'WORKERS'))
-  const metricsPort = optionalInt(flagOrEnv('--metrics-port', values['metrics-port'], 'METRICS_PORT'), RANGES.port)
-  const metricsHost = values['metrics-host'] ?? process.env.METRICS_HOST ?? host
+/** Everything `serve` reads from its flags and the environment, checked; `help` when asked for --help. */
+export async function serveSettings(argv: string[], env: NodeJS.ProcessEnv = process.env) {
+  const { values } = parseFlags('serve', argv)
+  if (values.help) return { help: true as const }
+  const port = valueOf('port', values, env)!
+  const host = valueOf('host', values, env)!
+  const workers = valueOf('workers', values, env)!
+  const metricsPort = valueOf('metricsPort', values, env)
+  const metricsHost = valueOf('metricsHost', values, env) ?? host
   if (metricsPort !== undefined && metricsPort === port) throw new ConfigError(`--metrics-port: must differ from --port (${port})`)
-  const { options, configPath, nextVersion } = await sidecarOptions(values)
-  const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
-  const delayMs = envInt('SHUTDOWN_DELAY_MS', RANGES.shutdownDelayMs, 0)
-  const deadlineMs = envInt('SHUTDOWN_TIMEOUT_MS', RANGES.shutdownTimeoutMs, 25_000)
+  const { options, configPath, nextVersion } = await sidecarOptions(values, env)
+  const delayMs = valueOf('shutdownDelayMs', values, env)!
+  const deadlineMs = valueOf('shutdownTimeoutMs', values, env)!
   // The cluster primary waits for both in one timer.
   if (delayMs + deadlineMs > RANGES.shutdownTimeoutMs.max) {
     throw invalidOption('SHUTDOWN_DELAY_MS + SHUTDOWN_TIMEOUT_MS', `at most ${RANGES.shutdownTimeoutMs.max} (ms)`, delayMs + deadlineMs)
   }
-  if (nextVersion.from === 'default' && !cluster.isWorker) log.warn({ nextVersion: 16, from: 'default', config: configPath ?? null }, undetectedNextVersion(configPath))
+  // A secret: the environment is the place for it; the flag exists for local runs.
+  const adminToken = valueOf('adminToken', values, env)
+  const strict = valueOf('cacheStrict', values, env)!
+  return { help: false as const, port, host, workers, metricsPort, metricsHost, options, configPath, nextVersion, delayMs, deadlineMs, adminToken, strict }
+}
+
+export async function serve(argv: string[]): Promise<void> {
+  const settings = await serveSettings(argv)
+  if (settings.help) return void process.stdout.write(HELP)
+  const { port, host, workers, metricsPort, metricsHost, options, configPath, nextVersion, delayMs, deadlineMs, adminToken, strict } = settings
+  const log = pino({ level: logLevel() })
+  if (nextVersion.from === 'default' && !cluster.isWorker) log.warn({ nextVersion: '16.5', from: 'default', config: configPath ?? null }, undetectedNextVersion(configPath))
   if (workers > 1 && cluster.isPrimary) {
     // A bad next.config is reported here, once, before any worker starts. Store problems (e.g.
     // memory:// with workers) end the first worker's start, which stops the cluster with exit 1.
@@ -45,12 +55,9 @@ export async function serve(argv: string[]): Promise<void> {
   // Loads OpenTelemetry only when the OTEL_* environment asks for traces.
   const tracing = await startTracing(log)
   const { createSidecar } = await loadApp()
-  // A secret: the environment is the place for it; the flag exists for local runs.
-  const adminToken = values['admin-token'] ?? (process.env.IMAGE_SIDECAR_ADMIN_TOKEN || undefined)
   const sidecar = createSidecar({ ...options, logger: log, clusterShare, metricsOnMainPort: metricsPort === undefined, adminToken })
   // An unusable store (SQLite unwritable or corrupt, Redis down) is found at start: fatal only when
   // asked to be strict; otherwise said clearly once, and the sidecar serves without it until it answers.
-  const strict = values['cache-strict'] === true || process.env.CACHE_STRICT === '1'
   const storeProblem = await Promise.race([
     sidecar.store.ping().then(() => undefined, (err: unknown) => (err as Error).message || String(err)),
     new Promise<string>((r) => setTimeout(() => r('no answer within 5 s'), 5000).unref()),
@@ -64,10 +71,20 @@ export async function serve(argv: string[]): Promise<void> {
   const opsServer = metricsPort === undefined ? undefined : await sidecar.listenOps(metricsPort, metricsHost)
   reportListening()
   const { profile } = sidecar.config
+  // sharp is loaded by now (the app imports it); its version is the encoder's, said with the line.
+  const { default: sharp } = await import('sharp')
+  const encoder = `sharp ${sharp.versions.sharp} (libvips ${sharp.versions.vips})`
   log.info(
-    { nextVersion: profile.major, semanticsOf: `next@${profile.reference}`, installed: nextVersion.version, from: nextVersion.from, worker: clusterShare?.index },
-    `serving Next.js ${profile.major} image semantics`,
+    { nextVersion: profile.major, line: profile.line, semanticsOf: `next@${profile.reference}`, installed: nextVersion.version, from: nextVersion.from, encoder, worker: clusterShare?.index },
+    `serving Next.js ${profile.line} image semantics`,
   )
+  if (sidecar.config.safeMode) {
+    // Next 16.5 then encodes with @next/safe-image-optimization; the sidecar applies its format filter only.
+    log.warn(
+      { imgOptSafeMode: true, encoder, formats: negotiableFormats(sidecar.config) },
+      'experimental.imgOptSafeMode: offering only the formats Next offers in safe mode, but encoding with sharp, not @next/safe-image-optimization (bytes may differ from Next)',
+    )
+  }
   if (profile.major === 15 && !sidecar.config.images.dangerouslyAllowLocalIP) {
     log.info('Next 15 has no private-IP guard; the sidecar keeps its own on (--dangerously-allow-local-ip turns it off)')
   }

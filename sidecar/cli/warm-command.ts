@@ -1,20 +1,28 @@
 /** `next-image-sidecar warm [sources] [options]`: fills the cache before traffic arrives. */
-import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ConfigError } from '../errors.js'
-import { resolveSidecarConfig } from '../next/images-config.js'
+import { negotiableFormats, resolveSidecarConfig } from '../next/images-config.js'
 import { readContainerLimits } from '../runtime/limits.js'
+import { redactText } from '../runtime/credentials.js'
 import { collectRequests, planPlaceholders, planVariants, progressReporter, warmVariants } from './warm.js'
-import { HELP, WARM, undetectedNextVersion, sidecarOptions } from './flags.js'
+import { HELP, logLevel, parseFlags, undetectedNextVersion, sidecarOptions } from './flags.js'
 
 // The service (Express, sharp, the store clients) is loaded only to warm through a sidecar of its own,
 // not for --target.
 const loadApp = () => import('../server/app.js')
 
+/** Everything `warm` reads from its flags and the environment, checked; `help` when asked for --help. */
+export async function warmSettings(argv: string[], env: NodeJS.ProcessEnv = process.env) {
+  const { values, positionals } = parseFlags('warm', argv, true)
+  if (values.help) return { help: true as const }
+  const { options, configPath, nextVersion } = await sidecarOptions(values, env)
+  return { help: false as const, values, positionals, options, configPath, nextVersion }
+}
+
 export async function warm(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: WARM, strict: true, allowPositionals: true })
-  if (values.help) return void process.stdout.write(HELP), 0
-  const { options, configPath, nextVersion } = await sidecarOptions(values)
+  const settings = await warmSettings(argv)
+  if (settings.help) return void process.stdout.write(HELP), 0
+  const { values, positionals, options, configPath, nextVersion } = settings
   if (nextVersion.from === 'default') process.stderr.write(`warm: ${undetectedNextVersion(configPath)}\n`)
   const config = resolveSidecarConfig(options)
   // `--pages A B C`: parseArgs sees B and C as positionals; they are pages too.
@@ -25,11 +33,11 @@ export async function warm(argv: string[]): Promise<number> {
   }
   const { requests, errors } = await collectRequests(sources, config, { timeoutMs: options.timeoutMs })
   const variants = planVariants(requests, config, options.signingKey)
-  const formats = [...config.images.formats, 'source format']
+  const formats = [...negotiableFormats(config), 'source format']
   process.stderr.write(`warm: ${requests.length} image requests × ${formats.length} formats (${formats.join(', ')}) = ${variants.length} variants\n`)
   const placeholders = values.placeholders ? planPlaceholders(requests, options.signingKey) : undefined
   if (placeholders) process.stderr.write(`warm: and ${placeholders.length} placeholders (one per source)\n`)
-  for (const error of errors) process.stderr.write(`warm: could not read ${error}\n`)
+  for (const error of errors) process.stderr.write(`warm: could not read ${redactText(String(error))}\n`)
   if (values['dry-run']) {
     for (const v of variants) process.stdout.write(`${v.accept.padEnd(10)} ${v.path}\n`)
     for (const p of placeholders ?? []) process.stdout.write(`${'placeholder'.padEnd(10)} ${p.path}\n`)
@@ -38,7 +46,7 @@ export async function warm(argv: string[]): Promise<number> {
   const concurrency = options.concurrency ?? Math.max(Math.ceil(readContainerLimits().cpus) - 1, 1)
   // A warm run on a live node leaves room for traffic: one core fewer, also for transforms.
   const { createSidecar } = await loadApp()
-  const sidecar = values.target ? values.target : createSidecar({ ...options, concurrency, logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }) })
+  const sidecar = values.target ? values.target : createSidecar({ ...options, concurrency, cacheMaintenance: true, logger: pino({ level: logLevel('warn') }) })
   // Serving around a failing store is right for traffic, wrong for a warm run: it would report every
   // variant warmed while nothing was kept.
   if (typeof sidecar !== 'string') {
@@ -66,11 +74,12 @@ export async function warm(argv: string[]): Promise<number> {
     `warm: ${summary.variants} variants: ${summary.warmed} warmed, ${summary.skipped} already fresh, ${summary.failed.length} failed; ` +
       `${(summary.bytesWritten / 1024 ** 2).toFixed(1)} MiB written in ${(summary.elapsedMs / 1000).toFixed(1)} s${transforms}\n`,
   )
-  for (const { variant, reason } of summary.failed) process.stdout.write(`  failed: ${variant.path} (Accept: ${variant.accept}): ${reason}\n`)
+  // A run's summary ends up in CI logs: a presigned source's signature must not (runtime/credentials.ts).
+  for (const { variant, reason } of summary.failed) process.stdout.write(`  failed: ${redactText(variant.path)} (Accept: ${variant.accept}): ${redactText(String(reason))}\n`)
   const ph = summary.placeholders
   if (ph) {
     process.stdout.write(`warm: ${ph.total} placeholders: ${ph.warmed} warmed, ${ph.skipped} already fresh, ${ph.failed.length} failed\n`)
-    for (const { placeholder, reason } of ph.failed) process.stdout.write(`  failed: placeholder of ${placeholder.source}: ${reason}\n`)
+    for (const { placeholder, reason } of ph.failed) process.stdout.write(`  failed: placeholder of ${redactText(placeholder.source)}: ${redactText(String(reason))}\n`)
   }
   const failed = summary.failed.length + (ph?.failed.length ?? 0)
   return failed > 0 || errors.length > 0 || unstored ? 1 : 0

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import type { Server } from 'node:http'
 import type { Sidecar } from '../server/app.js'
-import type { ResolvedNextConfig } from '../next/images-config.js'
+import { negotiableFormats, type ResolvedNextConfig } from '../next/images-config.js'
 import { signImageParams, signPlaceholder } from '../server/signature.js'
 import { decodeSitemap, imagesInHtml, parseOptimizerUrl, parseSitemap, projectImages, variantsOf, type WarmRequest } from './warm-sources.js'
 
@@ -254,7 +254,8 @@ export async function collectRequests(
  * with `signingKey` when warm has it, else the one the page carried.
  */
 export function planVariants(requests: WarmRequest[], config: ResolvedNextConfig, signingKey?: string): WarmVariant[] {
-  const formats = [...config.images.formats.map((f) => ({ format: f, accept: f })), { format: 'source', accept: '*/*' }]
+  // What the line negotiates (16.5's safe mode offers no AVIF: a browser never gets one to warm).
+  const formats = [...negotiableFormats(config).map((f) => ({ format: f, accept: f })), { format: 'source', accept: '*/*' }]
   const imagePath = `${config.basePath}/_next/image`
   return requests.flatMap((r) => {
     const s = signingKey ? signImageParams(signingKey, r.url, r.w, r.q) : r.s

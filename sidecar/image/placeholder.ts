@@ -1,18 +1,20 @@
-import { imageSize } from 'image-size'
 import sharp from 'sharp'
 import { ImageError, MESSAGES } from '../errors.js'
 import { blurSize, BLUR_QUALITY, displayedSize, hasBlur, type StaticImageData } from '../next/blur.js'
-import { ICO, SVG } from '../next/image-types.js'
+import { AVIF, JPEG, PNG, WEBP } from '../next/image-types.js'
 import { getMaxAge } from '../next/headers.js'
 import type { SharpConfig } from '../next/images-config.js'
 import type { NextMajor } from '../next/next-version.js'
 import type { AdmitMemory } from '../runtime/queue.js'
 import type { Upstream } from '../upstream/http.js'
 import { detectContentType, isAnimated } from './detect.js'
+import { FormatMismatch, headerSize, type HeaderSize } from './size.js'
 import { configureSharp, optimizeImage, workingSetOf } from './transform.js'
 
 export interface PlaceholderConfig {
   minimumCacheTTL: number
+  /** The line's cap on an upstream max-age, as the optimizer's (NextProfile.maxDeltaSeconds). */
+  maxDeltaSeconds?: number
   dangerouslyAllowSVG: boolean
   sharp: SharpConfig
   major: NextMajor
@@ -40,7 +42,7 @@ export interface PlaceholderResult {
  */
 export async function makePlaceholder(upstream: Upstream, href: string, config: PlaceholderConfig, admit?: AdmitMemory): Promise<PlaceholderResult> {
   const { buffer } = upstream
-  const maxAge = Math.max(config.minimumCacheTTL, getMaxAge(upstream.cacheControl))
+  const maxAge = Math.max(config.minimumCacheTTL, getMaxAge(upstream.cacheControl, config.maxDeltaSeconds))
   const type = detectContentType(buffer)
   if (!type || !type.startsWith('image/') || type.includes(',')) {
     throw new ImageError(400, MESSAGES.notAnImage, { cause: new Error(`${href} is ${type ?? 'of unknown type'}`) })
@@ -48,9 +50,9 @@ export async function makePlaceholder(upstream: Upstream, href: string, config: 
   if (type.startsWith('image/svg') && !config.dangerouslyAllowSVG) {
     throw new ImageError(400, MESSAGES.typeNotAllowed, { cause: new Error(`${href} is SVG and dangerouslyAllowSVG is off`) })
   }
-  // Loaders Next does not allow stay blocked before sharp reads anything.
+  // Loaders Next does not allow (and SVG's) stay blocked before sharp reads anything.
   configureSharp(config.sharp)
-  const size = await displayedSizeOf(buffer, type)
+  const size = await displayedSizeOf(buffer, type, href, config.sharp)
   if (!size) throw new ImageError(400, MESSAGES.notAnImage, { cause: new Error(`${href} has no size in its header`) })
   const { width, height } = size
   const data: PlaceholderData = { height, width, blurWidth: 0, blurHeight: 0 }
@@ -68,22 +70,32 @@ export async function makePlaceholder(upstream: Upstream, href: string, config: 
   }
 }
 
+/** sharp's name of each type it decodes for a blur: what its header read must say of the same bytes. */
+const DECODED_FORMATS: Record<string, string> = { [JPEG]: 'jpeg', [PNG]: 'png', [WEBP]: 'webp', [AVIF]: 'heif' }
+
 /**
- * The size a browser displays. For what sharp reads, its auto-oriented size: EXIF orientation of JPEG,
- * PNG and WebP, HEIF's rotation box, as the optimizer renders the source (Next's static import reports
- * the stored size; see docs/placeholders.md). Otherwise Next's `getImageSize` (image-size, which sizes
- * ICO, BMP and SVG; of an ICO, the first entry, as Next's older copy of image-size reads it); beyond
- * Next, an SVG image-size cannot size gets the size sharp reads. Undefined when nothing can.
+ * The size a browser displays, from the bytes as Next's `getImageSize` reads them (image-size, see
+ * size.ts), refusing a source whose header is another format than its detected type (a polyglot:
+ * `GIF8` before an SVG document passed for a GIF while sharp's GIF loader failed, and image-size
+ * then sized the SVG). For JPEG, PNG, WebP and AVIF, the formats decoded for a blur, sharp's
+ * auto-oriented size of the header instead (EXIF orientation of all four and HEIF's rotation box, as
+ * the optimizer renders the source; image-size reads JPEG's only; Next's static import reports the
+ * stored size, see docs/placeholders.md), with Next's pixel limit, used only when sharp read the same
+ * format. Nothing else reaches sharp: an SVG is never parsed by librsvg here. Undefined when the
+ * header gives no size.
  */
-async function displayedSizeOf(buffer: Buffer, type: string): Promise<{ width: number; height: number } | undefined> {
-  const metadata = await sharp(buffer).metadata().catch(() => undefined)
-  if (type !== SVG && metadata?.autoOrient?.width && metadata.autoOrient.height) return { width: metadata.autoOrient.width, height: metadata.autoOrient.height }
+async function displayedSizeOf(buffer: Buffer, type: string, href: string, config: SharpConfig): Promise<{ width: number; height: number } | undefined> {
+  let header: HeaderSize | undefined
   try {
-    const header = imageSize(buffer)
-    const first = type === ICO && header.images?.length ? header.images[0]! : header
-    if (first.width && first.height) return displayedSize(first.width, first.height, header.orientation)
-  } catch {
-    // Not readable by image-size either: sharp's reading, if any.
+    header = headerSize(buffer, type)
+  } catch (error) {
+    if (error instanceof FormatMismatch) throw new ImageError(400, MESSAGES.notAnImage, { cause: new Error(`${href} is ${error.message}`) })
+    throw error
   }
-  return metadata?.width && metadata.height ? { width: metadata.width, height: metadata.height } : undefined
+  const decoded = DECODED_FORMATS[type]
+  if (decoded) {
+    const metadata = await sharp(buffer, { limitInputPixels: config.maxInputPixels }).metadata().catch(() => undefined)
+    if (metadata?.format === decoded && metadata.autoOrient?.width && metadata.autoOrient.height) return { width: metadata.autoOrient.width, height: metadata.autoOrient.height }
+  }
+  return header && displayedSize(header.width, header.height, header.orientation)
 }

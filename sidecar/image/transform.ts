@@ -19,6 +19,8 @@ export interface TransformParams {
 
 export interface TransformConfig {
   minimumCacheTTL: number
+  /** The line's cap on an upstream max-age (NextProfile.maxDeltaSeconds). */
+  maxDeltaSeconds?: number
   dangerouslyAllowSVG: boolean
   sharp: SharpConfig
 }
@@ -32,6 +34,8 @@ export interface TransformResult {
   upstreamEtag: string
   /** Set when sharp failed and the original bytes are served instead. */
   error?: unknown
+  /** Set when the source is animated and passed through as it is (Next warns about it). */
+  animated?: true
 }
 
 /** A previous optimised output whose upstream has not changed (Next's revalidation shortcut). */
@@ -47,6 +51,10 @@ let configured = false
  * Applies Next's process-wide sharp settings once: only the loaders Next unblocks
  * (so JP2, PDF, raw and friends are never decoded), the operation cache, and libvips' threads
  * per transform (Next's `imgOptConcurrency`, else `defaultThreads`, else half the cores).
+ * Beyond Next, SVG's loader stays blocked too, whatever `dangerouslyAllowSVG` says: an SVG is served
+ * as it is and sized by image-size, so librsvg is never needed, and libvips picks its loader by
+ * sniffing (`<svg` in the first 300 ASCII bytes), so bytes detected as another format could
+ * otherwise reach it (CVE-2026-64644's class; `BM<svg…` did, through the placeholder).
  */
 export function configureSharp(config: SharpConfig, defaultThreads?: number): void {
   if (configured) return
@@ -58,7 +66,6 @@ export function configureSharp(config: SharpConfig, defaultThreads?: number): vo
       'VipsForeignLoadJpeg',
       'VipsForeignLoadNsgif',
       'VipsForeignLoadPng',
-      'VipsForeignLoadSvg',
       'VipsForeignLoadTiff',
       'VipsForeignLoadWebp',
     ],
@@ -121,7 +128,7 @@ export async function transformImage(
   admit?: AdmitMemory,
 ): Promise<TransformResult> {
   const { buffer: original, etag: upstreamEtag } = upstream
-  const maxAge = Math.max(config.minimumCacheTTL, getMaxAge(upstream.cacheControl))
+  const maxAge = Math.max(config.minimumCacheTTL, getMaxAge(upstream.cacheControl, config.maxDeltaSeconds))
   const upstreamType = detectContentType(original)
 
   if (!upstreamType || !upstreamType.startsWith('image/') || upstreamType.includes(',')) {
@@ -130,7 +137,10 @@ export async function transformImage(
   if (upstreamType.startsWith('image/svg') && !config.dangerouslyAllowSVG) {
     throw new ImageError(400, MESSAGES.typeNotAllowed, { cause: new Error(`${params.href} is SVG and dangerouslyAllowSVG is off`) })
   }
-  if ((ANIMATABLE_TYPES.includes(upstreamType) && isAnimated(original)) || BYPASS_TYPES.includes(upstreamType)) {
+  if (ANIMATABLE_TYPES.includes(upstreamType) && isAnimated(original)) {
+    return { buffer: original, contentType: upstreamType, maxAge, etag: upstreamEtag, upstreamEtag, animated: true }
+  }
+  if (BYPASS_TYPES.includes(upstreamType)) {
     return { buffer: original, contentType: upstreamType, maxAge, etag: upstreamEtag, upstreamEtag }
   }
 

@@ -3,8 +3,11 @@ import fresh from 'fresh'
 import type { IncomingHttpHeaders } from 'node:http'
 import { extensionOf } from './image-types.js'
 
-/** Next's `getMaxAge`: `s-maxage` over `max-age`, quotes stripped, else 0. */
-export function getMaxAge(cacheControl: string | null | undefined): number {
+/**
+ * Next's `getMaxAge`: `s-maxage` over `max-age`, quotes stripped, else 0; capped at
+ * `maxDeltaSeconds` when the line caps it (16.5: 2^31, RFC 9111 §1.2.2; before, passed through).
+ */
+export function getMaxAge(cacheControl: string | null | undefined, maxDeltaSeconds?: number): number {
   if (!cacheControl) return 0
   const directives = new Map<string, string | undefined>()
   for (const directive of cacheControl.split(',')) {
@@ -14,7 +17,8 @@ export function getMaxAge(cacheControl: string | null | undefined): number {
   let age = directives.get('s-maxage') || directives.get('max-age') || ''
   if (age.startsWith('"') && age.endsWith('"')) age = age.slice(1, -1)
   const n = parseInt(age, 10)
-  return isNaN(n) ? 0 : n
+  if (isNaN(n)) return 0
+  return maxDeltaSeconds === undefined ? n : Math.min(n, maxDeltaSeconds)
 }
 
 /** `Cache-Control` of an image response: immutable for Next's static media, else max-age. */

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { ConfigError } from '../errors.js'
 import { hasRemoteMatch, type RemotePattern, type LocalPattern } from './match.js'
-import { PROFILES, type NextMajor, type NextProfile } from './next-version.js'
+import { lineOf, PROFILES, type NextLine, type NextMajor, type NextProfile } from './next-version.js'
 
 /**
  * The part of a next.config the optimizer reads, with the Next line's defaults applied and
@@ -20,6 +20,8 @@ export interface ImagesConfig {
   contentDispositionType: 'inline' | 'attachment'
   maximumRedirects: number
   maximumResponseBody: number
+  /** Next's LRU bound on its disk cache (0: no disk cache; undefined: half the free disk). The sidecar applies it to its embedded store (open-store.ts). */
+  maximumDiskCacheSize: number | undefined
   /** undefined: every local path and query (Next 15 without `images.localPatterns`). */
   localPatterns: LocalPattern[] | undefined
   remotePatterns: RemotePattern[]
@@ -46,6 +48,21 @@ export interface ResolvedNextConfig {
   trailingSlash: boolean
   images: ImagesConfig
   sharp: SharpConfig
+  /**
+   * 16.5's `experimental.imgOptSafeMode.nextImage` (`true` or `{ nextImage: true }`): Next encodes with
+   * @next/safe-image-optimization and offers only the formats it writes. The sidecar applies the
+   * format filter (`negotiableFormats`) and keeps encoding with sharp (said at start).
+   */
+  safeMode: boolean
+}
+
+/** Formats safe mode can write (16.5's `NSIO_OUTPUT_MIME_TYPES`): AVIF is not among them. */
+export const SAFE_MODE_OUTPUT_TYPES: readonly string[] = ['image/gif', 'image/jpeg', 'image/png', 'image/webp']
+
+/** The formats `validateParams` negotiates over: 16.5 in safe mode drops what nsio cannot write. */
+export function negotiableFormats(config: ResolvedNextConfig): string[] {
+  const { formats } = config.images
+  return config.safeMode ? formats.filter((f) => SAFE_MODE_OUTPUT_TYPES.includes(f)) : [...formats]
 }
 
 /**
@@ -87,8 +104,9 @@ const LINE_IMAGE_DEFAULTS: Record<NextMajor, Record<string, unknown>> = {
  * of `experimental`, and the plain top-level values. Next's own object is the oracle in the tests.
  * A fresh copy each call: a config may change what it was given.
  */
-export function nextDefaultConfig(major: NextMajor): Record<string, unknown> & { images: Record<string, unknown> & { deviceSizes: number[] } } {
-  const profile = PROFILES[major]
+export function nextDefaultConfig(version: NextMajor | NextLine): Record<string, unknown> & { images: Record<string, unknown> & { deviceSizes: number[] } } {
+  const profile = PROFILES[lineOf(version)]
+  const { major } = profile
   return {
     env: {},
     distDir: '.next',
@@ -129,6 +147,7 @@ export function nextDefaultConfig(major: NextMajor): Record<string, unknown> & {
       imgOptSequentialRead: SHARP_DEFAULTS.sequentialRead,
       ...(profile.sharpKeys.has('imgOptOperationCache') ? { imgOptOperationCache: SHARP_DEFAULTS.operationCache } : {}),
       ...(profile.sharpKeys.has('imgOptMozjpeg') ? { imgOptMozjpeg: SHARP_DEFAULTS.mozjpeg } : {}),
+      ...(profile.safeMode ? { imgOptSafeMode: false } : {}),
     },
   }
 }
@@ -192,6 +211,8 @@ const experimentalSchema = z
     imgOptSequentialRead: z.boolean().nullable().optional(),
     imgOptTimeoutInSeconds: z.number().int().min(1).optional(),
     imgOptMozjpeg: z.boolean().optional(),
+    // 16.5's schema; 16.4 and 15.5 pass unknown experimental keys through, so does this.
+    imgOptSafeMode: z.union([z.boolean(), z.object({ nextImage: z.boolean().optional() }).strict()]).optional(),
   })
   .passthrough()
 
@@ -211,7 +232,7 @@ function describeIssues(prefix: string, error: z.ZodError): string {
  * function) and returns what the optimizer needs, with Next's defaults and normalisation.
  * Throws a ConfigError naming each offending key and its rule.
  */
-export function resolveNextConfig(userConfig: Record<string, unknown>, source = 'next.config', profile: NextProfile = PROFILES[16]): ResolvedNextConfig {
+export function resolveNextConfig(userConfig: Record<string, unknown>, source = 'next.config', profile: NextProfile = PROFILES['16.5']): ResolvedNextConfig {
   const basePath = userConfig.basePath ?? ''
   if (typeof basePath !== 'string') {
     throw new ConfigError(`${source}: basePath: expected a string, received ${typeof basePath}`)
@@ -300,6 +321,7 @@ export function resolveNextConfig(userConfig: Record<string, unknown>, source = 
       contentDispositionType: user.contentDispositionType ?? IMAGE_DEFAULTS.contentDispositionType,
       maximumRedirects: user.maximumRedirects ?? profile.defaults.maximumRedirects,
       maximumResponseBody: user.maximumResponseBody ?? IMAGE_DEFAULTS.maximumResponseBody,
+      maximumDiskCacheSize: user.maximumDiskCacheSize,
       localPatterns,
       remotePatterns,
       domains: user.domains ?? IMAGE_DEFAULTS.domains,
@@ -314,13 +336,16 @@ export function resolveNextConfig(userConfig: Record<string, unknown>, source = 
       timeoutInSeconds: experimental.imgOptTimeoutInSeconds ?? SHARP_DEFAULTS.timeoutInSeconds,
       mozjpeg: (profile.sharpKeys.has('imgOptMozjpeg') ? experimental.imgOptMozjpeg : undefined) ?? SHARP_DEFAULTS.mozjpeg,
     },
+    // Next's normalisation: `true` turns every feature on; in the object form an omitted key is off.
+    safeMode: profile.safeMode && (typeof experimental.imgOptSafeMode === 'object' ? experimental.imgOptSafeMode.nextImage ?? false : !!experimental.imgOptSafeMode),
   }
 }
 
 /** What the sidecar's own options change in the resolved config (see SidecarOptions). */
 export interface ConfigOverrides {
   nextConfig?: Record<string, unknown>
-  nextVersion?: NextMajor
+  /** A line, or a major for its newest line (16: 16.5). */
+  nextVersion?: NextMajor | NextLine
   dangerouslyAllowLocalIP?: boolean
   maximumRedirects?: number
 }
@@ -331,7 +356,7 @@ export interface ConfigOverrides {
  * key; on 16 either it or the config key does), and `maximumRedirects` overrides the line's limit.
  */
 export function resolveSidecarConfig(options: ConfigOverrides): ResolvedNextConfig {
-  const resolved = resolveNextConfig(options.nextConfig ?? {}, 'next.config', PROFILES[options.nextVersion ?? 16])
+  const resolved = resolveNextConfig(options.nextConfig ?? {}, 'next.config', PROFILES[lineOf(options.nextVersion ?? 16)])
   if (options.dangerouslyAllowLocalIP) resolved.images.dangerouslyAllowLocalIP = true
   if (options.maximumRedirects !== undefined) {
     if (!Number.isInteger(options.maximumRedirects) || options.maximumRedirects < 0 || options.maximumRedirects > 20) {

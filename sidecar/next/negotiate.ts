@@ -6,10 +6,14 @@ import { ImageError } from '../errors.js'
  * ranks the configured formats (q-value, then alphabetically, so AVIF wins a tie), and the
  * winner only counts if the raw Accept header names it literally — `*\/*` or `image/*` yield ''.
  *
+ * With no format to offer, 16.5 answers '' at once (`noFormatsNoType`); before it, @hapi/accept
+ * returned the client's own first preference, which Next then encoded to when named literally.
+ *
  * A malformed Accept header makes @hapi/accept throw; Next answers 500 there, we answer 400
  * (a documented deviation: it is the client's mistake).
  */
-export function negotiateMimeType(formats: readonly string[], accept: string | undefined): string {
+export function negotiateMimeType(formats: readonly string[], accept: string | undefined, noFormatsNoType = false): string {
+  if (noFormatsNoType && formats.length === 0) return ''
   const header = accept ?? ''
   let type: string
   try {

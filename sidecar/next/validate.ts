@@ -1,4 +1,4 @@
-import { ImageError } from '../errors.js'
+import { ImageError, MESSAGES } from '../errors.js'
 import type { ResolvedNextConfig } from './images-config.js'
 import { hasLocalMatch, hasRemoteMatch } from './match.js'
 
@@ -66,43 +66,50 @@ export type SourceParams = Pick<ImageParams, 'href' | 'isAbsolute' | 'isStatic'>
  * optimizer and the placeholder endpoint (which takes no width or quality) both require of a source.
  */
 export function validateSource(query: Query, config: ResolvedNextConfig): SourceParams {
-  const { localPatterns, remotePatterns, domains } = config.images
   const { url } = query
-  let href: string
-  let isAbsolute: boolean
-
   if (!url) fail('"url" parameter is required')
   if (Array.isArray(url)) fail('"url" parameter cannot be an array')
   const u = url as string
+  const { href, isAbsolute } = validateUrlParam(u, config)
+  const { basePath } = config
+  // 16.5 tests the validated href, 16.4 and 15.5 the raw url: for a relative one they are the same
+  // string, and an absolute one never starts with a path, so the lines agree on every answer.
+  const isStatic = config.profile.staticMedia.some((prefix) => u.startsWith(`${basePath}${prefix}`))
+  return { href, isAbsolute, isStatic }
+}
+
+/**
+ * Next 16.5's `validateUrlParam(url, imagesConfig, isRedirect)` from the length check on (the `url`
+ * query's presence and arity are checked by the caller). For a redirect's `Location` (`isRedirect`)
+ * local and remote patterns are not applied, as in Next (a redirect may leave them); the rest is:
+ * length, `//` refused, a recursive `/_next/image` refused, `new URL` must parse, http(s) only.
+ */
+export function validateUrlParam(u: string, config: ResolvedNextConfig, isRedirect = false): Pick<SourceParams, 'href' | 'isAbsolute'> {
+  const { localPatterns, remotePatterns, domains } = config.images
   if (u.length > 3072) fail('"url" parameter is too long')
   if (u.startsWith('//')) fail('"url" parameter cannot be a protocol-relative URL (//)')
 
   if (u.startsWith('/')) {
-    href = u
-    isAbsolute = false
     let pathname: string
     try {
       pathname = decodeURIComponent(new URL(u, 'http://n').pathname)
     } catch {
-      // Next lets this URIError escape as a 500; it is the client's mistake, so 400.
+      // Next lets this URIError escape: from the query a 500, which is the client's mistake, so 400
+      // here; from a redirect its internal fetch turns it into the upstream 500, as here.
+      if (isRedirect) throw new ImageError(500, MESSAGES.upstreamInvalid, { cause: new Error(`malformed percent-encoding in Location ${JSON.stringify(u)}`) })
       return fail('"url" parameter has a malformed percent-encoding')
     }
     if (/\/_next\/image($|\/)/.test(pathname)) fail('"url" parameter cannot be recursive')
-    if (!hasLocalMatch(localPatterns, u)) fail('"url" parameter is not allowed')
-  } else {
-    let parsed: URL
-    try {
-      parsed = new URL(u)
-    } catch {
-      return fail('"url" parameter is invalid')
-    }
-    href = parsed.toString()
-    isAbsolute = true
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') fail('"url" parameter is invalid')
-    if (!hasRemoteMatch(domains, remotePatterns, parsed)) fail('"url" parameter is not allowed')
+    if (!isRedirect && !hasLocalMatch(localPatterns, u)) fail('"url" parameter is not allowed')
+    return { href: u, isAbsolute: false }
   }
-
-  const { basePath } = config
-  const isStatic = config.profile.staticMedia.some((prefix) => u.startsWith(`${basePath}${prefix}`))
-  return { href: href!, isAbsolute: isAbsolute!, isStatic }
+  let parsed: URL
+  try {
+    parsed = new URL(u)
+  } catch {
+    return fail('"url" parameter is invalid')
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') fail('"url" parameter is invalid')
+  if (!isRedirect && !hasRemoteMatch(domains, remotePatterns, parsed)) fail('"url" parameter is not allowed')
+  return { href: parsed.toString(), isAbsolute: true }
 }

@@ -2,7 +2,7 @@ import cluster, { type Worker } from 'node:cluster'
 import { randomUUID } from 'node:crypto'
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
-import type { Coordinator, Lock, PurgeBroadcast, PurgeMessage } from './coordinator.js'
+import type { Coordinator, Lock, PurgeBroadcast, PurgeMessage, PurgeReach } from './coordinator.js'
 
 /**
  * `--workers N`: N sidecar processes share the listening port (node:cluster), so serving
@@ -43,6 +43,22 @@ export function workerShare(): ClusterShare | undefined {
 }
 
 // ------------------------------------------------------------------ worker side
+/**
+ * How a worker listens on the shared port. On Linux each worker binds the port itself with SO_REUSEPORT
+ * (`reusePort`, Node ≥ 22.12) and the kernel spreads new connections over the workers' sockets. Without it
+ * node:cluster's default (round robin) has the primary accept every connection and pass it to a worker over
+ * IPC: with a new connection per request the primary's relaying cost more CPU than the request itself
+ * (bench/workers.mjs, BENCH_CLOSE=1), and `--workers 2` answered fewer requests than one process.
+ * Not for port 0 (each worker would get a port of its own), nor when NODE_CLUSTER_SCHED_POLICY is set
+ * (`rr` or `none` there keeps node:cluster's own distribution), nor off Linux (SO_REUSEPORT does not
+ * spread connections everywhere).
+ */
+export function workerListenOptions(port: number, env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform): { reusePort?: true } {
+  // Only in the sidecar's own cluster: an application's node:cluster embedding the sidecar keeps its own.
+  if (workerShare() === undefined || port === 0 || platform !== 'linux' || env.NODE_CLUSTER_SCHED_POLICY) return {}
+  return { reusePort: true }
+}
+
 
 let nextId = 0
 const pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>()
@@ -119,8 +135,8 @@ export class IpcCoordinator implements Coordinator {
 
 /** Purges reach every other worker's hot tier through the primary, which answers once all of them applied it. */
 export class IpcPurgeBroadcast implements PurgeBroadcast {
-  announcePurge(selector: PurgeMessage): Promise<number> {
-    return ask<number>({ nis: 'purge', selector }, 10_000)
+  announcePurge(selector: PurgeMessage): Promise<PurgeReach> {
+    return ask<PurgeReach>({ nis: 'purge', selector }, 10_000)
   }
 
   onPurge(handler: (selector: PurgeMessage) => Promise<void>): void {
@@ -253,7 +269,7 @@ export function runPrimary(options: PrimaryOptions): void {
                   other.send({ nis: 'purge', id, selector: message.selector } satisfies ToWorker)
                 }),
             ),
-          ).then((applied) => worker.isConnected() && worker.send({ nis: 'reply', id: message.id, value: applied.filter(Boolean).length } satisfies ToWorker))
+          ).then((applied) => worker.isConnected() && worker.send({ nis: 'reply', id: message.id, value: { applied: applied.filter(Boolean).length, missed: applied.filter((a) => !a).length } satisfies PurgeReach } satisfies ToWorker))
           return
         }
         case 'metrics':

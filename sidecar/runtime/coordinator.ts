@@ -23,13 +23,22 @@ export interface Coordinator {
 /** A purge as it travels between processes (the cache's PurgeSelector, as JSON). */
 export type PurgeMessage = { sources: string[] } | { prefix: string } | { all: true }
 
+/** Which other processes a purge reached: those that confirmed, and those known to be there that did not in time. */
+export interface PurgeReach {
+  applied: number
+  missed: number
+}
+
 /**
  * Carries a purge to the other processes sharing a cache (the workers of a cluster, the replicas
  * on one Redis), each of which drops its own in-process copies and jobs in flight.
  */
 export interface PurgeBroadcast {
-  /** Resolves once every process that got the message applied it, or when the wait ends: how many did. */
-  announcePurge(selector: PurgeMessage): Promise<number>
+  /**
+   * Resolves once every process that got the message applied it, or when the wait ends: how many did
+   * (`applied`), and how many known to keep copies did not confirm in time (`missed`).
+   */
+  announcePurge(selector: PurgeMessage): Promise<PurgeReach>
   /** This process's handler of the purges other processes announce. */
   onPurge(handler: (selector: PurgeMessage) => Promise<void>): void
   close?(): Promise<void>

@@ -23,6 +23,12 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    sourceChecks: new Counter({
+      name: 'next_image_sidecar_source_checks_total',
+      help: 'Checks of a cached entry against its source (--revalidate-after): unchanged, changed or failed; at most one per entry and interval',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     placeholderRequests: new Counter({
       name: 'next_image_sidecar_placeholder_requests_total',
       help: 'Placeholder requests (/_sidecar/placeholder) answered from the cache (hit, stale) or not (miss); not in cache_requests_total',

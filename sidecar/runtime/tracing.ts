@@ -1,5 +1,6 @@
 import type { Attributes, Context, Span, TextMapPropagator, Tracer } from '@opentelemetry/api'
 import type { Logger } from 'pino'
+import { redactError, redactText } from './credentials.js'
 
 /**
  * OpenTelemetry tracing, off unless the standard environment asks for it. The OpenTelemetry
@@ -119,10 +120,10 @@ export async function traced<T>(
   try {
     return await fn(span, api.trace.setSpan(parent, span))
   } catch (err) {
-    span.recordException(err as Error)
+    span.recordException(redactError(err) as Error)
     const status = (err as { statusCode?: number }).statusCode
     if (status !== undefined) span.setAttribute('http.response.status_code', status)
-    span.setStatus({ code: api.SpanStatusCode.ERROR, message: (err as Error).message })
+    span.setStatus({ code: api.SpanStatusCode.ERROR, message: redactText(String((err as Error | undefined)?.message)) })
     throw err
   } finally {
     span.end()

@@ -8,7 +8,7 @@ import { pino, type Logger } from 'pino'
 import { ResponseCache } from '../cache/response-cache.js'
 import { openStore, type OpenedStore } from '../cache/open-store.js'
 import { PLACEHOLDER_PATH, PLACEHOLDER_TYPE, type CacheStore } from '../cache/types.js'
-import { clusterMetrics, IpcCoordinator, IpcPurgeBroadcast } from '../runtime/cluster.js'
+import { clusterMetrics, IpcCoordinator, IpcPurgeBroadcast, workerListenOptions } from '../runtime/cluster.js'
 import { createMetrics, type Metrics } from '../runtime/metrics.js'
 import { WorkQueue } from '../runtime/queue.js'
 import { ConfigError } from '../errors.js'
@@ -16,13 +16,13 @@ import { createImageHandler } from './handler.js'
 import { createPlaceholderHandler } from './placeholder-handler.js'
 import { createSourceFetch } from './source-fetch.js'
 import { createHitPath, headersSetBy } from './hit-path.js'
-import { createOpsApp, opsRoutes } from './ops.js'
-import { createPurger, purgeRoute } from './purge.js'
+import { createOpsApp, loopbackOnly, opsRoutes } from './ops.js'
+import { checkAdminToken, createPurger, purgeRoute } from './purge.js'
 import type { PurgeRequest, PurgeResult } from '../cache/purge-request.js'
-import { ignoredParams } from '../cache/key.js'
+import { candidateKeys, credentialParams, ignoredParams } from '../cache/key.js'
 import type { PurgeBroadcast } from '../runtime/coordinator.js'
 import { renderError } from './render-error.js'
-import { observeRequests } from './request-log.js'
+import { observeRequests, redactingLogger } from './request-log.js'
 import { resolveSidecarConfig, type ResolvedNextConfig } from '../next/images-config.js'
 import { checkNumericOptions, DEFAULTS, type SidecarOptions } from './options.js'
 import { deriveLimits, positiveInt, type DerivedLimits } from './limits.js'
@@ -31,8 +31,10 @@ export interface Sidecar {
   /** The Express app; mount it or serve it as it is. */
   app: express.Express
   /**
-   * Answers a GET whose variant is fresh in the hot tier, ahead of Express (the same response, byte
-   * for byte, at a fraction of the CPU); false when the request must go to `app`. See hit-path.ts.
+   * Answers a GET whose variant is fresh in the cache, ahead of Express (the same response, byte
+   * for byte, at a fraction of the CPU); false when the request must go to `app`. With Redis it may
+   * read the store first and take the request (true), handing it to `app` itself when that read
+   * does not make a HIT. See hit-path.ts.
    */
   serveHit(req: IncomingMessage, res: ServerResponse): boolean
   /** `serveHit`, else `app`: what `listen` serves; use it to serve the sidecar from a server of your own. */
@@ -79,8 +81,18 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     throw new ConfigError(`frontend: expected an http or https URL, received "${frontend.href}"`)
   }
   checkNumericOptions(options)
+  const credentials = credentialParams(options.cacheKeyIgnoreParams)
+  if (credentials.length > 0 && !options.dangerouslyIgnoreCredentialParams) {
+    const named = credentials.map((c) => (c.covers === c.pattern ? c.pattern : `${c.pattern} (${c.covers})`)).join(', ')
+    throw new ConfigError(
+      `--cache-key-ignore-params: ${named} would leave credentials out of the cache key, so an image cached for one signed URL would be served to the same path with any signature or none. ` +
+        'Name only cache-busting parameters (t, v), or add --dangerously-ignore-credential-params if these sources are public anyway',
+    )
+  }
+  if (options.adminToken) checkAdminToken(options.adminToken)
   const config = resolveSidecarConfig(options)
-  const log: Logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' })
+  // Source URLs reach log lines (access log, errors, purges): credential-like parameters are redacted there.
+  const log: Logger = redactingLogger(options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }))
   const metrics = createMetrics()
   for (const op of ['read', 'write'] as const) metrics.storeUp.set({ op }, 1)
   const share = options.clusterShare
@@ -96,10 +108,12 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       ? { store: options.cache }
       : openStore(options.cache ?? DEFAULTS.cache, log, {
           maxSize: options.cacheMaxSize,
+          maximumDiskCacheSize: config.images.maximumDiskCacheSize,
           maxEntrySize: options.cacheMaxEntrySize,
           prefix: options.cachePrefix,
           hotSize: limits.hotCacheBytes,
           share: options.clusterShare,
+          maintenance: options.cacheMaintenance,
           onHealth: (op, up) => metrics.storeUp.set({ op }, up ? 1 : 0),
         })
   const { store } = opened
@@ -114,12 +128,13 @@ export function createSidecar(options: SidecarOptions): Sidecar {
     log,
     coordinator,
     revalidateAfterMs: options.revalidateAfter !== undefined ? options.revalidateAfter * 1000 : undefined,
+    onCheck: (outcome) => metrics.sourceChecks.inc({ outcome }),
     onResult: (result, variant) => (variant?.mimeType === PLACEHOLDER_TYPE ? metrics.placeholderRequests : metrics.cacheRequests).inc({ result: result.toLowerCase() }),
   })
   // Purges reach the other processes' hot tiers: through Redis when shared there, else a cluster's primary.
   const purgeBroadcast: PurgeBroadcast | undefined =
     opened.coordinator && 'announcePurge' in opened.coordinator ? (opened.coordinator as unknown as PurgeBroadcast) : share ? new IpcPurgeBroadcast() : undefined
-  const purger = createPurger({ cache, broadcasts: purgeBroadcast ? [purgeBroadcast] : [], basePath: config.basePath, log, feed: opened.purgeFeed })
+  const purger = createPurger({ cache, broadcasts: purgeBroadcast ? [purgeBroadcast] : [], basePath: config.basePath, log, feed: opened.purgeFeed, ignore: ignoredParams(options.cacheKeyIgnoreParams), candidates: (sources) => candidateKeys(sources, { widths: [...config.images.imageSizes, ...config.images.deviceSizes], qualities: config.images.qualities }, config.profile.major, ignoredParams(options.cacheKeyIgnoreParams)) })
   const queueSize = positiveInt('queueSize', options.queueSize ?? concurrency * DEFAULTS.queuePerSlot)
   metrics.queueCapacity.set(queueSize)
   const queue = new WorkQueue(concurrency, queueSize, metrics, limits)
@@ -129,6 +144,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   const maxAttempts = positiveInt('maxAttempts', options.maxAttempts ?? DEFAULTS.maxAttempts)
   const upstreamTimeoutMs = positiveInt('upstreamTimeoutMs', options.upstreamTimeoutMs ?? DEFAULTS.upstreamTimeoutMs)
   const signingKey = options.signingKey || undefined
+  if (credentials.length > 0) log.warn({ params: credentials.map((c) => c.pattern) }, '--dangerously-ignore-credential-params: cached images are served without the origin checking the credentials of each URL')
   const ignoreParams = ignoredParams(options.cacheKeyIgnoreParams)
   const fetchSource = createSourceFetch({ config, frontend, metrics, upstreamTimeoutMs, resolve: options.resolve })
   const handleImage = createImageHandler({
@@ -192,13 +208,14 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   app.get(PLACEHOLDER_PATH, handlePlaceholder)
   const { healthz, readyz, metricsRoute } = opsRoutes({ store, log, metrics, metricsText, draining: () => draining })
   app.get('/healthz', healthz)
-  // With a metrics port, the image origin (often public) does not publish the metrics.
-  if (options.metricsOnMainPort !== false) app.get('/metrics', metricsRoute)
+  // With a metrics port, the image origin (often public) does not publish the metrics; without one, it
+  // answers them to clients on this machine only.
+  if (options.metricsOnMainPort !== false) app.get('/metrics', loopbackOnly, metricsRoute)
   app.get('/readyz', readyz)
   // No token, no route: the admin surface does not exist unless asked for.
   const purgeHandlers = options.adminToken ? purgeRoute({ purger, token: options.adminToken, log, registry: metrics.registry }) : undefined
   if (purgeHandlers && options.metricsOnMainPort !== false) app.post('/purge', ...purgeHandlers)
-  const opsApp = createOpsApp({ healthz, readyz, metricsRoute, purge: purgeHandlers })
+  const opsApp = createOpsApp({ healthz, readyz, metricsRoute, purge: purgeHandlers, log })
   if (config.trailingSlash) {
     // With trailingSlash, Next's loader emits /_next/image/?… and next start serves it directly.
     app.get(`${imagePath}/`, handleImage)
@@ -215,10 +232,10 @@ export function createSidecar(options: SidecarOptions): Sidecar {
   })
   app.use(renderError(log))
 
-  // Fresh hot-tier HITs are answered ahead of Express, with the same bytes; the rest goes to `app`.
+  // Fresh HITs are answered ahead of Express, with the same bytes; the rest goes to `app`.
   const hitPath = config.images.unoptimized || config.images.loader !== 'default'
     ? undefined
-    : createHitPath({ imagePaths: config.trailingSlash ? [imagePath, `${imagePath}/`] : [imagePath], spanRoute: imagePath, store, handler: handleImage, securityHeaders: headersSetBy(security), metrics, log, draining: () => draining, dueForCheck: (entry) => cache.dueForCheck(entry) })
+    : createHitPath({ imagePaths: config.trailingSlash ? [imagePath, `${imagePath}/`] : [imagePath], spanRoute: imagePath, store, handler: handleImage, securityHeaders: headersSetBy(security), metrics, log, draining: () => draining, dueForCheck: (entry) => cache.dueForCheck(entry), readStore: opened.remote, fallback: app })
   const serveHit = hitPath ?? (() => false)
   const requestListener = (req: IncomingMessage, res: ServerResponse) => {
     if (!serveHit(req, res)) app(req, res)
@@ -253,7 +270,7 @@ export function createSidecar(options: SidecarOptions): Sidecar {
       draining = true
     },
     async close() {
-      purger.close()
+      await purger.close()
       await cache.settled()
       await coordinator?.close()
       await store.close()
@@ -262,7 +279,8 @@ export function createSidecar(options: SidecarOptions): Sidecar {
 }
 
 async function listenOn(server: Server, port: number, host: string): Promise<Server & { url: string }> {
-  server.listen(port, host)
+  // A --workers worker binds the port itself where it can, so the primary relays no connections.
+  server.listen({ port, host, ...workerListenOptions(port) })
   await once(server, 'listening')
   const address = server.address() as AddressInfo
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address

@@ -3,14 +3,16 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import { imageSize } from 'image-size'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
-import { cacheKey, keyedHref, type IgnoredParams } from '../cache/key.js'
-import type { ResponseCache, Producer } from '../cache/response-cache.js'
+import { formOf } from '../cache/codec.js'
+import { cacheKey, indexedHref, keyedHref, type IgnoredParams } from '../cache/key.js'
+import type { ResponseCache, Producer, StoreRead } from '../cache/response-cache.js'
 import type { CacheEntry } from '../cache/types.js'
 import { ImageError } from '../errors.js'
 import { imageResponseHeaders, isNotModified, type CacheResult } from '../next/headers.js'
-import type { ResolvedNextConfig } from '../next/images-config.js'
+import { negotiableFormats, type ResolvedNextConfig } from '../next/images-config.js'
 import { negotiateMimeType } from '../next/negotiate.js'
 import { verifySignature } from './signature.js'
+import { redactUrl } from '../runtime/credentials.js'
 import type { Metrics } from '../runtime/metrics.js'
 import type { WorkQueue } from '../runtime/queue.js'
 import { transformImage, type PreviousOutput } from '../image/transform.js'
@@ -18,6 +20,9 @@ import type { Upstream } from '../upstream/http.js'
 import { traced, type TraceContext } from '../runtime/tracing.js'
 import { produceFromSource, type FetchSource } from './source-fetch.js'
 import { parseQuery, validateParams, type ImageParams } from '../next/validate.js'
+
+/** Where the hit path leaves its read of the store (key and entry) on a request it hands to the full path. */
+export const STORE_READ = Symbol('next-image-sidecar.store-read')
 
 export interface HandlerContext {
   config: ResolvedNextConfig
@@ -92,11 +97,24 @@ export function createImageHandler(ctx: HandlerContext) {
       const query = parseQuery(rawQuery)
       if (ctx.signingKey) verifySignature(ctx.signingKey, query)
       const params = validateParams(query, config)
-      const mimeType = negotiateMimeType(images.formats, accept)
+      const mimeType = negotiateMimeType(negotiableFormats(config), accept, config.profile.noFormatsNoType)
       plan = { params, mimeType, key: cacheKey(keyedHref(params.href, ctx.ignoreParams), params.width, params.quality, mimeType, config.profile.major) }
       plans.set(memoKey, plan)
     }
     return plan
+  }
+
+  /**
+   * Next's `warnOnce` for an animated source, word for word: operators search the log for it to
+   * find images to mark `unoptimized`. Once per source (another width or quality of it is not
+   * warned about again) and per process, remembered in a bounded set as Next's LRU does. The
+   * href in the text is redacted as the `href` field is (a presigned URL's signature is a secret).
+   */
+  const warnedAnimated = new LRUCache<string, true>({ max: 10_000 })
+  function warnAnimated(href: string): void {
+    if (warnedAnimated.has(href)) return
+    warnedAnimated.set(href, true)
+    log.warn({ href }, `The requested resource "${redactUrl(href)}" is an animated image so it will not be optimized. Consider adding the "unoptimized" property to the <Image>.`)
   }
 
   /**
@@ -112,7 +130,7 @@ export function createImageHandler(ctx: HandlerContext) {
             const transformed = await transformImage(
               upstream,
               { href: params.href, width: params.width, quality: params.quality, mimeType },
-              { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
+              { minimumCacheTTL: images.minimumCacheTTL, maxDeltaSeconds: config.profile.maxDeltaSeconds, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp },
               reusableOutput(upstream, previous),
               admit,
             )
@@ -125,6 +143,7 @@ export function createImageHandler(ctx: HandlerContext) {
         }),
       )
       if (result.error) log.warn({ err: result.error, href: params.href }, 'sharp failed; serving the original bytes')
+      if (result.animated) warnAnimated(params.href)
       const { buffer, contentType, maxAge, etag, upstreamEtag } = result
       return { buffer, contentType, maxAge, etag, upstreamEtag, validators: upstream.validators }
     })
@@ -134,10 +153,12 @@ export function createImageHandler(ctx: HandlerContext) {
    * The response headers are a pure function of the entry (whose key fixes the href) and the
    * outcome; a hot entry is the same object on every hit, so its headers are computed once.
    */
-  const headerMemo = new WeakMap<CacheEntry, Map<string, Array<[string, string]>>>()
+  const headerMemo = new WeakMap<object, Map<string, Array<[string, string]>>>()
   function headersFor(entry: CacheEntry, params: ImageParams, result: CacheResult, notModified: boolean): Array<[string, string]> {
-    let byOutcome = headerMemo.get(entry)
-    if (!byOutcome) headerMemo.set(entry, (byOutcome = new Map()))
+    // An entry read from a store shares its stored form's headers (formOf): computed once per form, not per read.
+    const form = formOf(entry)
+    let byOutcome = headerMemo.get(form)
+    if (!byOutcome) headerMemo.set(form, (byOutcome = new Map()))
     const outcome = notModified ? '304' : result
     let headers = byOutcome.get(outcome)
     if (!headers) {
@@ -170,14 +191,20 @@ export function createImageHandler(ctx: HandlerContext) {
       const { params, mimeType, key } = planFor(queryStart >= 0 ? req.originalUrl.slice(queryStart + 1) : '', req.headers.accept)
 
       const trace = res.locals.trace as TraceContext | undefined
-      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType, trace), trace, { href: keyedHref(params.href, ctx.ignoreParams), width: params.width, quality: params.quality, mimeType })
+      const preread = (req as Request & { [STORE_READ]?: StoreRead & { key: string } })[STORE_READ]
+      const { entry, result } = await ctx.cache.get(key, producer(params, mimeType, trace), trace, { href: indexedHref(params.href, ctx.ignoreParams), width: params.width, quality: params.quality, mimeType }, preread?.key === key ? preread : undefined)
 
       const notModified = isNotModified(req.headers, entry.etag)
       const headers = headersFor(entry, params, result, notModified)
       const send = () => {
         for (const [name, value] of headers) res.setHeader(name, value)
-        if (notModified) res.status(304).end()
-        else res.status(200).end(req.method === 'HEAD' ? undefined : entry.buffer)
+        // The head is written before the body: when `end(body)` writes it, Node (once it knows
+        // the length) re-reads a Content-Disposition value as UTF-8 bytes, so a Latin-1 file
+        // name (`äöü???í`) went out as fd fd fd 3f 3f 3f fd. Written first, the value goes out
+        // as Latin-1 (e4 f6 fc … ed), as `next start` sends it; the hit path writes it first too.
+        res.writeHead(notModified ? 304 : 200)
+        if (notModified) res.end()
+        else res.end(req.method === 'HEAD' ? undefined : entry.buffer)
       }
       // Like `next start`, gzip SVG, ICO and BMP for clients that accept it (and add
       // `Vary: Accept-Encoding`); already-compressed formats skip the middleware entirely.

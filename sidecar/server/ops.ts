@@ -1,7 +1,9 @@
-import express, { type RequestHandler } from 'express'
+import express, { type ErrorRequestHandler, type RequestHandler } from 'express'
+import ipaddr from 'ipaddr.js'
 import type { Logger } from 'pino'
 import type { CacheStore } from '../cache/types.js'
 import type { Metrics } from '../runtime/metrics.js'
+import { renderError } from './render-error.js'
 
 export interface OpsRoutes {
   healthz: RequestHandler
@@ -42,10 +44,32 @@ export function opsRoutes({ store, log, metrics, metricsText, draining }: { stor
   return { healthz, readyz, metricsRoute }
 }
 
-/** The operations endpoints alone, for a port that is not exposed with the images. */
-export function createOpsApp({ healthz, readyz, metricsRoute, purge }: OpsRoutes & { purge?: RequestHandler[] }): express.Express {
+/** Whether a peer address is this machine's loopback (127.0.0.0/8, ::1, and both as IPv4-mapped IPv6). */
+export function isLoopbackAddress(address: string | undefined): boolean {
+  if (!address || !ipaddr.isValid(address)) return false
+  return ipaddr.process(address).range() === 'loopback'
+}
+
+/**
+ * Lets a route answer only a client on this machine; anyone else gets the 404 of a route that does not
+ * exist. The image port is often public: without a metrics port its /metrics (load, limits, store health)
+ * is for a local scraper or an operator's curl, not the internet. The socket's address only: a forwarded
+ * header is whatever the client wrote.
+ */
+export const loopbackOnly: RequestHandler = (req, _res, next) => (isLoopbackAddress(req.socket.remoteAddress) ? next() : next('route'))
+
+/**
+ * The operations endpoints alone, for a port that is not exposed with the images. Routed and
+ * rendered as the image port is: exact, case-sensitive paths (`/METRICS` and `/purge/` are 404) and
+ * errors as plain text through renderError (Express's own page shows stack traces and file paths).
+ */
+export function createOpsApp({ healthz, readyz, metricsRoute, purge, log }: OpsRoutes & { purge?: Array<RequestHandler | ErrorRequestHandler>; log: Logger }): express.Express {
   const opsApp = express()
   opsApp.disable('x-powered-by')
+  opsApp.disable('etag')
+  opsApp.set('query parser', false)
+  opsApp.set('strict routing', true)
+  opsApp.set('case sensitive routing', true)
   if (purge) opsApp.post('/purge', ...purge)
   opsApp.get('/metrics', metricsRoute)
   opsApp.get('/healthz', healthz)
@@ -53,5 +77,6 @@ export function createOpsApp({ healthz, readyz, metricsRoute, purge }: OpsRoutes
   opsApp.use((_req, res) => {
     res.status(404).type('text/plain').end('Not Found')
   })
+  opsApp.use(renderError(log))
   return opsApp
 }

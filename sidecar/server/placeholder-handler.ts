@@ -1,6 +1,6 @@
 import type { NextFunction, Request, Response } from 'express'
 import type { Logger } from 'pino'
-import { keyedHref, placeholderKey, type IgnoredParams } from '../cache/key.js'
+import { canonicalSource, keyedHref, placeholderKey, type IgnoredParams } from '../cache/key.js'
 import type { Producer, ResponseCache } from '../cache/response-cache.js'
 import { PLACEHOLDER_TYPE } from '../cache/types.js'
 import { hashBase64url } from '../next/etag.js'
@@ -42,7 +42,7 @@ export function createPlaceholderHandler(ctx: PlaceholderContext) {
     return produceFromSource(ctx, params, trace, async (upstream, _previous, signal) => {
       const result = await ctx.queue.transform(signal, (admit) =>
         traced(trace, 'placeholder', { 'image.source_bytes': upstream.buffer.byteLength }, async (span) => {
-          const made = await makePlaceholder(upstream, params.href, { minimumCacheTTL: images.minimumCacheTTL, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp, major: config.profile.major }, admit)
+          const made = await makePlaceholder(upstream, params.href, { minimumCacheTTL: images.minimumCacheTTL, maxDeltaSeconds: config.profile.maxDeltaSeconds, dangerouslyAllowSVG: images.dangerouslyAllowSVG, sharp: config.sharp, major: config.profile.major }, admit)
           span?.setAttributes({ 'image.source_width': made.data.width, 'image.source_height': made.data.height, 'image.blur': made.data.blurDataURL !== undefined })
           return made
         }),
@@ -73,7 +73,7 @@ export function createPlaceholderHandler(ctx: PlaceholderContext) {
       const trace = res.locals.trace as TraceContext | undefined
       const href = keyedHref(params.href, ctx.ignoreParams)
       const key = placeholderKey(href, config.profile.major)
-      const { entry, result } = await ctx.cache.get(key, producer(params, trace), trace, { href, width: 0, quality: 0, mimeType: PLACEHOLDER_TYPE })
+      const { entry, result } = await ctx.cache.get(key, producer(params, trace), trace, { href: canonicalSource(href), width: 0, quality: 0, mimeType: PLACEHOLDER_TYPE })
 
       // The stored data has no `src`: each caller gets its own spelling back, never another's
       // (whose ignored parameters may be credentials), and an ETag of what it is sent.

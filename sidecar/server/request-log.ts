@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { RequestHandler } from 'express'
-import type { Logger } from 'pino'
+import { stdSerializers, type Logger } from 'pino'
+import { redactError, redactUrl } from '../runtime/credentials.js'
 import type { Metrics } from '../runtime/metrics.js'
 import { startRequestSpan } from '../runtime/tracing.js'
 
@@ -12,6 +13,28 @@ export interface ObserveOptions {
   tracedPaths: readonly string[]
   /** While draining, responses close their connection. */
   draining: () => boolean
+}
+
+const redactString = (value: unknown) => (typeof value === 'string' ? redactUrl(value) : value)
+
+/**
+ * The sidecar's logger: every line's `url`, `href`, `selector` and `err` (message, stack and causes)
+ * with the values of credential-like query parameters hidden (`X-Amz-Signature=REDACTED`, see
+ * runtime/credentials.ts). A presigned source URL is a bearer credential until it expires: it must
+ * not reach log storage, which more people read than may fetch the images.
+ */
+export function redactingLogger(log: Logger): Logger {
+  return log.child(
+    {},
+    {
+      serializers: {
+        err: (err: unknown) => stdSerializers.err(redactError(err) as Error),
+        url: redactString,
+        href: redactString,
+        selector: (selector: unknown) => (selector && typeof selector === 'object' ? Object.fromEntries(Object.entries(selector).map(([k, v]) => [k, Array.isArray(v) ? v.map(redactString) : redactString(v)])) : selector),
+      },
+    },
+  )
 }
 
 const SANE_ID = /^[\w.:-]{1,128}$/

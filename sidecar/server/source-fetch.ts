@@ -1,10 +1,11 @@
 import type { ResolvedNextConfig } from '../next/images-config.js'
-import type { SourceParams } from '../next/validate.js'
+import { validateUrlParam, type SourceParams } from '../next/validate.js'
 import type { CacheEntry } from '../cache/types.js'
 import type { Produced, Producer } from '../cache/response-cache.js'
 import type { Metrics } from '../runtime/metrics.js'
 import type { SourceAdmission, WorkQueue } from '../runtime/queue.js'
 import { traceHeaders, traced, type TraceContext } from '../runtime/tracing.js'
+import { redactUrl } from '../runtime/credentials.js'
 import { fetchExternal, type Resolver } from '../upstream/external.js'
 import { fetchInternal } from '../upstream/frontend.js'
 import type { NotModified, Upstream } from '../upstream/http.js'
@@ -39,19 +40,20 @@ export function createSourceFetch(ctx: SourceFetchContext) {
     const kind = params.isAbsolute ? 'external' : 'internal'
     const fetchOnce = (fetchTrace: TraceContext | undefined) => {
       const common = { timeoutMs: ctx.upstreamTimeoutMs, maximumResponseBody: images.maximumResponseBody, signal, validators: conditionalValidators(previous), admitSource: admission, traceHeaders: traceHeaders(fetchTrace) }
+      const { upstream } = ctx.config.profile
+      const external = (href: string, maximumRedirects: number) =>
+        fetchExternal(href, { ...common, dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP, maximumRedirects, fetchSemantics: upstream.fetch, resolve: ctx.resolve })
+      // 16.5 follows the frontend's redirects, each Location checked as Next checks it (see frontend.ts).
+      const redirects = upstream.followInternalRedirects
+        ? { maximumRedirects: images.maximumRedirects, validate: (location: string) => validateUrlParam(location, ctx.config, true), external }
+        : undefined
       return params.isAbsolute
-        ? fetchExternal(params.href, {
-            ...common,
-            dangerouslyAllowLocalIP: images.dangerouslyAllowLocalIP,
-            maximumRedirects: images.maximumRedirects,
-            fetchSemantics: ctx.config.profile.upstream.fetch,
-            resolve: ctx.resolve,
-          })
-        : fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: ctx.config.profile.upstream.checkInternalStatus })
+        ? external(params.href, images.maximumRedirects)
+        : fetchInternal(ctx.frontend, params.href, { ...common, checkStatus: upstream.checkInternalStatus, redirects })
     }
     const stopTimer = ctx.metrics.upstreamDuration.startTimer({ kind })
     try {
-      const upstream = await traced(trace, 'upstream fetch', { 'next_image_sidecar.upstream': kind, 'url.full': params.href }, async (span, fetchTrace) => {
+      const upstream = await traced(trace, 'upstream fetch', { 'next_image_sidecar.upstream': kind, 'url.full': redactUrl(params.href) }, async (span, fetchTrace) => {
         const answer = await fetchOnce(fetchTrace)
         span?.setAttribute('http.response.status_code', answer.status)
         return answer

@@ -6,7 +6,7 @@ import { Deadline, untilAborted } from '../runtime/deadline.js'
 import { ImageError, MESSAGES } from '../errors.js'
 import { isPrivateIp } from './private-ip.js'
 import { readBody } from './body.js'
-import { admitBody, agents, conditionalHeaders, fetchFailed, request, timedOut, TransientUpstreamError, answerOf, withSourceSlot, type NotModified, type Upstream, type UpstreamOptions } from './http.js'
+import { admitBody, agents, conditionalHeaders, fetchFailed, fetchTimedOut, request, timedOut, TransientUpstreamError, answerOf, withSourceSlot, type NotModified, type Upstream, type UpstreamOptions } from './http.js'
 
 /** Resolves a hostname to every address a socket could connect to. Injectable for tests. */
 export type Resolver = (hostname: string) => Promise<LookupAddress[]>
@@ -152,7 +152,7 @@ async function fetchHop(href: string, options: ExternalOptions, signal: AbortSig
     buffer = await readBody(res, options.maximumResponseBody, MESSAGES.upstreamInvalid, asFetch)
   } catch (err) {
     // fetch() maps only a timeout before the response to Next 15's 504; one in the body escapes.
-    if (signal.aborted) throw asFetch ? fetchFailed(`body of ${href} timed out`, true) : timedOut(err)
+    if (signal.aborted) throw asFetch ? fetchTimedOut(`body of ${href} timed out`) : timedOut(err)
     throw err
   }
   // fetch() gives a 204/205 no body at all (Next 15: "upstream response is invalid"), while an empty

@@ -82,7 +82,7 @@ export async function withSourceSlot<T>(options: UpstreamOptions, fetch: () => P
   return fetch()
 }
 
-/** Marks failures worth retrying: connection errors, timeouts, upstream 5xx. */
+/** Marks failures worth retrying: connection errors, upstream 5xx (never a timeout: see below). */
 export class TransientUpstreamError extends ImageError {
   constructor(statusCode: number, message: string, options?: { cause?: unknown }) {
     super(statusCode, message, options)
@@ -91,13 +91,25 @@ export class TransientUpstreamError extends ImageError {
 }
 
 /**
- * A failure Next 15's `fetch()` reports as a plain error (the redirect limit, an unparsable
- * Location, too many content-codings, a body cut by the timeout), which Next answers with a bare 500.
+ * The upstream used up its timeout. Never retried: another attempt waits the whole timeout again
+ * (a page waited three times Next's 7 s for a 502), and Next's answer (504, or Next 15's bare 500
+ * for a body cut by `fetch()`'s timeout) is what operators alert on. See retry.ts.
  */
-export const fetchFailed = (reason: string, transient = false) => {
-  const cause = new Error(`fetch failed: ${reason}`)
-  return transient ? new TransientUpstreamError(500, 'Internal Server Error', { cause }) : new ImageError(500, 'Internal Server Error', { cause })
+export class UpstreamTimeoutError extends ImageError {
+  constructor(statusCode: number, message: string, options?: { cause?: unknown }) {
+    super(statusCode, message, options)
+    this.name = 'UpstreamTimeoutError'
+  }
 }
+
+/**
+ * A failure Next 15's `fetch()` reports as a plain error (the redirect limit, an unparsable
+ * Location, too many content-codings), which Next answers with a bare 500.
+ */
+export const fetchFailed = (reason: string) => new ImageError(500, 'Internal Server Error', { cause: new Error(`fetch failed: ${reason}`) })
+
+/** Next 15's `fetch()` body cut by its timeout: a plain error there too, so a bare 500. */
+export const fetchTimedOut = (reason: string) => new UpstreamTimeoutError(500, 'Internal Server Error', { cause: new Error(`fetch failed: ${reason}`) })
 
 // Agents are keyed by the pinned addresses (see getName) so a pooled socket is only reused
 // for a host that resolved to the same, already checked, addresses.
@@ -138,7 +150,7 @@ export function requestTo(origin: URL, path: string, options: PinnedRequestOptio
   })
 }
 
-export const timedOut = (cause?: unknown) => new TransientUpstreamError(504, MESSAGES.upstreamTimedOut, { cause })
+export const timedOut = (cause?: unknown) => new UpstreamTimeoutError(504, MESSAGES.upstreamTimedOut, { cause })
 
 export function conditionalHeaders(validators: UpstreamValidators | undefined): Record<string, string> {
   const headers: Record<string, string> = {}

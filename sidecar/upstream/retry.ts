@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ImageError, MESSAGES } from '../errors.js'
-import { TransientUpstreamError } from './http.js'
+import { TransientUpstreamError, UpstreamTimeoutError } from './http.js'
 
 export interface AttemptOptions {
   maxAttempts: number
@@ -14,6 +14,7 @@ export interface AttemptOptions {
 const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_SOCKET'])
 
 export function isTransient(err: unknown): boolean {
+  if (err instanceof UpstreamTimeoutError) return false
   if (err instanceof TransientUpstreamError) return true
   if (err instanceof ImageError) return false
   const code = (err as NodeJS.ErrnoException | undefined)?.code
@@ -22,7 +23,13 @@ export function isTransient(err: unknown): boolean {
 
 /**
  * Runs `job` until it succeeds, fails for good, or `maxAttempts` transient failures are spent
- * (then 502). With one attempt the job's own error stands, so statuses are exactly Next's.
+ * (then 502). The policy per failure class:
+ * - a connection failure or an upstream 5xx is retried (it often clears within a backoff);
+ * - a timeout (UpstreamTimeoutError, also after earlier retries) is never retried and ends the job
+ *   with Next's own answer (504 `… upstream response timed out`): another attempt would wait the
+ *   whole upstream timeout again, multiplying the page's wait and turning Next's 504 into a 502;
+ * - anything else (a 4xx, an invalid image) is the image's answer and stands.
+ * With one attempt the job's own error stands, so statuses are exactly Next's.
  * At the deadline an error that is already Next's (an ImageError, e.g. the upstream's 504 or the
  * queue's 503) stands; anything else becomes Next's 504.
  */

@@ -39,6 +39,30 @@ test('SIGTERM to the demo stops next start and the sidecar, and it exits 0', asy
   assert.equal(await answers(sidecarPort), false)
 })
 
+// A process manager signals the command it started: `npm run demo`, whose script runs under sh. Without
+// `exec` the shell dies and leaves the demo, next start and the sidecar running (checked: they stayed).
+// This one rebuilds dist/ as the README's command does (no other test runs meanwhile: --test-concurrency=1).
+test('SIGTERM to `npm run demo` reaches the demo: next start and the sidecar stop, npm exits 0', async (t) => {
+  const [appPort, sidecarPort] = [await freePort(), await freePort()]
+  const npm = spawn('npm', ['run', 'demo'], {
+    cwd: REPO,
+    env: { ...process.env, APP_PORT: String(appPort), SIDECAR_PORT: String(sidecarPort), EXAMPLE_DIST_DIR: '.next-e2e-demo', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+    detached: true,
+  })
+  // Whatever happens, nothing of it outlives the test: its whole process group goes.
+  t.after(() => void (npm.exitCode === null && process.kill(-npm.pid!, 'SIGKILL')))
+  await waitUntil(async () => {
+    if (npm.exitCode !== null) throw new Error(`npm run demo exited with ${npm.exitCode}`)
+    return (await answers(appPort)) && (await answers(sidecarPort))
+  }, 'the app and the sidecar to answer', 300_000, 500)
+  const exited = once(npm, 'exit')
+  npm.kill('SIGTERM')
+  const [code] = await exited
+  assert.equal(code, 0)
+  await waitUntil(async () => !(await answers(appPort)) && !(await answers(sidecarPort)), 'next start and the sidecar to stop', 15_000, 100)
+})
+
 test('when the sidecar exits 1 (its port is taken), the demo stops next start and exits 1', async () => {
   const [appPort, sidecarPort] = [await freePort(), await freePort()]
   const blocker = createServer().listen(sidecarPort, '0.0.0.0')

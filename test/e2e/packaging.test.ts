@@ -231,11 +231,11 @@ describe('installing the frontend package into a fresh Next 16.4.6 app', () => {
 
 describe('the server package', () => {
   test('ships the built CLI, the /loader and /config re-exports and nothing of the tests or of the frontend package’s sources', () => {
-    for (const file of ['bin/next-image-sidecar', 'dist/sidecar/cli/main.js', 'dist/sidecar/index.js', 'dist/loader/loader.js', 'dist/loader/config.js']) assert.ok(serverFiles.includes(file), file)
-    assert.deepEqual(serverFiles.filter((f) => /^(test|packages|bench|example-next-app)\//.test(f)), [])
+    for (const file of ['bin/next-image-sidecar', 'dist/sidecar/cli/main.js', 'dist/sidecar/index.js', 'dist/sidecar/loader.js', 'dist/sidecar/config.js']) assert.ok(serverFiles.includes(file), file)
+    assert.deepEqual(serverFiles.filter((f) => /^(test|loader|packages|bench|example-next-app)\//.test(f)), [])
   })
   test('depends on the frontend package of the same version, and on nothing only development needs', () => {
-    assert.equal(serverManifest.dependencies[FRONTEND_PACKAGE], JSON.parse(readFileSync(join(import.meta.dirname, '../../packages/loader/package.json'), 'utf8')).version)
+    assert.equal(serverManifest.dependencies[FRONTEND_PACKAGE], JSON.parse(readFileSync(join(import.meta.dirname, '../../loader/package.json'), 'utf8')).version)
     assert.deepEqual(Object.keys(serverManifest.dependencies).filter((name) => /^(esbuild|typescript|@types\/|playwright)/.test(name)), [])
     assert.equal(serverManifest.scripts?.prepare, undefined)
   })

@@ -18,7 +18,7 @@ import { image } from '../helpers/image-url.js'
 import { waitUntil } from '../helpers/wait.js'
 
 const VARNISHD = '/usr/sbin/varnishd'
-const TOKEN = 'varnish-test-admin-token'
+const TOKEN = 'varnish-test-admin-token-0123456789'
 let upstream: UpstreamServer
 
 before(async () => {

@@ -60,6 +60,11 @@ export class PodCgroup {
     return Number(this.read('memory.max_usage_in_bytes'))
   }
 
+  /** Starts the peak over from the current use (v1 takes any write to max_usage_in_bytes as a reset). */
+  resetPeak(): void {
+    writeFileSync(join(this.dir('memory'), 'memory.max_usage_in_bytes'), '0')
+  }
+
   get usageBytes(): number {
     return Number(this.read('memory.usage_in_bytes'))
   }

@@ -14,13 +14,18 @@ export async function startCli(args: string[], env: Record<string, string> = {},
     stdio: ['ignore', process.env.DEBUG_CLI ? 'inherit' : 'ignore', 'inherit'],
   })
   const url = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
+  // 30 s: two CLIs starting at once under --expose-gc on a loaded 2-core machine; a hang still fails.
+  const giveUp = performance.now() + 30_000
+  for (;;) {
     if (child.exitCode !== null) throw new Error(`sidecar exited with ${child.exitCode}`)
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return { url, child }
-    } catch {
-      if (i > 100) throw new Error('sidecar did not start')
-      await sleep(100)
+    const up = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5000) })
+      .then((res) => res.arrayBuffer().then(() => res.ok))
+      .catch(() => false)
+    if (up) return { url, child }
+    if (performance.now() > giveUp) {
+      child.kill('SIGKILL')
+      throw new Error('sidecar did not start within 30 s')
     }
+    await sleep(100)
   }
 }

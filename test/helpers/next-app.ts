@@ -8,12 +8,19 @@ import { CORPUS } from './upstream-server.js'
 
 export const REPO = resolve(import.meta.dirname, '../..')
 
-/** The Next majors the tests run, and where each is installed (15 is the test/next15 workspace). */
+/**
+ * The Next lines the tests run and where each is installed: 16.5 is the root's `next`, 16.4 the
+ * test/next16-4 workspace, 15.5 the test/next15 workspace. A major names its newest line.
+ */
 export type NextMajor = 15 | 16
-export const NEXT_PACKAGES: Record<NextMajor, string> = {
-  16: join(REPO, 'node_modules/next'),
-  15: join(REPO, 'test/next15/node_modules/next'),
+export type NextLine = '15.5' | '16.4' | '16.5'
+export const NEXT_LINES: Record<NextLine, string> = {
+  '16.5': join(REPO, 'node_modules/next'),
+  '16.4': join(REPO, 'test/next16-4/node_modules/next'),
+  '15.5': join(REPO, 'test/next15/node_modules/next'),
 }
+export const NEXT_PACKAGES: Record<NextMajor, string> = { 16: NEXT_LINES['16.5'], 15: NEXT_LINES['15.5'] }
+export const testLineOf = (version: NextMajor | NextLine): NextLine => (typeof version === 'number' ? (version === 16 ? '16.5' : '15.5') : version)
 
 /** NEXT_MAJOR=15 runs the Next-app tests that follow it (example app, e2e) against Next 15.5. */
 export function nextMajorFromEnv(): NextMajor {
@@ -28,17 +35,18 @@ function nextBin(dir: string): string {
 }
 
 /**
- * Makes `dir` resolve `next` to the given major: Next 16 is the root's, Next 15 is linked into the
+ * Makes `dir` resolve `next` to the given line: 16.5 is the root's, the others are linked into the
  * app's own node_modules (Next follows the link to its real directory, where its own files resolve).
  */
-export function useNextMajor(dir: string, major: NextMajor): void {
+export function useNextMajor(dir: string, version: NextMajor | NextLine): void {
+  const line = testLineOf(version)
   const [link, bin] = [join(dir, 'node_modules/next'), join(dir, 'node_modules/.bin/next')]
   for (const path of [link, bin]) rmSync(path, { recursive: true, force: true })
-  if (major === 16) return
+  if (line === '16.5') return
   mkdirSync(join(dir, 'node_modules/.bin'), { recursive: true })
-  symlinkSync(NEXT_PACKAGES[major], link, 'dir')
+  symlinkSync(NEXT_LINES[line], link, 'dir')
   // `npm run build` there finds this `next` first, as after an install.
-  symlinkSync(join(NEXT_PACKAGES[major], 'dist/bin/next'), bin)
+  symlinkSync(join(NEXT_LINES[line], 'dist/bin/next'), bin)
 }
 
 /**
@@ -82,9 +90,9 @@ function hashTree(dir: string): string {
  * `react` from the root node_modules), puts the given corpus folders into public/ and
  * builds it with the real `next build`, unless an identical build is already there.
  */
-export function buildFixtureApp(fixture: string, target: string, corpusDirs: string[], staticImports: Record<string, string> = {}, major: NextMajor = 16): void {
+export function buildFixtureApp(fixture: string, target: string, corpusDirs: string[], staticImports: Record<string, string> = {}, major: NextMajor | NextLine = 16): void {
   const stamp = join(target, '.fixture-hash')
-  const wanted = hashTree(fixture) + corpusDirs.join(',') + JSON.stringify(staticImports) + `next${major}`
+  const wanted = hashTree(fixture) + corpusDirs.join(',') + JSON.stringify(staticImports) + `next${testLineOf(major)}`
   if (existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted && existsSync(join(target, '.next/BUILD_ID'))) return
   rmSync(target, { recursive: true, force: true })
   cpSync(fixture, target, { recursive: true })

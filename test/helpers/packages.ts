@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path'
 const REPO = resolve(import.meta.dirname, '../..')
 
 export const FRONTEND_PACKAGE = 'next-image-sidecar-loader'
-const FRONTEND_DIR = join(REPO, 'packages/loader')
+const FRONTEND_DIR = join(REPO, 'loader')
 
 let packDir: string | undefined
 const packed = new Map<string, string>()

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import request from 'supertest'
 import { createClient } from '@redis/client'
-import KeyvSqlite from '@keyv/sqlite'
+import { KeyvNodeSqlite } from '../../sidecar/cache/node-sqlite.js'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
 import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
 import { metric } from '../helpers/metrics.js'
@@ -38,7 +38,7 @@ describe('SQLite store', () => {
     const s = testSidecar({ frontend: upstream.url, cache: `sqlite://${path}` })
     const res = await get(s, image('/corpus/photo-jpeg/rocket.jpg', 640))
     await s.close()
-    const db = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+    const db = new KeyvNodeSqlite(path, { table: 'next_image_cache', busyTimeoutMs: 5000 })
     const [row] = (await db.query('SELECT length(value) AS size, typeof(value) AS type FROM next_image_cache')) as Array<{ size: number; type: string }>
     await db.disconnect()
     assert.equal(row!.type, 'blob')
@@ -78,7 +78,7 @@ describe('SQLite store', () => {
       if (i % 3 === 0) await workers[(i + 1) % 2]!.get(key(i))
     }
     await Promise.all(workers.map((w) => w.close())) // finishes the pending deletions and their vacuum
-    const db = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+    const db = new KeyvNodeSqlite(path, { table: 'next_image_cache', busyTimeoutMs: 5000 })
     const [row] = (await db.query('SELECT count(*) AS n, sum(length(value)) AS bytes FROM next_image_cache')) as Array<{ n: number; bytes: number }>
     await db.disconnect()
     assert.ok(row!.bytes <= bound, `rows hold ${row!.bytes} bytes, bound ${bound}`)
@@ -96,7 +96,7 @@ describe('SQLite store', () => {
     const key = (i: number) => createHash('sha256').update(`old ${i}`).digest('base64url')
     const entry = (i: number) => ({ buffer: Buffer.alloc(1000, i), contentType: 'image/webp', maxAge: 60, expireAt: Date.now() + 60_000, etag: `e${i}`, upstreamEtag: `u${i}` })
     // The layout of an older file: keyv's table alone, written directly.
-    const db = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+    const db = new KeyvNodeSqlite(path, { table: 'next_image_cache', busyTimeoutMs: 5000 })
     for (let i = 0; i < 3; i++) await db.set(key(i), encodeEntry(entry(i), Date.now() + 3_600_000))
     await db.set(key(3), encodeEntry(entry(3), Date.now() - 1000)) // past its keep time
     await db.set(key(4), Buffer.from('not an entry of ours'))
@@ -108,7 +108,7 @@ describe('SQLite store', () => {
     assert.equal(store.size, 3 * fresh)
     assert.deepEqual((await store.get(key(1)))?.buffer, entry(1).buffer)
     await store.close()
-    const check = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+    const check = new KeyvNodeSqlite(path, { table: 'next_image_cache', busyTimeoutMs: 5000 })
     const rows = (await check.query('SELECT key FROM next_image_cache ORDER BY rowid')) as Array<{ key: string }>
     await check.disconnect()
     assert.deepEqual(rows.map((r) => r.key), [key(0), key(1), key(2)])
@@ -121,8 +121,8 @@ describe('SQLite store', () => {
     try {
       const key = (i: number) => createHash('sha256').update(`lru ${i}`).digest('base64url')
       const entry = (i: number) => ({ buffer: Buffer.alloc(10_000, i), contentType: 'image/webp', maxAge: 60, expireAt: Date.now() + 60_000, etag: `e${i}`, upstreamEtag: `u${i}` })
-      // Room for four entries (the budget is 85% of the size).
-      const store = new SqliteStore(path, { maxSize: 50_000, maxEntrySize: 50_000 }, log)
+      // Room for four entries (the budget is 85% of the size less one WAL page: sqliteBudget).
+      const store = new SqliteStore(path, { maxSize: 55_000, maxEntrySize: 55_000 }, log)
       for (let i = 0; i < 4; i++) {
         await store.set(key(i), entry(i), 3_600_000)
         clock.advance(1000)
@@ -131,7 +131,7 @@ describe('SQLite store', () => {
       clock.advance(1000)
       await store.set(key(4), entry(4), 3_600_000)
       await store.close() // finishes the eviction
-      const reopened = new SqliteStore(path, { maxSize: 50_000, maxEntrySize: 50_000 }, log)
+      const reopened = new SqliteStore(path, { maxSize: 55_000, maxEntrySize: 55_000 }, log)
       assert.ok(await reopened.get(key(0)), 'the entry read recently is kept')
       assert.equal(await reopened.get(key(1)), undefined, 'the least recently used entry is evicted')
       assert.ok(await reopened.get(key(4)))

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createConnection, type Socket } from 'node:net'
+import { Server } from 'node:http'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { startCli } from '../helpers/cli.js'
 import { image } from '../helpers/image-url.js'
@@ -71,7 +72,11 @@ test('an idle keep-alive connection stays open past the headers timeout and clos
   const idleSince = performance.now()
   await once(socket, 'close')
   const ms = performance.now() - idleSince
-  assert.ok(ms >= 2900 && ms < 4500, `idle connection closed after ${Math.round(ms)} ms`)
+  // Node keeps the socket keepAliveTimeoutBuffer (1 s) past the advertised timeout, so a client reusing it
+  // at the edge is not reset: the close comes at 4 s. The bound stays under Node's default (5 s + 1 s), so a
+  // server that lost its keepAliveTimeout still fails.
+  const closesAt = 3000 + (new Server().keepAliveTimeoutBuffer ?? 0)
+  assert.ok(ms >= 2900 && ms < closesAt + 1000, `idle connection closed after ${Math.round(ms)} ms (expected about ${closesAt})`)
 })
 
 test('500 idle keep-alive connections do not stop a new client being served', async () => {

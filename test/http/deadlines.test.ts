@@ -36,14 +36,31 @@ after(async () => {
 })
 
 /** The CLI under GC pressure, with one transform slot and no retries (Next's statuses). */
-async function sidecarUnderGc(args: string[]): Promise<string> {
-  const { url, child } = await startCli(
+async function startUnderGc(args: string[]): Promise<{ url: string; child: ChildProcess }> {
+  const started = await startCli(
     ['--frontend', upstream.url, '--config', configPath, '--cache', 'memory://', '--concurrency', '1', '--max-attempts', '1', ...args],
     {},
     GC_PRESSURE,
   )
-  children.push(child)
-  return url
+  children.push(started.child)
+  return started
+}
+const sidecarUnderGc = async (args: string[]): Promise<string> => (await startUnderGc(args)).url
+
+/**
+ * One such sidecar for the enclosing describe: started before its tests, stopped after them (a GC-pressure
+ * process left running loads the describes that follow).
+ */
+function describedSidecar(args: string[]): { url: string } {
+  const sidecar = { url: '' }
+  let child: ChildProcess | undefined
+  before(async () => {
+    const started = await startUnderGc(args)
+    sidecar.url = started.url
+    child = started.child
+  })
+  after(() => void child?.kill('SIGKILL'))
+  return sidecar
 }
 
 interface Timed {
@@ -51,12 +68,15 @@ interface Timed {
   text: string
   retryAfter: string | null
   ms: number
+  /** performance.now() when the body had arrived. */
+  endedAt: number
 }
 async function timedGet(url: string): Promise<Timed> {
   const started = performance.now()
   const res = await fetch(url, { headers: { accept: 'image/webp' }, signal: AbortSignal.timeout(30_000) })
   const text = await res.text()
-  return { status: res.status, text, retryAfter: res.headers.get('retry-after'), ms: performance.now() - started }
+  const endedAt = performance.now()
+  return { status: res.status, text, retryAfter: res.headers.get('retry-after'), ms: endedAt - started, endedAt }
 }
 
 /** Ended at `deadlineMs` (not before, and well before the slow peer would have answered). */
@@ -66,66 +86,71 @@ function endedAtDeadline(r: Timed, deadlineMs: number): void {
 }
 
 describe('the upstream timeout under GC pressure (upstream timeout 1 s)', () => {
-  let sidecar: string
-  before(async () => {
-    sidecar = await sidecarUnderGc(['--upstream-timeout', '1000', '--timeout', '20000'])
-  })
+  const sidecar = describedSidecar(['--upstream-timeout', '1000', '--timeout', '20000'])
 
   test('an external upstream whose headers come after 5 s → 504 at 1 s, not its late 200', async () => {
-    const r = await timedGet(`${sidecar}${image(`${upstream.url}/slow/5000/png/chelsea.png`, 64)}`)
+    const r = await timedGet(`${sidecar.url}${image(`${upstream.url}/slow/5000/png/chelsea.png`, 64)}`)
     assert.equal(r.status, 504)
     assert.equal(r.text, TIMED_OUT)
     endedAtDeadline(r, 1000)
   })
   test('an external body trickling a byte every 100 ms → 504 at 1 s', async () => {
-    const r = await timedGet(`${sidecar}${image(`${upstream.url}/trickle/png/chelsea.png`, 64)}`)
+    const r = await timedGet(`${sidecar.url}${image(`${upstream.url}/trickle/png/chelsea.png`, 64)}`)
     assert.equal(r.status, 504)
     assert.equal(r.text, TIMED_OUT)
     endedAtDeadline(r, 1000)
   })
   test('a frontend whose headers come after 5 s → 504 at 1 s', async () => {
-    const r = await timedGet(`${sidecar}${image('/slow/5000/png/coffee.png', 64)}`)
+    const r = await timedGet(`${sidecar.url}${image('/slow/5000/png/coffee.png', 64)}`)
     assert.equal(r.status, 504)
     assert.equal(r.text, TIMED_OUT)
     endedAtDeadline(r, 1000)
   })
   test('each redirect hop has its own 1 s, as in Next: a slow hop after a redirect still ends at 1 s', async () => {
     const to = encodeURIComponent('/slow/5000/png/silk.png')
-    const r = await timedGet(`${sidecar}${image(`${upstream.url}/redirect/1?to=${to}`, 64)}`)
+    const r = await timedGet(`${sidecar.url}${image(`${upstream.url}/redirect/1?to=${to}`, 64)}`)
     assert.equal(r.status, 504)
     endedAtDeadline(r, 1000)
   })
-  test('stalled upstreams hold no image slot: eight at once all end at 1 s, and a good image is served meanwhile', async () => {
-    const stalled = Promise.all([64, 96, 128, 256, 384, 640, 750, 828].map((w) => timedGet(`${sidecar}${image(`${upstream.url}/hang`, w)}`)))
-    const good = await timedGet(`${sidecar}${image('/corpus/png/coins-gray.png', 64)}`)
+})
+
+describe('stalled upstreams and the one transform slot under GC pressure (upstream timeout 5 s)', () => {
+  // Its own sidecar with a wider upstream timeout: the good image must be served while the stalled ones
+  // wait, and a 1 s wait left a loaded machine a few hundred ms for that (the order, not a speed, is the claim).
+  const sidecar = describedSidecar(['--upstream-timeout', '5000', '--timeout', '20000'])
+
+  test('stalled upstreams hold no image slot: eight at once all end at 5 s, and a good image is served meanwhile', async () => {
+    const stalled = Promise.all([64, 96, 128, 256, 384, 640, 750, 828].map((w) => timedGet(`${sidecar.url}${image(`${upstream.url}/hang`, w)}`)))
+    const good = await timedGet(`${sidecar.url}${image('/corpus/png/coins-gray.png', 64)}`)
     assert.equal(good.status, 200)
-    assert.ok(good.ms < 900, `the good image waited ${Math.round(good.ms)} ms behind the stalled ones`)
-    for (const r of await stalled) {
+    // Served before any stalled one ended: had they held its slot, it would have come after their 504s.
+    const ended = await stalled
+    assert.ok(good.endedAt < Math.min(...ended.map((r) => r.endedAt)), `the good image waited ${Math.round(good.ms)} ms, behind the stalled ones`)
+    for (const r of ended) {
       assert.deepEqual([r.status, r.text], [504, TIMED_OUT])
-      endedAtDeadline(r, 1000)
+      endedAtDeadline(r, 5000)
     }
   })
-  test('after the timeouts the one transform slot is free: a good image is served at once', async () => {
-    const r = await timedGet(`${sidecar}${image('/corpus/png/chelsea.png', 96)}`)
-    assert.equal(r.status, 200)
-    assert.ok(r.ms < 1000, `took ${Math.round(r.ms)} ms`)
+  test('after the timeouts the one transform slot is free: a good image is served, not queued to the job deadline', async () => {
+    // A slot still held would queue this request until the 20 s job deadline (504): a 200 well before it is
+    // the proof. (A bound of 1 s here measured the machine's load, not the slot.)
+    const r = await timedGet(`${sidecar.url}${image('/corpus/png/chelsea.png', 96)}`)
+    assert.equal(r.status, 200, r.text)
+    assert.ok(r.ms < 10_000, `took ${Math.round(r.ms)} ms: queued behind a slot the timeouts did not free`)
   })
 })
 
 describe('the job deadline under GC pressure (job deadline 1.5 s, upstream timeout 20 s)', () => {
-  let sidecar: string
-  before(async () => {
-    sidecar = await sidecarUnderGc(['--upstream-timeout', '20000', '--timeout', '1500'])
-  })
+  const sidecar = describedSidecar(['--upstream-timeout', '20000', '--timeout', '1500'])
 
   test('a stalled upstream holds its job only until the job deadline → 504', async () => {
-    const r = await timedGet(`${sidecar}${image(`${upstream.url}/hang`, 64)}`)
+    const r = await timedGet(`${sidecar.url}${image(`${upstream.url}/hang`, 64)}`)
     assert.equal(r.status, 504)
     assert.equal(r.text, TIMED_OUT)
     endedAtDeadline(r, 1500)
   })
   test('identical waiters on a stalled job all end at its deadline with Next’s 504', async () => {
-    const url = `${sidecar}${image(`${upstream.url}/hang`, 128)}`
+    const url = `${sidecar.url}${image(`${upstream.url}/hang`, 128)}`
     const results = await Promise.all(Array.from({ length: 6 }, () => timedGet(url)))
     for (const r of results) {
       assert.equal(r.status, 504)
@@ -135,17 +160,18 @@ describe('the job deadline under GC pressure (job deadline 1.5 s, upstream timeo
   })
   test('more stalled jobs than slots: each request ends at its own deadline (504, or 503 + Retry-After if still in line)', async () => {
     // One transform slot admits two jobs (fetch-ahead); the third waits in line.
-    const results = await Promise.all([256, 384, 640].map((w) => timedGet(`${sidecar}${image(`${upstream.url}/hang`, w)}`)))
+    const results = await Promise.all([256, 384, 640].map((w) => timedGet(`${sidecar.url}${image(`${upstream.url}/hang`, w)}`)))
     for (const r of results) {
       if (r.status === 503) assert.equal(r.retryAfter, '1')
       else assert.deepEqual([r.status, r.text], [504, TIMED_OUT])
       endedAtDeadline(r, 1500)
     }
   })
-  test('after the deadlines every slot is free: a good image is served at once', async () => {
-    const r = await timedGet(`${sidecar}${image('/corpus/png/coffee.png', 96)}`)
-    assert.equal(r.status, 200)
-    assert.ok(r.ms < 1000, `took ${Math.round(r.ms)} ms`)
+  test('after the deadlines every slot is free: a good image is served within its own deadline', async () => {
+    // A slot still held would queue this request until its 1.5 s deadline (504, or 503 if refused early):
+    // a 200 is the proof. (A bound of 1 s here measured the machine's load: 1.2 s with other work running.)
+    const r = await timedGet(`${sidecar.url}${image('/corpus/png/coffee.png', 96)}`)
+    assert.equal(r.status, 200, r.text)
   })
 })
 

@@ -150,7 +150,23 @@ describe('external upstream failures', () => {
 
 describe('internal (frontend) failures', () => {
   test('missing file → 404', () => expectError(image('/corpus/none.png'), 404, INTERNAL_INVALID))
-  test('3xx → 500', () => expectError(image('/redirect/1'), 500, INTERNAL_INVALID))
+  test('3xx on the 16.4 line → 500', async () => {
+    const s = testSidecar({ frontend: upstream.url, nextVersion: '16.4' })
+    const res = await request(s.app).get(image('/redirect/1'))
+    assert.equal(res.status, 500)
+    assert.equal(res.text, INTERNAL_INVALID)
+    await s.close()
+  })
+  test('3xx on the 16.5 line (the default) is followed; past maximumRedirects (3) → 508', async () => {
+    const s = testSidecar({ frontend: upstream.url })
+    const followed = await request(s.app).get(image('/redirect/3')).set('accept', 'image/webp')
+    assert.equal(followed.status, 200)
+    assert.equal(followed.headers['content-type'], 'image/webp')
+    const past = await request(s.app).get(image('/redirect/4'))
+    assert.equal(past.status, 508)
+    assert.equal(past.text, INTERNAL_INVALID)
+    await s.close()
+  })
   test('empty body → 400', () => expectError(image('/empty'), 400, INTERNAL_INVALID))
   test('body over maximumResponseBody → 413', () => expectError(image('/corpus/photo-jpeg/garden.jpg'), 413, INTERNAL_INVALID))
   test('frontend unreachable → 500 upstream invalid', async () => {

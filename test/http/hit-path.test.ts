@@ -18,6 +18,8 @@ import { localRemoteConfig, testSidecar } from '../helpers/sidecar.js'
 import { image } from '../helpers/image-url.js'
 import { metric } from '../helpers/metrics.js'
 import { waitUntil } from '../helpers/wait.js'
+import { PrivateRedis } from '../helpers/redis.js'
+import { createClient } from '@redis/client'
 import type { Sidecar } from '../../sidecar/server/app.js'
 import { signImageParams } from '../../sidecar/server/signature.js'
 
@@ -305,5 +307,151 @@ test('SQLite behind the hot tier: a hit is served from the hot tier; a stale ent
   } finally {
     ways.close()
     await s.close()
+  }
+})
+
+test('SQLite without a hot tier (--hot-cache-size 0): a fresh hit is served by the fast path, the full path’s response byte for byte', async () => {
+  const cache = `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-hit-')), 'cache.sqlite')}`
+  const s = testSidecar({ frontend: upstream.url, cache, hotCacheSize: 0 })
+  const ways = await twoWays(s)
+  try {
+    for (const [path, headers] of [[image('/corpus/png/chelsea.png', 64), { accept: 'image/webp' }], [image('/corpus/photo-jpeg/rocket.jpg', 128), { accept: 'image/avif,image/webp,*/*' }]] as const) {
+      const miss = await raw(ways.fast, path, headers)
+      assert.equal(miss.headers.find(([n]) => n === 'X-Nextjs-Cache')![1], 'MISS')
+      assert.equal(ways.lastServed(), false)
+      const full = await raw(ways.full, path, { ...headers, 'x-request-id': 'q' })
+      for (let i = 0; i < 3; i++) {
+        const fast = await raw(ways.fast, path, { ...headers, 'x-request-id': 'q' })
+        assert.equal(ways.lastServed(), true, 'the fast path answered a hit from the SQLite store')
+        assertSame(fast, full, 'sqlite hit, no hot tier')
+      }
+      const etag = full.headers.find(([n]) => n === 'ETag')![1]
+      const fast304 = await raw(ways.fast, path, { ...headers, 'x-request-id': 'r', 'if-none-match': etag })
+      assert.equal(ways.lastServed(), true)
+      assertSame(fast304, await raw(ways.full, path, { ...headers, 'x-request-id': 'r', 'if-none-match': etag }), 'sqlite 304, no hot tier')
+    }
+  } finally {
+    ways.close()
+    await s.close()
+  }
+})
+
+test('SQLite behind the hot tier: an entry only the file holds (another process wrote it) is served by the fast path, and kept hot', async () => {
+  const cache = `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-hit-')), 'cache.sqlite')}`
+  const writer = testSidecar({ frontend: upstream.url, cache })
+  const s = testSidecar({ frontend: upstream.url, cache })
+  const ways = await twoWays(s)
+  const writerWays = await twoWays(writer)
+  try {
+    const path = image('/corpus/png/coffee.png', 96)
+    const miss = await raw(writerWays.fast, path, { accept: 'image/webp', 'x-request-id': 'w' })
+    assert.equal(miss.headers.find(([n]) => n === 'X-Nextjs-Cache')![1], 'MISS')
+    const fast = await raw(ways.fast, path, { accept: 'image/webp', 'x-request-id': 'w' })
+    assert.equal(ways.lastServed(), true, 'the fast path answered from the file')
+    assert.equal(fast.headers.find(([n]) => n === 'X-Nextjs-Cache')![1], 'HIT')
+    assert.deepEqual(fast.body, miss.body)
+    assertSame(fast, await raw(ways.full, path, { accept: 'image/webp', 'x-request-id': 'w' }), 'a hit from the file')
+    assert.ok((s.store as unknown as { hot: { size: number } }).hot.size > 0, 'the entry is kept in the hot tier')
+  } finally {
+    ways.close()
+    writerWays.close()
+    await s.close()
+    await writer.close()
+  }
+})
+
+/** Counts the requests that reach Express (the full path), whether `serveHit` returned false or handed them on. */
+function expressCalls(s: Sidecar): () => number {
+  const app = s.app as unknown as { handle: (...args: unknown[]) => unknown }
+  const handle = app.handle
+  let calls = 0
+  app.handle = function (this: unknown, ...args: unknown[]) {
+    calls++
+    return handle.apply(this, args)
+  }
+  return () => calls
+}
+
+test('Redis without a hot tier: a fresh hit is read and answered ahead of Express, the full path’s response byte for byte; a miss is handed to it', async () => {
+  const redis = await PrivateRedis.start()
+  const s = testSidecar({ frontend: upstream.url, cache: redis.url, hotCacheSize: 0 })
+  const ways = await twoWays(s)
+  const express = expressCalls(s)
+  try {
+    const path = image('/corpus/png/chelsea.png', 64)
+    const miss = await raw(ways.fast, path, { accept: 'image/webp', 'x-request-id': 'm' })
+    assert.equal(miss.headers.find(([n]) => n === 'X-Nextjs-Cache')![1], 'MISS')
+    assert.equal(express(), 1, 'a miss goes the full way')
+    const full = await raw(ways.full, path, { accept: 'image/webp', 'x-request-id': 'q' })
+    assert.equal(express(), 2)
+    for (let i = 0; i < 3; i++) {
+      const fast = await raw(ways.fast, path, { accept: 'image/webp', 'x-request-id': 'q' })
+      assertSame(fast, full, 'redis hit, no hot tier')
+    }
+    const etag = full.headers.find(([n]) => n === 'ETag')![1]
+    const before = (await raw(ways.full, '/metrics')).body.toString()
+    const fast304 = await raw(ways.fast, path, { accept: 'image/webp', 'x-request-id': 'r', 'if-none-match': etag })
+    assert.equal(express(), 3, 'hits and 304s from Redis do not reach Express (the scrape did)')
+    const after = (await raw(ways.full, '/metrics')).body.toString()
+    const delta = (name: string, labels: Record<string, string>) => metric(after, name, labels) - metric(before, name, labels)
+    assert.equal(metric(after, 'next_image_sidecar_request_duration_seconds_count', { status_class: '3xx' }), 1, 'timed like every request')
+    assert.equal(delta('next_image_sidecar_cache_requests_total', { result: 'hit' }), 1, 'counted as a hit')
+    assertSame(fast304, await raw(ways.full, path, { accept: 'image/webp', 'x-request-id': 'r', 'if-none-match': etag }), 'redis 304, no hot tier')
+  } finally {
+    ways.close()
+    await s.close()
+    await redis.kill()
+  }
+})
+
+test('Redis without a hot tier: a miss the fast path hands to the full path costs one read of the store, not two', async () => {
+  const redis = await PrivateRedis.start()
+  const s = testSidecar({ frontend: upstream.url, cache: redis.url, hotCacheSize: 0 })
+  const ways = await twoWays(s)
+  const express = expressCalls(s)
+  const monitor = createClient({ url: redis.url })
+  await monitor.connect()
+  // The entry's reads (the purge log's counter and the single-flight lock are read with GET too).
+  const commands: string[] = []
+  await monitor.monitor((line) => commands.push(String(line)))
+  const reads = () => commands.filter((c) => /"GET" "/i.test(c) && !c.includes('{purge}') && !c.includes(':lock:'))
+  try {
+    const miss = await raw(ways.fast, image('/corpus/png/coffee.png', 64), { accept: 'image/webp' })
+    assert.equal(miss.headers.find(([n]) => n === 'X-Nextjs-Cache')![1], 'MISS')
+    assert.equal(express(), 1, 'the miss went the full way')
+    // MONITOR's lines arrive on their own connection: the entry's SET is the last command of the miss.
+    await waitUntil(() => commands.some((c) => /"SET" "/i.test(c) && !c.includes('{purge}')), 'the entry to be stored')
+    assert.equal(reads().length, 1, `the store was read again for the same request:\n${reads().join('\n')}`)
+  } finally {
+    monitor.destroy() // QUIT is never answered in MONITOR mode
+    ways.close()
+    await s.close()
+    await redis.kill()
+  }
+})
+
+test('Redis behind the hot tier: another replica’s entry is read ahead of Express and kept hot', async () => {
+  const redis = await PrivateRedis.start()
+  const writer = testSidecar({ frontend: upstream.url, cache: redis.url })
+  const s = testSidecar({ frontend: upstream.url, cache: redis.url })
+  const ways = await twoWays(s)
+  const writerWays = await twoWays(writer)
+  const express = expressCalls(s)
+  try {
+    const path = image('/corpus/png/coffee.png', 96)
+    const miss = await raw(writerWays.fast, path, { accept: 'image/webp', 'x-request-id': 'w' })
+    assert.equal(miss.headers.find(([n]) => n === 'X-Nextjs-Cache')![1], 'MISS')
+    const fast = await raw(ways.fast, path, { accept: 'image/webp', 'x-request-id': 'w' })
+    assert.equal(fast.headers.find(([n]) => n === 'X-Nextjs-Cache')![1], 'HIT')
+    assert.deepEqual(fast.body, miss.body)
+    assert.equal(express(), 0, 'the replica’s entry was answered ahead of Express')
+    assert.ok((s.store as unknown as { hot: { size: number } }).hot.size > 0, 'the entry is kept in the hot tier')
+    assertSame(fast, await raw(ways.full, path, { accept: 'image/webp', 'x-request-id': 'w' }), 'a hit from Redis')
+  } finally {
+    ways.close()
+    writerWays.close()
+    await s.close()
+    await writer.close()
+    await redis.kill()
   }
 })

@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import sharp from 'sharp'
-import { getImagePlaceholder, type ImagePlaceholder } from '../../packages/loader/src/placeholder-core.js'
+import { getImagePlaceholder, type ImagePlaceholder } from '../../loader/src/placeholder-core.js'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { testSidecar } from '../helpers/sidecar.js'
 import type { Sidecar } from '../../sidecar/server/app.js'

@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import request from 'supertest'
-import KeyvSqlite from '@keyv/sqlite'
+import { KeyvNodeSqlite } from '../../sidecar/cache/node-sqlite.js'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
 import { testSidecar } from '../helpers/sidecar.js'
 import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
@@ -189,7 +189,7 @@ describe('the source index', () => {
     try {
       for (const k of ['i1', 'i2', 'i3', 'i4', 'i5', 'i6']) await request(s.app).get(image(`/mutable/${k}`, 1920)).set('Accept', 'image/jpeg')
       await waitUntil(async () => {
-        const db = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'next_image_cache' })
+        const db = new KeyvNodeSqlite(path, { table: 'next_image_cache', busyTimeoutMs: 5000 })
         try {
           const [entries] = (await db.query('SELECT count(*) AS n FROM next_image_cache')) as Array<{ n: number }>
           const [indexed] = (await db.query('SELECT count(*) AS n FROM next_image_cache_sources')) as Array<{ n: number }>

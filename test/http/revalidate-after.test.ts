@@ -1,5 +1,5 @@
 /** --revalidate-after: a cached entry older than it is checked against its source with its validators. */
-import { test, before, after } from 'node:test'
+import { test, before, after, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import request from 'supertest'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
@@ -120,4 +120,58 @@ test('off by default (Next\'s semantics): no check while the entry is fresh', as
   } finally {
     await s.close()
   }
+})
+
+describe('found by review: a failing origin was fetched again by every request for a due entry', () => {
+  test('a check that fails is recorded: 30 requests for a due entry of an origin answering 500 cost one check, counted as failed, and the next interval one more', async (t) => {
+    upstream.mutable.set('rf', { status: 200, body: OLD, headers: { 'content-type': 'image/jpeg', etag: '"v1"' } })
+    const s = testSidecar({ frontend: upstream.url, revalidateAfter: 60 })
+    const clock = frozenClock()
+    t.after(() => clock.restore())
+    try {
+      const path = image('/mutable/rf', 640)
+      const first = await request(s.app).get(path).set('Accept', 'image/webp')
+      upstream.mutable.set('rf', { status: 500, body: Buffer.from('down') })
+      clock.advance(61_000)
+      for (let i = 0; i < 30; i++) {
+        const res = await request(s.app).get(path).set('Accept', 'image/webp')
+        assert.deepEqual([res.status, res.headers.etag], [200, first.headers.etag], 'the entry is served as it was')
+        await s.idle()
+      }
+      assert.equal(fetchesOf('rf').length, 2, 'one check in the interval, whatever the traffic')
+      const text = (await request(s.app).get('/metrics')).text
+      assert.equal(metric(text, 'next_image_sidecar_source_checks_total', { outcome: 'failed' }), 1)
+      clock.advance(61_000)
+      for (let i = 0; i < 5; i++) {
+        await request(s.app).get(path).set('Accept', 'image/webp')
+        await s.idle()
+      }
+      assert.equal(fetchesOf('rf').length, 3, 'checked again after the next interval')
+    } finally {
+      await s.close()
+    }
+  })
+
+  test('one check in flight per source: 20 concurrent requests for 4 due variants of one source, its origin slow, start one check', async (t) => {
+    const src = '/slow/1500/photo-jpeg/rocket.jpg'
+    const fetches = () => upstream.requests.filter((r) => r.url === src).length
+    const s = testSidecar({ frontend: upstream.url, revalidateAfter: 60, nextConfig: { images: { localPatterns: [{ pathname: '**' }] } } })
+    const clock = frozenClock()
+    t.after(() => clock.restore())
+    try {
+      const widths = [256, 384, 640, 750]
+      const before = fetches()
+      await Promise.all(widths.map((w) => request(s.app).get(image(src, w)).set('Accept', 'image/webp')))
+      assert.equal(fetches() - before, 4)
+      clock.advance(61_000)
+      const answers = await Promise.all(widths.flatMap((w) => Array.from({ length: 5 }, () => request(s.app).get(image(src, w)).set('Accept', 'image/webp'))))
+      assert.deepEqual(new Set(answers.map((a) => a.headers['x-nextjs-cache'])), new Set(['HIT']))
+      await s.idle()
+      assert.equal(fetches() - before, 5, 'one check of the source in flight at a time')
+      const text = (await request(s.app).get('/metrics')).text
+      assert.equal(metric(text, 'next_image_sidecar_source_checks_total', { outcome: 'unchanged' }), 1)
+    } finally {
+      await s.close()
+    }
+  })
 })

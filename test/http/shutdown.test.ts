@@ -24,21 +24,31 @@ after(async () => {
   await upstream.close()
 })
 
-test('SIGTERM during load: unready first, every in-flight request completes, exit 0', async () => {
-  const { url, child } = await startCli(['--frontend', upstream.url, '--cache', 'memory://', '--concurrency', '1'], { SHUTDOWN_DELAY_MS: '300' })
+test('SIGTERM during load: unready first, every in-flight request completes, also one still running when the listener closes, exit 0', async () => {
+  const { url, child } = await startCli(['--frontend', upstream.url, '--cache', 'memory://', '--concurrency', '1'], { SHUTDOWN_DELAY_MS: '2000' })
   const exited = once(child, 'exit')
   const files = ['photo-jpeg/storm.jpg', 'photo-jpeg/garden.jpg', 'photo-jpeg/aqua.jpg', 'photo-jpeg/ladybird.jpg', 'photo-jpeg/green-meadow.jpg', 'large/elephants-3840x2160.jpg']
-  const inFlight = files.map((f) => fetch(`${url}${image(`/corpus/${f}`, 1920)}`, { headers: { accept: 'image/webp' } }).then(async (r) => ({ status: r.status, bytes: (await r.arrayBuffer()).byteLength })))
+  const get = (src: string) => fetch(`${url}${image(src, 1920)}`, { headers: { accept: 'image/webp' } }).then(async (r) => ({ status: r.status, bytes: (await r.arrayBuffer()).byteLength, endedAt: performance.now() }))
+  const inFlight = files.map((f) => get(`/corpus/${f}`))
+  // Its source arrives 4 s after it is asked for: past the 2 s shutdown delay, whatever this machine's speed.
+  const draining = get('/slow/4000/png/coffee.png')
   // Stop while the jobs are running: the first sources have reached the sidecar.
   await waitUntil(() => upstream.requests.filter((r) => files.some((f) => r.url === `/corpus/${f}`)).length >= 1, 'jobs in flight')
   child.kill('SIGTERM')
-  // Unready within the shutdown delay, while it still accepts connections.
+  // Unready within the shutdown delay, while it still accepts connections (2 s: a delay of 300 ms left a
+  // loaded machine, both cores transforming, few polls to see the 503 before the listener closed).
   await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 503, '/readyz to answer 503 after SIGTERM', 5000)
+  await waitUntil(() => fetch(`${url}/healthz`).then(() => false, () => true), 'the listener to close', 10_000)
+  const closedAt = performance.now()
   const results = await Promise.all(inFlight)
   for (const r of results) {
     assert.equal(r.status, 200)
     assert.ok(r.bytes > 0)
   }
+  const last = await draining
+  assert.equal(last.status, 200)
+  assert.ok(last.bytes > 0)
+  assert.ok(last.endedAt > closedAt, 'the slow request was not in flight when the listener closed')
   const [code] = await exited
   assert.equal(code, 0)
   await assert.rejects(fetch(`${url}/healthz`))

@@ -11,8 +11,7 @@ import { once } from 'node:events'
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
-import sqlite3 from 'sqlite3'
+import { nodeSqlite } from '../../sidecar/cache/node-sqlite.js'
 import { cgroupsAvailable, PodCgroup } from '../helpers/cgroup.js'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { freePort, REPO } from '../helpers/next-app.js'
@@ -34,25 +33,20 @@ let bigFile: string
  * written directly in that schema: ROWS small variants, fresh for a day.
  */
 async function writeCacheFile(path: string): Promise<void> {
-  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-    const database = new sqlite3.Database(path, (err) => (err ? reject(err) : resolve(database)))
-  })
-  const exec = promisify(db.exec).bind(db) as (sql: string) => Promise<void>
-  await exec('PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; VACUUM;')
-  await exec('CREATE TABLE IF NOT EXISTS next_image_cache(key VARCHAR(255) PRIMARY KEY, value TEXT )')
-  await exec('BEGIN')
+  const db = new (nodeSqlite().DatabaseSync)(path)
+  db.exec('PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; VACUUM;')
+  db.exec('CREATE TABLE IF NOT EXISTS next_image_cache(key VARCHAR(255) PRIMARY KEY, value TEXT )')
+  db.exec('BEGIN')
   const insert = db.prepare('INSERT INTO next_image_cache (key, value) VALUES (?, ?)')
-  const run = promisify(insert.run).bind(insert) as (...args: unknown[]) => Promise<void>
   const bytes = randomBytes(VALUE_BYTES)
   const now = Date.now()
   for (let i = 0; i < ROWS; i++) {
     const key = createHash('sha256').update(`variant ${i}`).digest('base64url')
     const entry = { buffer: bytes, contentType: 'image/webp', maxAge: 60, expireAt: now + 60_000, etag: `e${i}`, upstreamEtag: `u${i}` }
-    await run(key, encodeEntry(entry, now + 86_400_000))
+    insert.run(key, encodeEntry(entry, now + 86_400_000))
   }
-  await (promisify(insert.finalize).bind(insert) as () => Promise<void>)()
-  await exec('COMMIT')
-  await (promisify(db.close).bind(db) as () => Promise<void>)()
+  db.exec('COMMIT')
+  db.close()
 }
 
 /** A copy of the large file in a directory of its own (start-up changes the file). */

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
+import { SqliteStore, sqliteBudget } from '../../sidecar/cache/sqlite-store.js'
 import { RedisCoordinator } from '../../sidecar/cache/redis-coordinator.js'
 import { RedisOfflineError, RedisStore } from '../../sidecar/cache/redis-store.js'
 import { freePort } from '../helpers/next-app.js'
@@ -36,6 +36,9 @@ test('two workers evicting one SQLite file together keep it near its budget, not
   })
   // 600 entries of 20 kB at once, half through each worker: twelve times the budget.
   await Promise.all(Array.from({ length: 600 }, (_, i) => (i % 2 ? a : b).set(`k${i}`, entry(i) as never, 120_000)))
+  // Eviction runs in the background, a page of entries at a time with a turn of the event loop between pages.
+  const budget = sqliteBudget(limits.maxSize).entries
+  await waitUntil(async () => (await a.ping(), a.size <= budget && b.size <= budget), 'the evictions to finish')
   let kept = 0
   for (let i = 0; i < 600; i++) if (await a.get(`k${i}`)) kept++
   // One store alone keeps 44 (0.85 × the budget); two may differ by a few, never by most of it.

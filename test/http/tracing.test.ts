@@ -81,6 +81,8 @@ describe('tracing on (OTEL_EXPORTER_OTLP_ENDPOINT set)', () => {
     assert.equal((await first).status, 200)
     await waitUntil(() => spansOf(traceId).length >= 5 && receiver.spans.some((s) => s.name === 'lock wait'), 'the spans of both requests', 20_000)
     waiterTrace = receiver.spans.find((s) => s.name === 'lock wait')!.traceId
+    // Its request span ends after the lock wait, and may come in a later export batch.
+    await waitUntil(() => spansOf(waiterTrace).some((s) => s.kind === SERVER), 'the waiting request\'s own span', 20_000)
   })
 
   after(async () => {

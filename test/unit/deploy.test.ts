@@ -1,11 +1,12 @@
 /** The deployment files: linted and checked for what operations rely on (they cannot be built here). */
-import { test } from 'node:test'
+import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse, parseAllDocuments } from 'yaml'
 import { REPO } from '../helpers/next-app.js'
+import { parseNextVersion } from '../../sidecar/next/next-version.js'
 
 for (const file of ['deploy/Dockerfile', 'example-next-app/Dockerfile']) {
   test(`${file} passes dockerfilelint`, () => {
@@ -118,4 +119,33 @@ test('metrics are scraped from their own port: manifest, ServiceMonitor, pod ann
   assert.deepEqual(monitor.spec.selector.matchLabels, service.metadata.labels)
   assert.ok(service.spec.ports.some((p: { name: string; targetPort: string }) => p.name === monitor.spec.endpoints[0].port && p.targetPort === 'metrics'))
   assert.match(readFileSync(join(REPO, 'deploy/docker-compose.yml'), 'utf8'), /METRICS_PORT: "9464"/)
+})
+
+describe('docs/deploy.md’s walkthrough names only what exists', () => {
+  const doc = readFileSync(join(REPO, 'docs/deploy.md'), 'utf8')
+  const section = doc.slice(doc.indexOf('## Run it:'), doc.indexOf('\n## ', doc.indexOf('## Run it:') + 1))
+  const commands = [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map(([, block]) => block!).join('\n')
+  const help = execFileSync(process.execPath, [join(REPO, 'dist/sidecar/cli/main.js'), '--help'], { encoding: 'utf8' })
+
+  test('the walkthrough has its commands (docker build and run, compose, kubectl)', () => {
+    for (const command of ['docker build', 'docker run', 'docker compose', 'kubectl apply']) assert.ok(commands.includes(command), command)
+  })
+  test('every repository file a command names exists', () => {
+    const paths = [...commands.matchAll(/(?:^|\s)((?:deploy|example-next-app)\/[\w./-]+)/g)].map(([, path]) => path!)
+    assert.ok(paths.length >= 4, paths.join(' '))
+    for (const path of paths) assert.ok(existsSync(join(REPO, path)), path)
+  })
+  test('every environment variable `docker run` sets is one the CLI reads (its --help names it)', () => {
+    const names = [...commands.matchAll(/-e ([A-Z_]+)=/g)].map(([, name]) => name!)
+    assert.ok(names.length >= 3)
+    for (const name of names) assert.match(help, new RegExp(`(^|\\s)${name}(\\s|$)`, 'm'), `${name} is not in --help`)
+  })
+  test('the NEXT_VERSION it shows is a value the CLI accepts, and the compose profile and metrics port are the compose file’s', () => {
+    const version = commands.match(/NEXT_VERSION=([\w.]+)/)?.[1]
+    assert.ok(version)
+    assert.equal(parseNextVersion(version, 'NEXT_VERSION'), '16.5')
+    const compose = parse(readFileSync(join(REPO, 'deploy/docker-compose.yml'), 'utf8'))
+    assert.ok(section.includes('--profile gateway') && compose.services.gateway.profiles.includes('gateway'))
+    assert.equal(compose.services.sidecar.environment.METRICS_PORT, section.match(/`\/metrics` is on port (\d+)/)?.[1])
+  })
 })

@@ -1,6 +1,6 @@
 /**
- * Next as the oracle for the loader, for each major (16.4 and 15.5, whose default loaders differ in
- * quality and `dpl`). Next's `getImgProps` — what `next/image` renders and its
+ * Next as the oracle for the loader, for each line (16.5, 16.4 and 15.5: 15's default loader differs in
+ * quality and `dpl`; 16.5 and 16.4 build the same URLs, and the loader serves both as major 16). Next's `getImgProps` — what `next/image` renders and its
  * exported `getImageProps` returns — renders a generated matrix of <Image> props under several
  * configs (resolved by Next's own loadConfig), once with Next's default loader, and once with the
  * sidecar's loader in its place, as `images.loaderFile` installs it (with and without a sidecar URL).
@@ -14,12 +14,12 @@ import { createRequire } from 'node:module'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { createImageLoader } from '../../packages/loader/src/loader.js'
-import { NEXT_PACKAGES, type NextMajor } from '../helpers/next-app.js'
+import { createImageLoader } from '../../loader/src/loader.js'
+import { NEXT_LINES, type NextLine } from '../helpers/next-app.js'
 
 const require = createRequire(import.meta.url)
-const sharedLib = (major: NextMajor) => dirname(require.resolve(join(NEXT_PACKAGES[major], 'dist/shared/lib/get-img-props.js')))
-const loadConfig = (major: NextMajor) => require(join(NEXT_PACKAGES[major], 'dist/server/config.js')).default as (phase: string, dir: string, opts: object) => Promise<any>
+const sharedLib = (line: NextLine) => dirname(require.resolve(join(NEXT_LINES[line], 'dist/shared/lib/get-img-props.js')))
+const loadConfig = (line: NextLine) => require(join(NEXT_LINES[line], 'dist/server/config.js')).default as (phase: string, dir: string, opts: object) => Promise<any>
 
 type Props = Record<string, unknown>
 interface NextImage {
@@ -34,7 +34,7 @@ interface NextImage {
  * set (Next reads it when its deployment-id module loads, and again for asset tokens), and each
  * id gets fresh copies of the modules. Restore the environment with the returned function.
  */
-function loadNextImage(major: NextMajor, deploymentId: string | undefined): NextImage & { restore(): void } {
+function loadNextImage(major: NextLine, deploymentId: string | undefined): NextImage & { restore(): void } {
   const lib = sharedLib(major)
   for (const key of Object.keys(require.cache)) if (key.startsWith(lib)) delete require.cache[key]
   const saved = process.env.NEXT_DEPLOYMENT_ID
@@ -120,7 +120,7 @@ function atOrigin(rendered: Rendered, path: string, origin: string): Rendered {
 
 const ORIGIN = 'https://img.example.com'
 
-for (const major of [16, 15] as NextMajor[])
+for (const major of ['16.5', '16.4', '15.5'] as NextLine[])
 describe(`Next ${major}: the loader renders every <Image> as Next’s default loader does (Next’s getImgProps as the oracle)`, () => {
   const savedEnv = process.env.NODE_ENV
   before(() => {
@@ -140,8 +140,8 @@ describe(`Next ${major}: the loader renders every <Image> as Next’s default lo
       // What `next build` puts into process.env.__NEXT_IMAGE_OPTS (build/define-env.js), prepared as next/image does.
       const { deviceSizes, imageSizes, qualities, path, loader, dangerouslyAllowSVG, unoptimized } = resolved.images
       const imgConf = next.prepareImageConfig({ deviceSizes, imageSizes, qualities, path, loader, dangerouslyAllowSVG, unoptimized })
-      const sidecar = createImageLoader({ origin: ORIGIN, deploymentId, nextMajor: major })
-      const fallback = createImageLoader({ origin: '', deploymentId, nextMajor: major })
+      const sidecar = createImageLoader({ origin: ORIGIN, deploymentId, nextMajor: major === '15.5' ? 15 : 16 })
+      const fallback = createImageLoader({ origin: '', deploymentId, nextMajor: major === '15.5' ? 15 : 16 })
       let optimized = 0
       let asIs = 0
       for (const props of matrix()) {
@@ -164,7 +164,7 @@ describe(`Next ${major}: the loader renders every <Image> as Next’s default lo
 })
 
 describe('decisions Next takes only for its default loader hold with the sidecar’s', () => {
-  const next = loadNextImage(16, undefined)
+  const next = loadNextImage('16.5', undefined)
   next.restore()
   const imgConf = next.prepareImageConfig() // Next's defaults
   const sidecar = createImageLoader({ origin: ORIGIN, deploymentId: undefined })

@@ -12,12 +12,12 @@ import { join } from 'node:path'
 import { ConfigError } from '../../sidecar/errors.js'
 import { nextDefaultConfig, resolveNextConfig } from '../../sidecar/next/images-config.js'
 import { loadNextConfig } from '../../sidecar/next/next-config.js'
-import { PROFILES, type NextMajor } from '../../sidecar/next/next-version.js'
-import { NEXT_PACKAGES } from '../helpers/next-app.js'
+import { PROFILES, type NextLine } from '../../sidecar/next/next-version.js'
+import { NEXT_LINES } from '../helpers/next-app.js'
 
 /** Next's own `defaultConfig` (server/config-shared.js) of the installed package of that line. */
-function nextsOwnDefaults(major: NextMajor): Record<string, unknown> {
-  const require = createRequire(join(NEXT_PACKAGES[major], 'package.json'))
+function nextsOwnDefaults(major: NextLine): Record<string, unknown> {
+  const require = createRequire(join(NEXT_LINES[major], 'package.json'))
   return (require('./dist/server/config-shared.js') as { defaultConfig: Record<string, unknown> }).defaultConfig
 }
 
@@ -28,7 +28,7 @@ function configFile(source: string): string {
 }
 
 describe('the defaultConfig a config function receives', () => {
-  for (const major of [16, 15] as const) {
+  for (const major of ['16.5', '16.4', '15.5'] as const) {
     test(`Next ${major}: images are Next ${major}'s own defaultConfig.images`, () => {
       assert.deepEqual(nextDefaultConfig(major).images, nextsOwnDefaults(major).images)
     })

@@ -1,8 +1,9 @@
 /**
  * Differential tests: each pure rule of the sidecar against the same rule in the installed
- * `next` (16.4.6), which is the reference, and config normalisation, validateParams and
- * negotiation also against Next 15.5 (the test/next15 workspace) under the sidecar's 15 profile.
- * Next's own modules are the oracle here; nothing is hard-coded from observation.
+ * `next` (16.5.0, the root's), and config normalisation, validateParams, negotiation and getMaxAge
+ * against each line the sidecar serves: 16.5 (the root), 16.4.6 (test/next16-4) and 15.5.29
+ * (test/next15), each under its own profile. Next's own modules are the oracle here; nothing is
+ * hard-coded from observation.
  */
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
@@ -11,9 +12,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
 import { parseQuery, validateParams } from '../../sidecar/next/validate.js'
-import { resolveNextConfig } from '../../sidecar/next/images-config.js'
-import { PROFILES, type NextMajor } from '../../sidecar/next/next-version.js'
-import { NEXT_PACKAGES } from '../helpers/next-app.js'
+import { negotiableFormats, resolveNextConfig } from '../../sidecar/next/images-config.js'
+import { PROFILES, type NextLine } from '../../sidecar/next/next-version.js'
+import { NEXT_LINES } from '../helpers/next-app.js'
 import { negotiateMimeType } from '../../sidecar/next/negotiate.js'
 import { detectContentType, isAnimated } from '../../sidecar/image/detect.js'
 import { isPrivateIp } from '../../sidecar/upstream/private-ip.js'
@@ -40,14 +41,19 @@ const next = {
 type Oracle = {
   loadConfig: (phase: string, dir: string, opts: object) => Promise<any>
   validateParams: (req: object, query: object, config: object, dev: boolean) => any
+  /** 16.x has get-max-age.js; 15.5 keeps getMaxAge in image-optimizer.js. */
+  getMaxAge: (s: string) => number
 }
-/** What each Next line's own code decides: its loadConfig and its validateParams (with negotiation). */
+const LINES: NextLine[] = ['16.5', '16.4', '15.5']
+/** What each Next line's own code decides: its loadConfig, its validateParams (with negotiation), its getMaxAge. */
 const oracles = Object.fromEntries(
-  ([16, 15] as NextMajor[]).map((major) => {
-    const at = (path: string) => require(join(NEXT_PACKAGES[major], path))
-    return [major, { loadConfig: at('dist/server/config.js').default, validateParams: at('dist/server/image-optimizer.js').ImageOptimizerCache.validateParams }]
+  LINES.map((line) => {
+    const at = (path: string) => require(join(NEXT_LINES[line], path))
+    const optimizer = at('dist/server/image-optimizer.js')
+    const getMaxAge = line === '15.5' ? optimizer.getMaxAge : at('dist/server/image-optimizer/get-max-age.js').getMaxAge
+    return [line, { loadConfig: at('dist/server/config.js').default, validateParams: optimizer.ImageOptimizerCache.validateParams, getMaxAge }]
   }),
-) as Record<NextMajor, Oracle>
+) as Record<NextLine, Oracle>
 
 // Functions, because a config holds URL objects that structuredClone would flatten.
 const userConfigs: Record<string, () => Record<string, unknown>> = {
@@ -73,13 +79,13 @@ const userConfigs: Record<string, () => Record<string, unknown>> = {
 }
 
 /** Next's loadConfig caches per directory, so every oracle config gets its own. */
-function loadNextOracle(customConfig: Record<string, unknown>, major: NextMajor = 16): Promise<any> {
+function loadNextOracle(customConfig: Record<string, unknown>, major: NextLine = '16.5'): Promise<any> {
   const dir = mkdtempSync(join(tmpdir(), 'nis-oracle-'))
   return oracles[major].loadConfig('phase-production-server', dir, { customConfig, silent: true })
 }
 
 const nextConfigs = new Map<string, any>()
-async function nextConfig(name: string, major: NextMajor = 16) {
+async function nextConfig(name: string, major: NextLine = '16.5') {
   const key = `${major}:${name}`
   if (!nextConfigs.has(key)) {
     nextConfigs.set(key, await loadNextOracle(userConfigs[name]!(), major))
@@ -87,7 +93,7 @@ async function nextConfig(name: string, major: NextMajor = 16) {
   return nextConfigs.get(key)
 }
 
-for (const major of [16, 15] as NextMajor[]) {
+for (const major of LINES) {
   describe(`Next ${major}: config normalisation matches next loadConfig`, () => {
     for (const name of Object.keys(userConfigs)) {
       test(`${name} config`, async () => {
@@ -96,7 +102,7 @@ for (const major of [16, 15] as NextMajor[]) {
         assert.equal(ours.basePath, theirs.basePath)
         // Next 15 has no dangerouslyAllowLocalIP and no maximumRedirects (see the profile).
         const only16 = ['dangerouslyAllowLocalIP', 'maximumRedirects'] as const
-        for (const key of ['deviceSizes', 'imageSizes', 'qualities', 'formats', 'minimumCacheTTL', 'dangerouslyAllowSVG', 'contentSecurityPolicy', 'contentDispositionType', 'maximumResponseBody', 'localPatterns', 'domains', 'unoptimized', 'loader', ...(major === 16 ? only16 : [])] as const) {
+        for (const key of ['deviceSizes', 'imageSizes', 'qualities', 'formats', 'minimumCacheTTL', 'dangerouslyAllowSVG', 'contentSecurityPolicy', 'contentDispositionType', 'maximumResponseBody', 'localPatterns', 'domains', 'unoptimized', 'loader', ...(major !== '15.5' ? only16 : [])] as const) {
           assert.deepEqual(ours.images[key], theirs.images[key], key)
         }
         // Next keeps explicit `undefined` keys on normalised patterns; compare what is set.
@@ -104,7 +110,8 @@ for (const major of [16, 15] as NextMajor[]) {
         assert.deepEqual(ours.images.remotePatterns.map(defined), theirs.images.remotePatterns.map(defined))
         assert.equal(ours.sharp.maxInputPixels, theirs.experimental.imgOptMaxInputPixels)
         assert.equal(ours.sharp.timeoutInSeconds, theirs.experimental.imgOptTimeoutInSeconds)
-        if (major === 16) assert.equal(ours.sharp.mozjpeg, theirs.experimental.imgOptMozjpeg)
+        if (major !== '15.5') assert.equal(ours.sharp.mozjpeg, theirs.experimental.imgOptMozjpeg)
+        if (major === '16.5') assert.equal(ours.safeMode, theirs.experimental.imgOptSafeMode.nextImage)
       })
     }
   })
@@ -126,14 +133,14 @@ const qualities = ['', '75', '50', '100', '80', '0', '101', '075', 'q', '1']
 function ourOutcome(search: string, config: ReturnType<typeof resolveNextConfig>, accept: string) {
   try {
     const p = validateParams(parseQuery(search), config)
-    return { ...p, mimeType: negotiateMimeType(config.images.formats, accept) }
+    return { ...p, mimeType: negotiateMimeType(negotiableFormats(config), accept, config.profile.noFormatsNoType) }
   } catch (err) {
     if (err instanceof ImageError) return { errorMessage: err.message }
     throw err
   }
 }
 
-for (const major of [16, 15] as NextMajor[])
+for (const major of LINES)
 describe(`Next ${major}: validateParams matches ImageOptimizerCache.validateParams`, () => {
   for (const name of Object.keys(userConfigs)) {
     test(`${name} config: ${urls.length * widths.length * qualities.length} queries`, async () => {
@@ -162,20 +169,27 @@ describe(`Next ${major}: validateParams matches ImageOptimizerCache.validatePara
   }
 })
 
-for (const major of [16, 15] as NextMajor[])
+for (const major of LINES)
 describe(`Next ${major}: Accept negotiation matches getSupportedMimeType`, () => {
   const accepts = [
     undefined, '', '*/*', 'image/*', 'image/webp', 'image/avif', 'image/avif,image/webp', 'image/webp,image/avif',
     'image/webp,*/*', 'image/avif,image/webp,image/apng,image/*,*/*;q=0.8', 'IMAGE/WEBP', 'image/webp;q=0', 'image/webp;q=0.5,image/avif;q=0.4',
     'image/png', 'image/invalid', 'text/html,application/xhtml+xml', 'image/jxl,image/avif;q=0.9,image/webp;q=0.9',
   ]
-  for (const formats of [['image/webp'], ['image/avif', 'image/webp'], ['image/webp', 'image/avif'], ['image/avif']]) {
-    for (const accept of accepts) {
-      test(`formats ${formats.join('+')} / Accept ${JSON.stringify(accept)}`, async () => {
-        const config = await loadNextOracle({ images: { formats } }, major)
-        const theirs = oracles[major].validateParams({ headers: { accept } }, { url: '/a.png', w: '384', q: '75' }, config, false)
-        assert.equal(negotiateMimeType(formats, accept), theirs.mimeType)
-      })
+  // No formats at all (16.5: no type; before: the client's first preference), and 16.5's safe mode,
+  // whose format filter drops AVIF (true, { nextImage: true }; { nextImage: false } and {} leave it).
+  const safeModes: Array<Record<string, unknown>> = major === '16.5' ? [{}, { imgOptSafeMode: true }, { imgOptSafeMode: { nextImage: true } }, { imgOptSafeMode: { nextImage: false } }, { imgOptSafeMode: {} }] : [{}]
+  for (const experimental of safeModes) {
+    for (const formats of [['image/webp'], ['image/avif', 'image/webp'], ['image/webp', 'image/avif'], ['image/avif'], []]) {
+      for (const accept of accepts) {
+        test(`formats ${formats.join('+') || 'none'}${experimental.imgOptSafeMode !== undefined ? `, imgOptSafeMode ${JSON.stringify(experimental.imgOptSafeMode)}` : ''} / Accept ${JSON.stringify(accept)}`, async () => {
+          const userConfig = { images: { formats }, experimental }
+          const config = await loadNextOracle(userConfig, major)
+          const theirs = oracles[major].validateParams({ headers: { accept } }, { url: '/a.png', w: '384', q: '75' }, config, false)
+          const ours = resolveNextConfig(userConfig, 'next.config', PROFILES[major])
+          assert.equal(negotiateMimeType(negotiableFormats(ours), accept, ours.profile.noFormatsNoType), theirs.mimeType)
+        })
+      }
     }
   }
 })
@@ -240,8 +254,16 @@ describe('private IP classification matches isPrivateIp', () => {
 })
 
 describe('header rules match Next', () => {
-  const cacheControls = ['', 'max-age=60', 's-maxage=100000, max-age=5', 'public, max-age="120"', 'MAX-AGE=30', 'no-store', 'max-age=abc', 'max-age=10, s-maxage=']
-  for (const cc of cacheControls) test(`getMaxAge(${JSON.stringify(cc)})`, () => assert.equal(getMaxAge(cc), next.getMaxAge(cc)))
+  const cacheControls = [
+    '', 'max-age=60', 's-maxage=100000, max-age=5', 'public, max-age="120"', 'MAX-AGE=30', 'no-store', 'max-age=abc', 'max-age=10, s-maxage=',
+    // Around 16.5's cap of 2^31 s.
+    'max-age=2147483647', 'max-age=2147483648', 'max-age=2147483649', 'max-age=4294967296', 's-maxage=99999999999999, max-age=5', 'max-age="3000000000"', 'max-age=1e12',
+  ]
+  for (const line of LINES) {
+    for (const cc of cacheControls) {
+      test(`Next ${line}: getMaxAge(${JSON.stringify(cc)})`, () => assert.equal(getMaxAge(cc, PROFILES[line].maxDeltaSeconds), oracles[line].getMaxAge(cc)))
+    }
+  }
 
   test('extractEtag from a header and from the body', () => {
     const body = Buffer.from('abc')

@@ -9,9 +9,9 @@ import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { resolveNextConfig, resolveSidecarConfig } from '../../sidecar/next/images-config.js'
-import { detectNextVersion, majorOfVersion, parseNextVersion, PROFILES } from '../../sidecar/next/next-version.js'
+import { detectNextVersion, lineOfVersion, majorOfVersion, parseNextVersion, PROFILES } from '../../sidecar/next/next-version.js'
 import { ConfigError } from '../../sidecar/errors.js'
-import { NEXT_PACKAGES, REPO } from '../helpers/next-app.js'
+import { NEXT_LINES, NEXT_PACKAGES, REPO } from '../helpers/next-app.js'
 
 describe('the Next version decides the profile', () => {
   test('16.x is the 16 profile', () => assert.equal(majorOfVersion('16.4.6', 'x'), 16))
@@ -21,14 +21,43 @@ describe('the Next version decides the profile', () => {
   test('14 is refused', () => assert.throws(() => majorOfVersion('14.2.3', 'x'), /Next\.js 14\.2\.3 is not supported/))
   test('17 is refused', () => assert.throws(() => majorOfVersion('17.0.0', 'x'), /not supported/))
   test('a version that is not one is refused', () => assert.throws(() => majorOfVersion('latest', 'x'), /cannot read a Next\.js version/))
-  test('--next-version takes a major', () => assert.equal(parseNextVersion('15', '--next-version'), 15))
-  test('--next-version takes a full version', () => assert.equal(parseNextVersion('16.0.1', '--next-version'), 16))
-  test('--next-version refuses an unknown major with the flag’s name', () => assert.throws(() => parseNextVersion('13', '--next-version'), /--next-version: .*expected 15 or 16/))
+  test('16.5.x and later 16 minors are the 16.5 line', () => {
+    for (const v of ['16.5.0', '16.5.3', '16.6.0', '16.5.0-canary.2']) assert.equal(lineOfVersion(v, 'x'), '16.5', v)
+  })
+  test('16.0–16.4 keep the 16.4 line', () => {
+    for (const v of ['16.0.0', '16.3.1', '16.4.6', '16.4.99']) assert.equal(lineOfVersion(v, 'x'), '16.4', v)
+  })
+  test('15.5.x is the 15.5 line', () => assert.equal(lineOfVersion('15.5.29', 'x'), '15.5'))
+  test('the lines reproduce 16.5.0, 16.4.6 and 15.5.29', () => {
+    assert.deepEqual([PROFILES['16.5'].reference, PROFILES['16.4'].reference, PROFILES['15.5'].reference], ['16.5.0', '16.4.6', '15.5.29'])
+  })
+  test('--next-version takes a major: its newest line', () => {
+    assert.equal(parseNextVersion('15', '--next-version'), '15.5')
+    assert.equal(parseNextVersion('16', '--next-version'), '16.5')
+  })
+  test('--next-version takes a line', () => {
+    assert.equal(parseNextVersion('16.4', '--next-version'), '16.4')
+    assert.equal(parseNextVersion('16.5', '--next-version'), '16.5')
+    assert.equal(parseNextVersion('15.5', '--next-version'), '15.5')
+  })
+  test('--next-version takes a full version', () => {
+    assert.equal(parseNextVersion('16.0.1', '--next-version'), '16.4')
+    assert.equal(parseNextVersion('16.5.0', '--next-version'), '16.5')
+  })
+  test('--next-version refuses 15.4 as a line', () => assert.throws(() => parseNextVersion('15.4', '--next-version'), /15\.5/))
+  test('--next-version refuses an unknown major with the flag’s name', () => assert.throws(() => parseNextVersion('13', '--next-version'), /--next-version: .*expected 15, 16, 16\.4 or 16\.5/))
 })
 
 describe('detecting the next package the config file resolves', () => {
-  test('the example app resolves the root’s Next 16', () => {
-    assert.match(detectNextVersion(join(REPO, 'example-next-app/next.config.mjs')) ?? '', /^16\./)
+  test('the example app resolves the root’s Next 16.5', () => {
+    assert.match(detectNextVersion(join(REPO, 'example-next-app/next.config.mjs')) ?? '', /^16\.5\./)
+  })
+  test('an app whose node_modules/next is Next 16.4 is detected as 16.4.6', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nis-next164-'))
+    mkdirSync(join(dir, 'node_modules'))
+    symlinkSync(NEXT_LINES['16.4'], join(dir, 'node_modules/next'), 'dir')
+    writeFileSync(join(dir, 'next.config.mjs'), 'export default {}')
+    assert.equal(lineOfVersion(detectNextVersion(join(dir, 'next.config.mjs'))!, 'x'), '16.4')
   })
   test('an app whose node_modules/next is Next 15 is detected as 15', () => {
     const dir = mkdtempSync(join(tmpdir(), 'nis-next15-'))
@@ -45,7 +74,7 @@ describe('detecting the next package the config file resolves', () => {
 })
 
 describe('the 15 profile resolves a config as Next 15.5 does', () => {
-  const as15 = (config: Record<string, unknown>) => resolveNextConfig(config, 'next.config', PROFILES[15])
+  const as15 = (config: Record<string, unknown>) => resolveNextConfig(config, 'next.config', PROFILES['15.5'])
   test('images.dangerouslyAllowLocalIP is not a Next 15 key', () => {
     assert.throws(() => as15({ images: { dangerouslyAllowLocalIP: true } }), (err: Error) => err instanceof ConfigError && /Next\.js 15/.test(err.message) && /dangerouslyAllowLocalIP/.test(err.message))
   })
@@ -73,5 +102,16 @@ describe('the sidecar’s own switches', () => {
     assert.equal(resolveSidecarConfig({ nextVersion: 15, maximumRedirects: 3 }).images.maximumRedirects, 3)
   })
   test('--maximum-redirects above 20 is refused', () => assert.throws(() => resolveSidecarConfig({ maximumRedirects: 21 }), /maximumRedirects/))
-  test('the default line is 16', () => assert.equal(resolveSidecarConfig({}).profile.major, 16))
+  test('the default line is 16.5', () => assert.equal(resolveSidecarConfig({}).profile.line, '16.5'))
+  test('nextVersion 16 is the 16.5 line, 16.4 is kept when asked', () => {
+    assert.equal(resolveSidecarConfig({ nextVersion: 16 }).profile.line, '16.5')
+    assert.equal(resolveSidecarConfig({ nextVersion: '16.4' }).profile.line, '16.4')
+  })
+  test('imgOptSafeMode: true, { nextImage: true } turn safe mode on; { nextImage: false }, {} and 16.4 leave it off', () => {
+    const safe = (experimental: unknown, nextVersion: '16.5' | '16.4' = '16.5') => resolveSidecarConfig({ nextVersion, nextConfig: { experimental: { imgOptSafeMode: experimental } } }).safeMode
+    assert.deepEqual([safe(true), safe({ nextImage: true }), safe({ nextImage: false }), safe({}), safe(true, '16.4')], [true, true, false, false, false])
+  })
+  test('imgOptSafeMode of another shape is refused as Next’s schema refuses it', () => {
+    assert.throws(() => resolveSidecarConfig({ nextConfig: { experimental: { imgOptSafeMode: { nextImage: true, other: 1 } } } }), /imgOptSafeMode/)
+  })
 })

@@ -2,6 +2,7 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHmac } from 'node:crypto'
+import { createRequire } from 'node:module'
 import {
   failedPlaceholder,
   getImagePlaceholder,
@@ -10,7 +11,7 @@ import {
   placeholderSignature,
   placeholderUrl,
   resolvePlaceholderSidecarUrl,
-} from '../../packages/loader/src/placeholder-core.js'
+} from '../../loader/src/placeholder-core.js'
 
 /** The sidecar's check, as sidecar/server/signature.ts computes signatures (node:crypto, over the decoded value). */
 const sidecarSignature = (key: string, src: string) => createHmac('sha256', key).update(`placeholder\n${src}`).digest('base64url')
@@ -121,5 +122,40 @@ describe('with no sidecar configured', () => {
     } finally {
       for (const [name, value] of saved) if (value !== undefined) process.env[name] = value
     }
+  })
+})
+
+describe('inside Next’s rendering', () => {
+  // Next patches fetch: when a Cache Components prerender ends, the fetches it started reject with its
+  // HangingPromiseRejectionError; a page turning dynamic or a redirect throws its own errors. These are
+  // Next's control flow, not a sidecar failure: they must reach Next, and nothing is logged.
+  const require = createRequire(import.meta.url)
+  test('the rejection Next gives a fetch when a Cache Components prerender ends is rethrown as is, without a warning', async (t) => {
+    // Next's patched fetch returns this hanging promise during a prerender; ending the prerender rejects it.
+    const { makeDynamicHangingPromise } = require('next/dist/server/dynamic-rendering-utils.js') as {
+      makeDynamicHangingPromise: (signal: AbortSignal, route: string, expression: string) => Promise<Response>
+    }
+    const prerender = new AbortController()
+    const warn = t.mock.method(console, 'warn', () => {})
+    t.mock.method(globalThis, 'fetch', () => makeDynamicHangingPromise(prerender.signal, '/photos', 'fetch()'))
+    const result = getImagePlaceholder('/a.jpg', { sidecarUrl: 'http://127.0.0.1:9', fallback: { width: 10, height: 20 } })
+    prerender.abort()
+    await assert.rejects(result, (err: { digest?: string }) => err.digest === 'HANGING_PROMISE_REJECTION')
+    assert.equal(warn.mock.callCount(), 0)
+  })
+  test('Next’s dynamic bail-out thrown by fetch is rethrown as is, without a warning', async (t) => {
+    const { DynamicServerError } = require('next/dist/client/components/hooks-server-context.js') as { DynamicServerError: new (description: string) => Error }
+    const error = new DynamicServerError('no-store fetch')
+    const warn = t.mock.method(console, 'warn', () => {})
+    t.mock.method(globalThis, 'fetch', () => Promise.reject(error))
+    await assert.rejects(getImagePlaceholder('/a.jpg', { sidecarUrl: 'http://127.0.0.1:9', fallback: { width: 10, height: 20 } }), (err) => err === error)
+    assert.equal(warn.mock.callCount(), 0)
+  })
+  test('a real network failure still resolves to the fallback with one warning', async (t) => {
+    const warn = t.mock.method(console, 'warn', () => {})
+    t.mock.method(globalThis, 'fetch', () => Promise.reject(Object.assign(new TypeError('fetch failed'), { cause: { code: 'ECONNREFUSED' } })))
+    const result = await getImagePlaceholder('/a.jpg', { sidecarUrl: 'http://127.0.0.1:9', fallback: { width: 10, height: 20 } })
+    assert.deepEqual(result.error, { reason: 'unavailable', message: 'the sidecar cannot be reached: ECONNREFUSED' })
+    assert.equal(warn.mock.callCount(), 1)
   })
 })

@@ -4,19 +4,33 @@ import { createRequire } from 'node:module'
 import sharp from 'sharp'
 import { transformImage, type TransformConfig } from '../../sidecar/image/transform.js'
 import { resolveNextConfig } from '../../sidecar/next/images-config.js'
+import { PROFILES } from '../../sidecar/next/next-version.js'
+import { join } from 'node:path'
+import { NEXT_LINES } from '../helpers/next-app.js'
 import { extractEtag } from '../../sidecar/next/etag.js'
 import { type Upstream } from '../../sidecar/upstream/http.js'
 import { ImageError } from '../../sidecar/errors.js'
 import { corpusFile } from '../helpers/upstream-server.js'
 
 const require = createRequire(import.meta.url)
-const { imageOptimizerTransform } = require('next/dist/server/image-optimizer/transform.js')
+type NextTransform = (upstream: Upstream, params: object) => Promise<{ buffer: Buffer; contentType: string; maxAge: number; etag: string; error?: unknown }>
 
 const resolved = resolveNextConfig({})
 const config: TransformConfig = { minimumCacheTTL: 14400, dangerouslyAllowSVG: false, sharp: resolved.sharp }
 const nextConfig = {
   images: { minimumCacheTTL: 14400, dangerouslyAllowSVG: false },
   experimental: { imgOptMaxInputPixels: 268_402_689, imgOptTimeoutInSeconds: 7, imgOptMozjpeg: true, imgOptConcurrency: null, imgOptOperationCache: null, imgOptSequentialRead: null },
+}
+/**
+ * Each 16 line's own imageOptimizerTransform: 16.4.6 takes the next.config, 16.5.0 the options its
+ * getImageOptimizerTransformOptions derives from it (the same values).
+ */
+const NEXT_TRANSFORMS: Record<'16.5' | '16.4', NextTransform> = {
+  '16.5': (upstream, params) =>
+    require(join(NEXT_LINES['16.5'], 'dist/server/image-optimizer/transform.js')).imageOptimizerTransform(upstream, params, {
+      ...require(join(NEXT_LINES['16.5'], 'dist/server/image-optimizer.js')).getImageOptimizerTransformOptions(nextConfig),
+    }),
+  '16.4': (upstream, params) => require(join(NEXT_LINES['16.4'], 'dist/server/image-optimizer/transform.js')).imageOptimizerTransform(upstream, params, nextConfig),
 }
 
 function upstreamOf(file: string, cacheControl?: string, etag?: string): Upstream {
@@ -41,12 +55,13 @@ describe('output is byte-identical to Next’s imageOptimizerTransform', () => {
     ['tiff/chessboard-u16.tif', 128, 75, ''],
     ['tiny/one-pixel.png', 640, 75, 'image/webp'],
   ]
+  for (const [line, imageOptimizerTransform] of Object.entries(NEXT_TRANSFORMS))
   for (const [file, width, quality, mimeType] of cases) {
-    test(`${file} w=${width} q=${quality} → ${mimeType || 'source type'}`, async () => {
+    test(`Next ${line}: ${file} w=${width} q=${quality} → ${mimeType || 'source type'}`, async () => {
       const upstream = upstreamOf(file)
       const params = { href: `/${file}`, width, quality, mimeType }
       const ours = await transformImage(upstream, params, config)
-      const theirs = await imageOptimizerTransform(upstream, params, nextConfig)
+      const theirs = await imageOptimizerTransform(upstream, params)
       assert.equal(ours.contentType, theirs.contentType)
       assert.equal(ours.maxAge, theirs.maxAge)
       assert.equal(ours.etag, theirs.etag)
@@ -60,6 +75,19 @@ describe('output is byte-identical to Next’s imageOptimizerTransform', () => {
       const rotated = (source.orientation ?? 1) >= 5
       assert.equal(output.width, Math.min(width, rotated ? source.height! : source.width!))
     })
+  }
+})
+
+describe('max-age as each 16 line computes it (16.5 caps an upstream’s at 2^31 s)', () => {
+  for (const [line, imageOptimizerTransform] of Object.entries(NEXT_TRANSFORMS)) {
+    for (const cc of ['max-age=60', 'max-age=2147483647', 'max-age=2147483648', 's-maxage=9999999999', 'max-age="4294967296"']) {
+      test(`Next ${line}: ${cc}`, async () => {
+        const upstream = upstreamOf('png/chelsea.png', cc)
+        const params = { href: '/c.png', width: 64, quality: 75, mimeType: 'image/webp' }
+        const ours = await transformImage(upstream, params, { ...config, maxDeltaSeconds: PROFILES[line as '16.5' | '16.4'].maxDeltaSeconds })
+        assert.equal(ours.maxAge, (await imageOptimizerTransform(upstream, params)).maxAge)
+      })
+    }
   }
 })
 

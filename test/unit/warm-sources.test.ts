@@ -169,6 +169,10 @@ describe('the plan', () => {
       { path: '/shop/_next/image?url=%2Fa%20b.png&w=64&q=75', accept: '*/*', format: 'source' },
     ])
   })
+  test('16.5 in imgOptSafeMode: no AVIF variant (Next offers none), the other formats as configured', () => {
+    const config = resolveNextConfig({ images: { formats: ['image/avif', 'image/webp'] }, experimental: { imgOptSafeMode: true } })
+    assert.deepEqual(planVariants([{ url: '/a.png', w: '64', q: '75' }], config).map((v) => v.format), ['image/webp', 'source'])
+  })
   test('with a signing key every variant carries the signature the sidecar checks', () => {
     const config = resolveNextConfig({ images: { formats: ['image/webp'] } })
     const s = signImageParams('k3y', '/a b.png', '64', '75')

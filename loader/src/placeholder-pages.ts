@@ -5,6 +5,9 @@
 export {
   getImagePlaceholder,
   type ImagePlaceholder,
+  type SizedImagePlaceholder,
+  type UnsizedImagePlaceholder,
+  type ImagePlaceholderError,
   type ImagePlaceholderOptions,
   type ImagePlaceholderFailure,
 } from './placeholder-core.js'

@@ -20,21 +20,49 @@ export interface ImagePlaceholderOptions {
 
 export type ImagePlaceholderFailure = 'not-configured' | 'timeout' | 'unavailable' | 'rejected'
 
-/** A StaticImageData when the sidecar answered: pass it as <Image src>, like a static import. */
-export interface ImagePlaceholder {
+/** Why a result has no placeholder. Never thrown. */
+export interface ImagePlaceholderError {
+  reason: ImagePlaceholderFailure
+  status?: number
+  message: string
+}
+
+/**
+ * A result with a size: a StaticImageData (the sidecar's answer, or the fallback size when it could not
+ * answer), so TypeScript takes it as `<Image src>` like a static import.
+ */
+export interface SizedImagePlaceholder {
   /** The src given, unchanged. */
   src: string
   /** Intrinsic size as displayed (after EXIF orientation), or the fallback's. */
-  width?: number
-  height?: number
+  width: number
+  height: number
   blurDataURL?: string
   blurWidth?: number
   blurHeight?: number
   /** 'blur' exactly when blurDataURL is set. */
   placeholder: 'blur' | 'empty'
-  /** Why there is no placeholder (absent on success). Never thrown. */
-  error?: { reason: ImagePlaceholderFailure; status?: number; message: string }
+  /** Why there is no placeholder (absent on success). */
+  error?: ImagePlaceholderError
 }
+
+/** A failed call without a fallback: no size, so it is not a valid `<Image src>` until narrowed away. */
+export interface UnsizedImagePlaceholder {
+  src: string
+  width?: undefined
+  height?: undefined
+  blurDataURL?: undefined
+  blurWidth?: undefined
+  blurHeight?: undefined
+  placeholder: 'empty'
+  error: ImagePlaceholderError
+}
+
+/**
+ * What getImagePlaceholder resolves to. With a `fallback` it is always sized; without one, check
+ * `photo.width !== undefined` and TypeScript narrows it to a StaticImageData.
+ */
+export type ImagePlaceholder = SizedImagePlaceholder | UnsizedImagePlaceholder
 
 /** What a 200 of `/_sidecar/placeholder` carries once checked (its `src` is not used: ours is the caller's). */
 export interface PlaceholderAnswer {
@@ -112,13 +140,13 @@ export function parsePlaceholderAnswer(body: unknown): PlaceholderAnswer | undef
 }
 
 /** The result for a sidecar answer. */
-export function placeholderOf(src: string, answer: PlaceholderAnswer): ImagePlaceholder {
+export function placeholderOf(src: string, answer: PlaceholderAnswer): SizedImagePlaceholder {
   return { src, ...answer, placeholder: answer.blurDataURL ? 'blur' : 'empty' }
 }
 
 /** The result when there is no answer: the fallback size (if any), no placeholder, the reason. */
-export function failedPlaceholder(src: string, error: NonNullable<ImagePlaceholder['error']>, fallback?: ImagePlaceholderOptions['fallback']): ImagePlaceholder {
-  return { src, ...(fallback ? { width: fallback.width, height: fallback.height } : {}), placeholder: 'empty', error }
+export function failedPlaceholder(src: string, error: ImagePlaceholderError, fallback?: ImagePlaceholderOptions['fallback']): ImagePlaceholder {
+  return fallback ? { src, width: fallback.width, height: fallback.height, placeholder: 'empty', error } : { src, placeholder: 'empty', error }
 }
 
 class Failure extends Error {
@@ -185,6 +213,8 @@ async function ask(url: string, signal: AbortSignal): Promise<PlaceholderAnswer>
  * const photo = await getImagePlaceholder('https://cms.example.com/a.jpg', { fallback: { width: 1200, height: 800 } })
  * return <Image src={photo} placeholder={photo.placeholder} alt="…" sizes="100vw" />
  */
+export function getImagePlaceholder(src: string, options: ImagePlaceholderOptions & { fallback: { width: number; height: number } }): Promise<SizedImagePlaceholder>
+export function getImagePlaceholder(src: string, options?: ImagePlaceholderOptions): Promise<ImagePlaceholder>
 export async function getImagePlaceholder(src: string, options: ImagePlaceholderOptions = {}): Promise<ImagePlaceholder> {
   const sidecarUrl = resolvePlaceholderSidecarUrl(options.sidecarUrl)
   if (sidecarUrl === '') {
@@ -205,7 +235,11 @@ export async function getImagePlaceholder(src: string, options: ImagePlaceholder
     const url = placeholderUrl(sidecarUrl, src, process.env.IMAGE_SIDECAR_SIGNING_KEY || undefined)
     return placeholderOf(src, await ask(url, signal))
   } catch (err) {
-    const error: NonNullable<ImagePlaceholder['error']> =
+    // Next's own control flow passes through here: a prerender that ends rejects the fetches it started
+    // (Cache Components), a dynamic bail-out or a redirect throws. Those are not failures of the
+    // sidecar; swallowing them would break Next's rendering and log a false "cannot be reached".
+    await rethrowNextControlFlow(err)
+    const error: ImagePlaceholderError =
       err instanceof Failure
         ? { reason: err.reason, ...(err.status !== undefined ? { status: err.status } : {}), message: err.message }
         : timeout.aborted
@@ -217,6 +251,16 @@ export async function getImagePlaceholder(src: string, options: ImagePlaceholder
     console.warn(`next-image-sidecar-loader: no placeholder for ${JSON.stringify(src)} (${error.reason}${status}): ${error.message}`)
     return failedPlaceholder(src, error, options.fallback)
   }
+}
+
+/**
+ * Rethrows Next's own control-flow errors through Next's public `unstable_rethrow`. Loaded when needed:
+ * `next` is an optional peer, and a plain Node script using the Pages entry may not have it (then nothing
+ * of Next's can be in flight either).
+ */
+async function rethrowNextControlFlow(err: unknown): Promise<void> {
+  const navigation = await import('next/navigation.js').catch(() => undefined)
+  navigation?.unstable_rethrow(err)
 }
 
 /**
