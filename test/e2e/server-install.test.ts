@@ -10,10 +10,10 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { stopChild } from '../helpers/cli.js'
 import { FRONTEND_PACKAGE, pack } from '../helpers/packages.js'
 import { freePort } from '../helpers/next-app.js'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
@@ -111,9 +111,7 @@ test(`npm install of the packed server into an empty directory, under Node ${pro
     return { url, child }
   }
   const stop = async (child: ChildProcess) => {
-    const exited = once(child, 'exit')
-    child.kill('SIGTERM')
-    await exited
+    await stopChild(child)
   }
   const get = (url: string) => fetch(`${url}${image('/corpus/photo-jpeg/rocket.jpg', 640, 60)}`, { headers: { accept: 'image/webp' } })
 

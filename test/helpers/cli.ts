@@ -29,3 +29,22 @@ export async function startCli(args: string[], env: Record<string, string> = {},
     await sleep(100)
   }
 }
+
+/**
+ * Stops a child process with `signal` and waits for its exit, bounded: one that does not exit within `graceMs`
+ * is killed and the call fails (a hang must fail, not stall the suite). A child that has already ended (it
+ * crashed, or the OOM killer took it) resolves at once with how it ended — `once(child, 'exit')` taken after
+ * the exit would wait forever.
+ */
+export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill(signal)
+    let hung = false
+    const timer = setTimeout(() => ((hung = true), child.kill('SIGKILL')), graceMs)
+    await exited
+    clearTimeout(timer)
+    if (hung) throw new Error(`pid ${child.pid} did not exit within ${graceMs} ms of ${signal}`)
+  }
+  return { code: child.exitCode, signal: child.signalCode }
+}

@@ -5,13 +5,12 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { freePort } from '../helpers/next-app.js'
-import { CLI } from '../helpers/cli.js'
+import { CLI, stopChild } from '../helpers/cli.js'
 import { image } from '../helpers/image-url.js'
 import { waitUntil } from '../helpers/wait.js'
 
@@ -88,9 +87,7 @@ async function startCluster(env: Record<string, string> = {}): Promise<{ url: st
 }
 
 async function stop(child: ChildProcess): Promise<void> {
-  const exited = once(child, 'exit')
-  child.kill('SIGTERM')
-  await exited
+  await stopChild(child)
 }
 
 /** Who holds the port's listening sockets once both workers listen: [primary, each worker]. */

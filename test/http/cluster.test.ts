@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { startUpstream, type UpstreamServer } from '../helpers/upstream-server.js'
 import { freePort } from '../helpers/next-app.js'
-import { CLI } from '../helpers/cli.js'
+import { CLI, stopChild } from '../helpers/cli.js'
 import { metric } from '../helpers/metrics.js'
 import { image } from '../helpers/image-url.js'
 import { waitUntil } from '../helpers/wait.js'
@@ -62,10 +62,7 @@ function allListening(c: Cluster, workers: number): Promise<void> {
 }
 
 async function stop(c: Cluster): Promise<number | null> {
-  const exited = once(c.child, 'exit')
-  c.child.kill('SIGTERM')
-  const [code] = await exited
-  return code as number | null
+  return (await stopChild(c.child)).code
 }
 
 test('two workers answer a herd of identical cold requests with one transform and one upstream fetch', async () => {

@@ -4,14 +4,13 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { parse, parseAllDocuments } from 'yaml'
 import { PodCgroup, cgroupsAvailable } from '../helpers/cgroup.js'
-import { CLI } from '../helpers/cli.js'
+import { CLI, stopChild } from '../helpers/cli.js'
 import { freePort, REPO } from '../helpers/next-app.js'
 import { waitUntil } from '../helpers/wait.js'
 import { parseBytes, RUNTIME_RESERVE } from '../../sidecar/runtime/limits.js'
@@ -57,21 +56,24 @@ async function derivedIn(memoryBytes: number, cpus: number, { NEXT_CONFIG_CONTEN
         METRICS_PORT: String(await freePort()),
         SHUTDOWN_DELAY_MS: '0',
       },
-      stdio: ['ignore', 'pipe', 'inherit'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     })
+    // A CLI that dies before the wait ends (an OOM kill is a signal, not an exit code) fails the test with its cause.
+    let stderr = ''
+    child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)))
     const lines: Array<Record<string, unknown>> = []
     createInterface({ input: child.stdout! }).on('line', (text) => lines.push(JSON.parse(text) as Record<string, unknown>))
+    const died = () => `the CLI ended (exit code ${child.exitCode}, signal ${child.signalCode}, OOM kills in its cgroup: ${group.oomKills}); its stderr: ${stderr}`
     try {
       await waitUntil(() => {
-        if (child.exitCode !== null) throw new Error(`the CLI exited with ${child.exitCode}`)
+        if (child.exitCode !== null || child.signalCode !== null) throw new Error(died())
         // Every process that serves: a cluster's primary names its workers before any of them listens.
         const cluster = lines.find((l) => l.msg === 'next-image-sidecar cluster starting')
         return lines.filter((l) => l.msg === 'next-image-sidecar listening').length >= (cluster ? Number(cluster.workers) : 1)
       }, 'every process of the CLI to listen', 30_000, 50)
     } finally {
-      const exited = once(child, 'exit')
-      if (child.exitCode === null) child.kill('SIGTERM')
-      await exited
+      // SIGTERM drains (SHUTDOWN_DELAY_MS=0, nothing in flight); a CLI that does not exit is killed, and fails the test.
+      await stopChild(child)
     }
     return lines
   } finally {
