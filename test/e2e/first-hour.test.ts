@@ -173,6 +173,8 @@ for (const cacheComponents of [true, false]) {
           env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1', IMAGE_SIDECAR_URL: `http://127.0.0.1:${sidecarPort}`, REMOTE_IMAGE: remote },
           encoding: 'utf8',
           stdio: ['ignore', 'pipe', 'pipe'],
+          timeout: 600_000,
+          killSignal: 'SIGKILL',
         })
       } catch (err) {
         const { stdout, stderr } = err as { stdout?: string; stderr?: string }

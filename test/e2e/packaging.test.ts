@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, startNext, type RunningNext } from '../helpers/next-app.js'
-import { startCli } from '../helpers/cli.js'
+import { startCli, stopChild } from '../helpers/cli.js'
 import { CORPUS, startUpstream } from '../helpers/upstream-server.js'
 import { FRONTEND_PACKAGE, npm, pack } from '../helpers/packages.js'
 import { startPackedSidecar } from '../helpers/packed-sidecar.js'
@@ -144,7 +144,7 @@ let serverManifest: Record<string, any>
 const stops: Array<() => Promise<void> | void> = []
 
 function nextBuild(extra: Record<string, string>, args: string[] = []): void {
-  execFileSync(process.execPath, [join(APP, 'node_modules/next/dist/bin/next'), 'build', ...args], { cwd: APP, env: { ...env, ...extra }, stdio: ['ignore', 'ignore', 'inherit'] })
+  execFileSync(process.execPath, [join(APP, 'node_modules/next/dist/bin/next'), 'build', ...args], { cwd: APP, env: { ...env, ...extra }, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000, killSignal: 'SIGKILL' })
 }
 
 /** The standalone server (`node server.js`), with public/ and static/ beside it as Next's docs say. */
@@ -163,10 +163,7 @@ async function startStandalone(distDir: string): Promise<RunningNext> {
     url,
     port,
     stop: async () => {
-      if (child.exitCode !== null) return
-      const exited = new Promise((r) => child.once('exit', r))
-      child.kill('SIGTERM')
-      await exited
+      await stopChild(child)
     },
   }
 }
@@ -268,9 +265,7 @@ describe('next build and next start serve pages whose images point at the sideca
         assert.match(res.headers.get('content-type') ?? '', /^image\//, url)
         await res.arrayBuffer()
       }
-      const exited = new Promise((r) => child.once('exit', r))
-      child.kill('SIGTERM')
-      await exited
+      await stopChild(child)
     })
   }
 })

@@ -12,7 +12,7 @@ import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
-import { CLI, startCli } from '../helpers/cli.js'
+import { CLI, startCli, stopChild } from '../helpers/cli.js'
 import { freePort } from '../helpers/next-app.js'
 import { image } from '../helpers/image-url.js'
 import { waitUntil } from '../helpers/wait.js'
@@ -111,8 +111,6 @@ test('a replaced source, purged from the sidecar and then from varnish by the li
       previous = next
     }
   } finally {
-    varnish.child.kill('SIGTERM')
-    sidecar.child.kill('SIGTERM')
-    await Promise.all([varnish.child, sidecar.child].map((c) => (c.exitCode === null ? once(c, 'exit') : undefined)))
+    await Promise.all([varnish.child, sidecar.child].map((c) => stopChild(c)))
   }
 })

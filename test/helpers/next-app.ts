@@ -99,7 +99,8 @@ export function buildFixtureApp(fixture: string, target: string, corpusDirs: str
   for (const dir of corpusDirs) cpSync(join(CORPUS, dir), join(target, 'public', dir), { recursive: true })
   for (const [to, from] of Object.entries(staticImports)) cpSync(join(CORPUS, from), join(target, to))
   useNextMajor(target, major)
-  execFileSync(process.execPath, [nextBin(target), 'build'], { cwd: target, env, stdio: ['ignore', 'ignore', 'inherit'] })
+  // Synchronous, so no test timeout can cut it: bounded here (a build takes about a minute).
+  execFileSync(process.execPath, [nextBin(target), 'build'], { cwd: target, env, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000, killSignal: 'SIGKILL' })
   writeFileSync(stamp, wanted)
 }
 
@@ -152,5 +153,5 @@ export async function startNext(dir: string, extraEnv: Record<string, string> = 
 
 /** `next build` of a project directory with extra environment (e.g. IMAGE_SIDECAR_URL). */
 export function nextBuild(dir: string, extraEnv: Record<string, string>): void {
-  execFileSync('npm', ['run', 'build'], { cwd: dir, env: { ...env, ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] })
+  execFileSync('npm', ['run', 'build'], { cwd: dir, env: { ...env, ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000, killSignal: 'SIGKILL' })
 }

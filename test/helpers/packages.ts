@@ -39,7 +39,8 @@ export function pack(workspace?: string): string {
 
 /** Runs npm in `dir` with its output kept for errors only. */
 export function npm(dir: string, args: string[]): string {
-  return execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  // Synchronous, so no test timeout can cut a hung install: bounded here.
+  return execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000, killSignal: 'SIGKILL' })
 }
 
 let installed: string | undefined

@@ -2,6 +2,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { stopChild } from './cli.js'
 import { freePort, REPO } from './next-app.js'
 import { pack } from './packages.js'
 import { waitUntil } from './wait.js'
@@ -30,15 +31,12 @@ export async function startPackedSidecar(args: string[], env: Record<string, str
   const url = `http://127.0.0.1:${port}`
   await waitUntil(async () => {
     if (child.exitCode !== null) throw new Error(`the packed sidecar exited with ${child.exitCode}`)
-    return (await fetch(`${url}/healthz`).catch(() => undefined))?.ok === true
+    return (await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5000) }).catch(() => undefined))?.ok === true
   }, 'the packed sidecar to answer /healthz', 30_000, 100)
   return {
     url,
     stop: async () => {
-      if (child.exitCode !== null) return
-      const exited = new Promise((r) => child.once('exit', r))
-      child.kill('SIGTERM')
-      await exited
+      await stopChild(child)
     },
   }
 }

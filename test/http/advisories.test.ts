@@ -202,6 +202,9 @@ test('DNS rebinding: both endpoints connect only to the address they checked', {
     cwd: REPO,
     encoding: 'utf8',
     env: { ...process.env, LOG_LEVEL: 'silent' },
+    // Synchronous: the event loop is blocked, so the test's own timeout cannot fire; this one can.
+    timeout: 60_000,
+    killSignal: 'SIGKILL',
   })
   const seen = JSON.parse(out.trim().split('\n').pop()!)
   assert.deepEqual(seen.image, { status: 200, type: 'image/webp' })

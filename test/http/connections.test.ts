@@ -29,21 +29,29 @@ async function connect(): Promise<Socket> {
   return socket
 }
 
-/** Sends one keep-alive request and resolves with the raw response head once it has arrived. */
+/**
+ * Sends one keep-alive request and resolves with the raw response head once it has arrived. A socket the
+ * server closed rejects (a write to it raises no error), and so does an answer that does not come in 10 s.
+ */
 function requestOn(socket: Socket, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
     let data = ''
+    const done = (settle: () => void) => {
+      clearTimeout(timer)
+      socket.off('data', onData).off('error', onError).off('close', onClose)
+      settle()
+    }
     const onData = (chunk: Buffer) => {
       data += chunk.toString('latin1')
       const end = data.indexOf('\r\n\r\n')
       const length = /content-length: (\d+)/i.exec(data)
-      if (end >= 0 && length && data.length >= end + 4 + Number(length[1])) {
-        socket.off('data', onData)
-        resolve(data.slice(0, end))
-      }
+      if (end >= 0 && length && data.length >= end + 4 + Number(length[1])) done(() => resolve(data.slice(0, end)))
     }
-    socket.on('data', onData)
-    socket.once('error', reject)
+    const onError = (err: Error) => done(() => reject(err))
+    const onClose = () => done(() => reject(new Error(`the connection closed before the answer to ${path}: ${JSON.stringify(data.slice(0, 200))}`)))
+    const timer = setTimeout(() => done(() => reject(new Error(`no answer to ${path} within 10 s`))), 10_000)
+    socket.on('data', onData).on('error', onError).on('close', onClose)
+    if (socket.destroyed) return onClose()
     socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n`)
   })
 }

@@ -11,7 +11,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
-import { CLI, startCli } from '../helpers/cli.js'
+import { CLI, startCli, stopChild } from '../helpers/cli.js'
 import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
 import { freePort } from '../helpers/next-app.js'
 import { image } from '../helpers/image-url.js'
@@ -91,8 +91,7 @@ test('two replicas on Redis, two workers each: a purge through one replica reach
     const other = await sweep(urls, '/mutable/cother', 2)
     for (const [id, served] of other) assert.ok(served.every((r) => r.cache === 'HIT'), `${id}: another source was purged`)
   } finally {
-    for (const { child } of replicas) child.kill('SIGTERM')
-    await Promise.all(replicas.map(({ child }) => (child.exitCode === null ? once(child, 'exit') : undefined)))
+    await Promise.all(replicas.map(({ child }) => stopChild(child)))
   }
 })
 
@@ -110,8 +109,7 @@ test('straight on Redis (--cache): the running replicas drop their hot copies be
     const after = await sweep(urls, '/mutable/dhero', 2)
     for (const [id, served] of after) for (const res of served) assert.ok(!res.body.equals(before.get(id)![0]!.body), `${id}: old bytes after the purge (${res.cache})`)
   } finally {
-    for (const { child } of replicas) child.kill('SIGTERM')
-    await Promise.all(replicas.map(({ child }) => (child.exitCode === null ? once(child, 'exit') : undefined)))
+    await Promise.all(replicas.map(({ child }) => stopChild(child)))
   }
 })
 
@@ -135,8 +133,7 @@ test('SQLite with two workers: the CLI straight on the file reaches both workers
     const third = await sweep([sidecar.url], '/mutable/shero')
     for (const [id, served] of third) for (const res of served) assert.ok(!res.body.equals(after.get(id)![0]!.body), `${id}: old bytes after the HTTP purge (${res.cache})`)
   } finally {
-    sidecar.child.kill('SIGTERM')
-    if (sidecar.child.exitCode === null) await once(sidecar.child, 'exit')
+    await stopChild(sidecar.child)
   }
 })
 

@@ -12,7 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
-import { CLI, startCli } from '../helpers/cli.js'
+import { CLI, startCli, stopChild } from '../helpers/cli.js'
 import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
 import { image } from '../helpers/image-url.js'
@@ -74,8 +74,7 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<{ cod
 }
 
 async function stopAll(children: Array<{ child: import('node:child_process').ChildProcess }>): Promise<void> {
-  for (const { child } of children) child.kill('SIGTERM')
-  await Promise.all(children.map(({ child }) => (child.exitCode === null && child.signalCode === null ? once(child, 'exit') : undefined)))
+  await Promise.all(children.map(({ child }) => stopChild(child)))
 }
 
 test('partition: a replica cut off from Redis during a purge is reported missed (exit 2), and replays the purge when it reconnects', async () => {

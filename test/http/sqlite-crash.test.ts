@@ -10,11 +10,10 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { once } from 'node:events'
 import { spawn } from 'node:child_process'
 import { DatabaseSync } from 'node:sqlite'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
-import { startCli } from '../helpers/cli.js'
+import { startCli, stopChild } from '../helpers/cli.js'
 import { waitUntil } from '../helpers/wait.js'
 import { createCacheFile, KeyvNodeSqlite } from '../../sidecar/cache/node-sqlite.js'
 
@@ -86,16 +85,15 @@ test('kill -9 during a load of misses from two processes on the file never leave
         }
       }),
     )
-    // Killed at a different point of the load each round: after 40, 47, 54 … answers.
-    await waitUntil(() => done >= 40 + round * 7, 'misses before the kill')
-    const exits = processes.map(({ child }) => once(child, 'exit'))
-    for (const { child } of processes) child.kill('SIGKILL')
-    await Promise.all(exits)
-    const held = once(holder, 'exit')
-    holder.kill('SIGKILL')
-    await held
-    alive = false
-    await Promise.all(clients)
+    try {
+      // Killed at a different point of the load each round: after 40, 47, 54 … answers.
+      await waitUntil(() => done >= 40 + round * 7, 'misses before the kill', 60_000)
+    } finally {
+      // Also when the wait fails: a process left running would keep the test file alive.
+      await Promise.all([...processes.map(({ child }) => stopChild(child, 'SIGKILL')), stopChild(holder, 'SIGKILL')])
+      alive = false
+      await Promise.all(clients)
+    }
     // Checked before the next processes open the file (a start indexes rows left without an index row).
     const rows = torn()
     assert.equal(rows.unindexed, 0, `round ${round}: ${rows.unindexed} of ${rows.entries} entries have no index row`)

@@ -14,7 +14,7 @@ test('redirects are checked hop by hop and DNS answers are pinned for the connec
   const out = execFileSync(
     'unshare',
     ['-n', 'sh', '-c', `ip link set lo up && ip addr add 1.2.3.4/32 dev lo && exec "${process.execPath}" --import tsx "${script}"`],
-    { cwd: REPO, encoding: 'utf8', env: { ...process.env, LOG_LEVEL: 'silent' } },
+    { cwd: REPO, encoding: 'utf8', env: { ...process.env, LOG_LEVEL: 'silent' }, timeout: 120_000, killSignal: 'SIGKILL' },
   )
   const seen = JSON.parse(out.trim().split('\n').pop()!)
   // The public hop is fetched and optimized: the guard lets public addresses through.
