@@ -73,7 +73,7 @@ test(`npm install of the packed server into an empty directory, under Node ${pro
   // As a Next app's: no "type".
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'sidecar-install', private: true }))
   const tarballs = [pack(), pack(FRONTEND_PACKAGE)]
-  const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs], { cwd: app, env, encoding: 'utf8', timeout: 300_000, killSignal: 'SIGKILL' })
+  const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs], { cwd: app, env, encoding: 'utf8', timeout: 540_000, killSignal: 'SIGKILL' })
   assert.equal(install.status, 0, `npm install failed:\n${install.stderr}`)
 
   const lock = JSON.parse(readFileSync(join(app, 'node_modules/.package-lock.json'), 'utf8')).packages as Record<string, { hasInstallScript?: boolean }>
