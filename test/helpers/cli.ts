@@ -48,3 +48,21 @@ export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'S
   }
   return { code: child.exitCode, signal: child.signalCode }
 }
+
+/**
+ * Runs the CLI (a command such as `purge` or `warm`, or `serve` meant to stop by itself) to its exit, collecting its
+ * output. One still running after `timeoutMs` is killed, and resolves with code null, which the caller's assertion
+ * on the code reports.
+ */
+export async function runCliToExit(args: string[], env: Record<string, string> = {}, timeoutMs = 120_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()))
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  const code = await exited
+  clearTimeout(timer)
+  return { code, stdout, stderr }
+}

@@ -15,7 +15,7 @@ import { DatabaseSync } from 'node:sqlite'
 import request from 'supertest'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
 import { silentLogger, testSidecar } from '../helpers/sidecar.js'
-import { CLI } from '../helpers/cli.js'
+import { runCliToExit } from '../helpers/cli.js'
 import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
 import { frozenClock } from '../helpers/clock.js'
 import { image } from '../helpers/image-url.js'
@@ -73,15 +73,7 @@ for (const [name, cache, hotCacheSize] of [
 }
 
 /** The real CLI, to its exit. */
-function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()))
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-  return once(child, 'exit').then(([code]) => (clearTimeout(timer), { code: code as number | null, stdout, stderr }))
-}
+const runCli = (args: string[], env: Record<string, string> = {}) => runCliToExit(args, env, 60_000)
 
 const variantEntry = (i: number) => ({
   buffer: Buffer.alloc(20_000, i % 256),

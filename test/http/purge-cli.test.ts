@@ -6,27 +6,18 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI } from '../helpers/cli.js'
+import { runCliToExit } from '../helpers/cli.js'
 import { image } from '../helpers/image-url.js'
 
 const TOKEN = 'purge-cli-test-admin-token-0123456789'
 
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()))
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
-  return once(child, 'exit').then(([code]) => (clearTimeout(timer), { code: code as number | null, stdout, stderr }))
-}
+const runCli = (args: string[]) => runCliToExit(args, { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN }, 30_000)
 
 /** A loopback server answering every request with `answer`, remembering what it was sent. */
 async function serve(answer: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; seen: Array<{ url: string; authorization?: string }>; server: Server }> {

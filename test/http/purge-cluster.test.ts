@@ -5,13 +5,11 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
-import { CLI, startCli, stopChild } from '../helpers/cli.js'
+import { runCliToExit, startCli, stopChild } from '../helpers/cli.js'
 import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
 import { freePort } from '../helpers/next-app.js'
 import { image } from '../helpers/image-url.js'
@@ -51,14 +49,6 @@ async function sweep(replicas: string[], src: string, times = 6) {
   return seen
 }
 
-function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (c) => (stdout += c))
-  child.stderr.on('data', (c) => (stderr += c))
-  return once(child, 'exit').then(([code]) => ({ code: code as number | null, stdout, stderr }))
-}
 
 test('two replicas on Redis, two workers each: a purge through one replica reaches every hot tier, the other source stays a HIT', async () => {
   const prefix = uniquePrefix('purge-cluster')
@@ -78,7 +68,7 @@ test('two replicas on Redis, two workers each: a purge through one replica reach
     for (const [id, served] of before) assert.ok(served.slice(1).every((r) => r.body.equals(served[0]!.body)), `${id}: one image`)
 
     upstream.mutable.set('chero', jpeg(NEW))
-    const purged = await runCli(['purge', '/mutable/chero', '--target', `http://127.0.0.1:${metricsPorts[0]}`], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
+    const purged = await runCliToExit(['purge', '/mutable/chero', '--target', `http://127.0.0.1:${metricsPorts[0]}`], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
     assert.equal(purged.code, 0, purged.stderr)
     assert.match(purged.stderr, /removed 4 cached variants \(2 optimizer URLs\)/)
     assert.deepEqual(purged.stdout.trim().split('\n').sort(), [image('/mutable/chero', 1080), image('/mutable/chero', 640)])
@@ -103,7 +93,7 @@ test('straight on Redis (--cache): the running replicas drop their hot copies be
     upstream.mutable.set('dhero', jpeg(OLD))
     const before = await sweep(urls, '/mutable/dhero', 2)
     upstream.mutable.set('dhero', jpeg(NEW))
-    const purged = await runCli(['purge', '/mutable/dhero', '--cache', redis.url, '--cache-prefix', prefix])
+    const purged = await runCliToExit(['purge', '/mutable/dhero', '--cache', redis.url, '--cache-prefix', prefix])
     assert.equal(purged.code, 0, purged.stderr)
     assert.match(purged.stderr, /removed 4 cached variants \(2 optimizer URLs\); 2 other processes dropped/)
     const after = await sweep(urls, '/mutable/dhero', 2)
@@ -120,7 +110,7 @@ test('SQLite with two workers: the CLI straight on the file reaches both workers
     upstream.mutable.set('shero', jpeg(OLD))
     const before = await sweep([sidecar.url], '/mutable/shero')
     upstream.mutable.set('shero', jpeg(NEW))
-    const purged = await runCli(['purge', '/mutable/shero', '--cache', `sqlite://${file}`])
+    const purged = await runCliToExit(['purge', '/mutable/shero', '--cache', `sqlite://${file}`])
     assert.equal(purged.code, 0, purged.stderr)
     assert.match(purged.stderr, /removed 4 cached variants/)
     const after = await sweep([sidecar.url], '/mutable/shero')
@@ -139,15 +129,15 @@ test('SQLite with two workers: the CLI straight on the file reaches both workers
 
 test('the CLI exits 1 when nothing can be reached, and says what a sidecar without a token answers', async () => {
   const port = await freePort()
-  const unreachable = await runCli(['purge', '/a.jpg', '--target', `http://127.0.0.1:${port}`], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
+  const unreachable = await runCliToExit(['purge', '/a.jpg', '--target', `http://127.0.0.1:${port}`], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
   assert.equal(unreachable.code, 1)
   assert.match(unreachable.stderr, /could not reach/)
-  const down = await runCli(['purge', '--all', '--cache', `redis://127.0.0.1:${port}`])
+  const down = await runCliToExit(['purge', '--all', '--cache', `redis://127.0.0.1:${port}`])
   assert.equal(down.code, 1)
   assert.match(down.stderr, /could not reach the cache store/)
   const open = await startCli(['--frontend', upstream.url, '--cache', 'memory://'])
   try {
-    const noRoute = await runCli(['purge', '/a.jpg', '--target', open.url], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
+    const noRoute = await runCliToExit(['purge', '/a.jpg', '--target', open.url], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
     assert.equal(noRoute.code, 1)
     assert.match(noRoute.stderr, /404.*admin token/)
   } finally {

@@ -6,13 +6,11 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
-import { CLI, startCli, stopChild } from '../helpers/cli.js'
+import { runCliToExit, startCli, stopChild } from '../helpers/cli.js'
 import { PrivateRedis, uniquePrefix } from '../helpers/redis.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
 import { image } from '../helpers/image-url.js'
@@ -64,14 +62,6 @@ function oldAnswers(before: Map<string, Array<{ body: Buffer }>>, after: Map<str
   return old
 }
 
-function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (c) => (stdout += c))
-  child.stderr.on('data', (c) => (stderr += c))
-  return once(child, 'exit').then(([code]) => ({ code: code as number | null, stdout, stderr }))
-}
 
 async function stopAll(children: Array<{ child: import('node:child_process').ChildProcess }>): Promise<void> {
   await Promise.all(children.map(({ child }) => stopChild(child)))
@@ -91,7 +81,7 @@ test('partition: a replica cut off from Redis during a purge is reported missed 
     await sweep(b.url, '/mutable/phero')
     await proxy.cut()
     upstream.mutable.set('phero', jpeg(NEW))
-    const purged = await runCli(['purge', '/mutable/phero', '--target', a.url], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
+    const purged = await runCliToExit(['purge', '/mutable/phero', '--target', a.url], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
     assert.equal(purged.code, 2, `the purge must not report success while a replica with a hot tier missed it: ${purged.stderr}`)
     assert.match(purged.stderr, /removed 4 cached variants/)
     assert.match(purged.stderr, /1 other processes that keep in-memory copies did not confirm/)
@@ -118,7 +108,7 @@ test('--target with two processes on one SQLite file: the command returns once b
     const before = await sweep(a.url, '/mutable/thero')
     await sweep(b.url, '/mutable/thero')
     upstream.mutable.set('thero', jpeg(NEW))
-    const purged = await runCli(['purge', '/mutable/thero', '--target', a.url], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
+    const purged = await runCliToExit(['purge', '/mutable/thero', '--target', a.url], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
     assert.equal(purged.code, 0, purged.stderr)
     // At once: no wait between the command's return and the first request to the other process.
     assert.deepEqual(oldAnswers(before, await sweep(b.url, '/mutable/thero')), [], 'the other process on the file served old bytes after the purge returned')
@@ -128,7 +118,7 @@ test('--target with two processes on one SQLite file: the command returns once b
     // Straight on the file: the same wait, and both processes counted (each holds the second image now).
     const second = await sweep(b.url, '/mutable/thero')
     upstream.mutable.set('thero', jpeg(corpusFile('photo-jpeg/aqua.jpg')))
-    const direct = await runCli(['purge', '/mutable/thero', '--cache', `sqlite://${file}`])
+    const direct = await runCliToExit(['purge', '/mutable/thero', '--cache', `sqlite://${file}`])
     assert.equal(direct.code, 0, direct.stderr)
     assert.match(direct.stderr, /; 2 other processes dropped/)
     assert.deepEqual(oldAnswers(second, await sweep(a.url, '/mutable/thero')), [])
@@ -297,7 +287,7 @@ test('SQLite: the cache directory removed under a running sidecar is noticed, an
     // The sidecar opens the file at the path again (it would otherwise serve from the unlinked one).
     await waitUntil(() => existsSync(file), 'the sidecar to open a new file at the path', 5000, 50)
     upstream.mutable.set('rhero', jpeg(NEW))
-    const purged = await runCli(['purge', '/mutable/rhero', '--cache', `sqlite://${file}`])
+    const purged = await runCliToExit(['purge', '/mutable/rhero', '--cache', `sqlite://${file}`])
     assert.equal(purged.code, 0, purged.stderr)
     await waitUntil(async () => oldAnswers(before, await sweep(a.url, '/mutable/rhero', 1)).length === 0, 'no old bytes after the purge of the new file', 5000, 100)
   } finally {
@@ -507,7 +497,7 @@ test('a replica whose clock is 2 minutes behind is still waited for: cut off dur
     await sweep(b.url, '/mutable/skew')
     await proxy.cut()
     upstream.mutable.set('skew', jpeg(NEW))
-    const purged = await runCli(['purge', '/mutable/skew', '--target', a.url], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
+    const purged = await runCliToExit(['purge', '/mutable/skew', '--target', a.url], { IMAGE_SIDECAR_ADMIN_TOKEN: TOKEN })
     assert.equal(purged.code, 2, `a listed replica with a hot tier missed the purge, and it was not reported: ${purged.stderr}`)
     assert.match(purged.stderr, /1 other processes that keep in-memory copies did not confirm/)
   } finally {
