@@ -195,3 +195,50 @@ test(`a restart on a ${ROWS}-entry file keeps its entries (a HIT) with peak RSS 
     await second.stop()
   }
 })
+
+/**
+ * A child that opens the store on `path` when told (a line on stdin), pings it, and prints "ok" or
+ * the error: several started together reach the open within a few ms of each other.
+ */
+const OPEN_AND_PING = `
+import { createInterface } from 'node:readline'
+import { once } from 'node:events'
+import pino from 'pino'
+import { SqliteStore } from './sidecar/cache/sqlite-store.ts'
+const [path, index, count] = process.argv.slice(1)
+process.stdout.write('loaded\\n')
+await once(createInterface({ input: process.stdin }), 'line')
+const store = new SqliteStore(path, { maxSize: 1 << 30, maxEntrySize: 1 << 24 }, pino({ level: 'silent' }), { index: Number(index), count: Number(count) })
+const outcome = await store.ping().then(() => 'ok', (err) => String(err.message))
+await store.close()
+process.stdout.write(outcome + '\\n')
+`
+
+async function openTogether(path: string, count: number): Promise<string[]> {
+  const children = Array.from({ length: count }, (_, index) =>
+    spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', OPEN_AND_PING, path, String(index), String(count)], { cwd: REPO, stdio: ['pipe', 'pipe', 'inherit'], timeout: 60_000 }),
+  )
+  const outputs = children.map((child) => {
+    let text = ''
+    child.stdout!.on('data', (chunk: Buffer) => (text += chunk))
+    return { child, text: () => text }
+  })
+  await waitUntil(() => outputs.every((o) => o.text().includes('loaded\n') || o.child.exitCode !== null), 'every child to load the store', 60_000, 20)
+  for (const child of children) child.stdin!.end('go\n')
+  await Promise.all(children.map((child) => (child.exitCode !== null || child.signalCode !== null ? undefined : once(child, 'exit'))))
+  return outputs.map((o) => o.text().replace('loaded\n', '').trim())
+}
+
+test('processes that open a new cache file at the same moment (a cluster starting) all find it usable, in WAL with incremental auto-vacuum', { timeout: 300_000 }, async () => {
+  for (let round = 0; round < 6; round++) {
+    const path = join(mkdtempSync(join(dir, 'together-')), 'cache.sqlite')
+    assert.deepEqual(await openTogether(path, 3), ['ok', 'ok', 'ok'], `round ${round}`)
+    const db = new (nodeSqlite().DatabaseSync)(path)
+    try {
+      assert.equal(db.prepare('PRAGMA journal_mode').get()?.journal_mode, 'wal')
+      assert.equal(db.prepare('PRAGMA auto_vacuum').get()?.auto_vacuum, 2, 'incremental')
+    } finally {
+      db.close()
+    }
+  }
+})
