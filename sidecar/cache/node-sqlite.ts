@@ -1,6 +1,4 @@
-import { randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { existsSync, linkSync, renameSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { KeyvStoreAdapter } from 'keyv'
@@ -235,25 +233,14 @@ export class KeyvNodeSqlite extends EventEmitter implements SqlKeyvAdapter {
  * Creates a cache file with the settings that only take effect on a new database: incremental
  * auto-vacuum (so evictions can shrink the file) and WAL (readers never block the writer).
  */
-export function createCacheFile(path: string): void {
-  // Made beside the path, then linked into place (a link never replaces a file): processes starting
-  // together on a new file (a cluster's workers) find no file or a finished one, never one that another
-  // is still setting up, whose VACUUM their open made fail with "database is locked".
-  const draft = `${path}.${process.pid}-${randomUUID()}.new`
+export function createCacheFile(path: string, busyTimeoutMs: number): void {
+  const db = new (nodeSqlite().DatabaseSync)(path)
   try {
-    const db = new (nodeSqlite().DatabaseSync)(draft)
-    try {
-      db.exec('PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; VACUUM;')
-    } finally {
-      db.close()
-    }
-    try {
-      linkSync(draft, path)
-    } catch (err) {
-      // A file system without hard links: moved into place if the path is still free (a narrow race again).
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' && !existsSync(path)) renameSync(draft, path)
-    }
+    // Processes starting together on a new file (a cluster's workers) run this at the same time, and one's
+    // open meets the other's VACUUM: each waits for the other (without the wait: "database is locked", the
+    // store down at start). Run twice, it changes nothing the first run did.
+    db.exec(`PRAGMA busy_timeout = ${Math.floor(busyTimeoutMs)}; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; VACUUM;`)
   } finally {
-    for (const file of [draft, `${draft}-wal`, `${draft}-shm`]) rmSync(file, { force: true })
+    db.close()
   }
 }

@@ -1,4 +1,4 @@
-import { existsSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { Logger } from 'pino'
@@ -97,7 +97,9 @@ export class SqliteStore implements CacheStore, PurgeableStore {
 
   private async open(): Promise<void> {
     await mkdir(dirname(this.path), { recursive: true })
-    if (!existsSync(this.path)) createCacheFile(this.path)
+    // No file yet, or an empty one (a start killed before it set the file up; a path that names a volume file not
+    // yet written): both are a new database, whose settings only take effect before its first table.
+    if ((statSync(this.path, { throwIfNoEntry: false })?.size ?? 0) === 0) createCacheFile(this.path, BUSY_TIMEOUT_MS)
     this.adapter = await this.driver(this.path, { table: TABLE, busyTimeoutMs: BUSY_TIMEOUT_MS })
     const { dev, ino } = statSync(this.path)
     this.identity = { dev, ino }

@@ -106,7 +106,7 @@ test('kill -9 during a load of misses from two processes on the file never leave
 
 test('a transaction the disk cannot hold fails with SQLite’s own error (not the rollback’s), and writes none of its statements', async () => {
   const path = join(dir, 'full.sqlite')
-  createCacheFile(path)
+  createCacheFile(path, 1000)
   const adapter = new KeyvNodeSqlite(path, { table: 'next_image_cache', busyTimeoutMs: 1000 })
   try {
     await adapter.query('CREATE TABLE side (key TEXT PRIMARY KEY)')

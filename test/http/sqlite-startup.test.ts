@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes, createHash } from 'node:crypto'
 import { once } from 'node:events'
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { nodeSqlite } from '../../sidecar/cache/node-sqlite.js'
@@ -18,6 +18,8 @@ import { freePort, REPO } from '../helpers/next-app.js'
 import { waitUntil } from '../helpers/wait.js'
 import { image } from '../helpers/image-url.js'
 import { encodeEntry } from '../../sidecar/cache/codec.js'
+import { SqliteStore } from '../../sidecar/cache/sqlite-store.js'
+import pino from 'pino'
 
 const BIN = join(REPO, 'bin/next-image-sidecar')
 const MiB = 1024 ** 2
@@ -229,16 +231,72 @@ async function openTogether(path: string, count: number): Promise<string[]> {
   return outputs.map((o) => o.text().replace('loaded\n', '').trim())
 }
 
+/** The settings a cache file must have (WAL, incremental auto-vacuum) and whether SQLite finds it sound. */
+function fileSettings(path: string): { journal: unknown; autoVacuum: unknown; integrity: unknown; tables: unknown[] } {
+  const db = new (nodeSqlite().DatabaseSync)(path)
+  try {
+    return {
+      journal: db.prepare('PRAGMA journal_mode').get()?.journal_mode,
+      autoVacuum: db.prepare('PRAGMA auto_vacuum').get()?.auto_vacuum,
+      integrity: db.prepare('PRAGMA integrity_check').get()?.integrity_check,
+      tables: db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all().map((r) => r.name),
+    }
+  } finally {
+    db.close()
+  }
+}
+
+const WAL_AND_INCREMENTAL = { journal: 'wal', autoVacuum: 2, integrity: 'ok' }
+
+/** Opens the store on `path` in this process, pings it and closes it. */
+async function openOnce(path: string): Promise<void> {
+  const store = new SqliteStore(path, { maxSize: 1 << 30, maxEntrySize: 1 << 24 }, pino({ level: 'silent' }))
+  try {
+    await store.ping()
+  } finally {
+    await store.close()
+  }
+}
+
 test('processes that open a new cache file at the same moment (a cluster starting) all find it usable, in WAL with incremental auto-vacuum', { timeout: 300_000 }, async () => {
   for (let round = 0; round < 6; round++) {
     const path = join(mkdtempSync(join(dir, 'together-')), 'cache.sqlite')
     assert.deepEqual(await openTogether(path, 3), ['ok', 'ok', 'ok'], `round ${round}`)
-    const db = new (nodeSqlite().DatabaseSync)(path)
-    try {
-      assert.equal(db.prepare('PRAGMA journal_mode').get()?.journal_mode, 'wal')
-      assert.equal(db.prepare('PRAGMA auto_vacuum').get()?.auto_vacuum, 2, 'incremental')
-    } finally {
-      db.close()
-    }
+    const { tables, ...settings } = fileSettings(path)
+    assert.deepEqual(settings, WAL_AND_INCREMENTAL, `round ${round}`)
   }
+})
+
+test('a cache path that is a link to a file not written yet (a volume file) becomes a new cache file there, in WAL with incremental auto-vacuum', async () => {
+  const home = mkdtempSync(join(dir, 'link-'))
+  mkdirSync(join(home, 'volume'))
+  symlinkSync(join(home, 'volume', 'cache.sqlite'), join(home, 'cache.sqlite'))
+  await openOnce(join(home, 'cache.sqlite'))
+  const { tables, ...settings } = fileSettings(join(home, 'volume', 'cache.sqlite'))
+  assert.deepEqual(settings, WAL_AND_INCREMENTAL)
+})
+
+test('an empty file at the cache path (a start killed before it set the file up) is set up as a new cache file', async () => {
+  const path = join(mkdtempSync(join(dir, 'empty-file-')), 'cache.sqlite')
+  writeFileSync(path, '')
+  await openOnce(path)
+  const { tables, ...settings } = fileSettings(path)
+  assert.deepEqual(settings, WAL_AND_INCREMENTAL)
+})
+
+test('a WAL left behind by a deleted cache file is not replayed into the new file', async () => {
+  const path = join(mkdtempSync(join(dir, 'orphan-wal-')), 'cache.sqlite')
+  // A process that wrote into its WAL and died before a checkpoint; then its file was deleted, not the WAL.
+  const old = new (nodeSqlite().DatabaseSync)(path)
+  old.exec('PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE old_stuff (v BLOB)')
+  const insert = old.prepare('INSERT INTO old_stuff (v) VALUES (?)')
+  for (let i = 0; i < 200; i++) insert.run(randomBytes(4096))
+  const wal = readFileSync(`${path}-wal`)
+  old.close()
+  rmSync(path)
+  writeFileSync(`${path}-wal`, wal)
+  await openOnce(path)
+  const { tables, ...settings } = fileSettings(path)
+  assert.deepEqual(settings, WAL_AND_INCREMENTAL)
+  assert.ok(!tables.includes('old_stuff'), `the old file's table came back from its WAL: ${tables.join(', ')}`)
 })
