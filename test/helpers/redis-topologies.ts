@@ -7,7 +7,8 @@ import { freePort } from './next-app.js'
 import { waitUntil } from './wait.js'
 
 const run = promisify(execFile)
-const cli = async (port: number, ...args: string[]) => (await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args])).stdout
+/** Bounded: a peer that accepts and never answers (not a Redis) must not hang the wait. */
+const cli = async (port: number, ...args: string[]) => (await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 5000 })).stdout
 
 /** A redis-server process of a test's own, with its own directory. */
 class Server {
@@ -21,8 +22,9 @@ class Server {
     this.child = spawn('redis-server', [...this.args, '--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
     const child = this.child
     await waitUntil(async () => {
-      if (child.exitCode !== null) throw new Error(`redis-server on ${this.port} exited with ${child.exitCode}`)
-      return cli(this.port, 'PING').then((out) => out.trim() === 'PONG', () => false)
+      if (child.exitCode !== null) throw new ServerExited(`redis-server on ${this.port} exited with ${child.exitCode}`)
+      // Ours, not another server that holds the port (this one then exits, unable to bind it).
+      return cli(this.port, 'INFO', 'server').then((out) => new RegExp(`^process_id:${child.pid}\\r?$`, 'm').test(out), () => false)
     }, `redis-server on ${this.port}`)
   }
   async kill(): Promise<void> {
@@ -34,18 +36,45 @@ class Server {
   }
 }
 
+/**
+ * A redis-server on a free port that no other server of the set uses. freePort() releases the port before
+ * redis-server binds it, so two draws can meet, and a cluster node also binds its bus port (port + 10000),
+ * which nothing reserves: a port taken or clashing is skipped, and a server that could not bind it (it
+ * exits at start) is started again on another.
+ */
+async function startOnFreePort(taken: Set<number>, make: (port: number) => Server): Promise<Server> {
+  const clashes = (port: number) => [port, port + 10_000, port - 10_000].some((p) => taken.has(p)) || port + 10_000 > 65_535
+  for (let attempt = 1; ; attempt++) {
+    let port = await freePort()
+    while (clashes(port)) port = await freePort()
+    const server = make(port)
+    try {
+      await server.start()
+      taken.add(port)
+      return server
+    } catch (err) {
+      if (attempt === 5 || !(err instanceof ServerExited)) throw err
+    }
+  }
+}
+
+class ServerExited extends Error {}
+
 /** A Redis Cluster of three masters with a replica each (redis-cli --cluster create), nodes on free ports. */
 export class LocalRedisCluster {
   private constructor(readonly nodes: Server[]) {}
 
   static async start(): Promise<LocalRedisCluster> {
     const nodes: Server[] = []
+    const taken = new Set<number>()
     for (let i = 0; i < 6; i++) {
-      const port = await freePort()
-      const dir = mkdtempSync(join(tmpdir(), `nis-cluster-node-${port}-`))
-      nodes.push(new Server(port, ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', '1000', '--cluster-replica-validity-factor', '0'], dir))
+      nodes.push(
+        await startOnFreePort(taken, (port) => {
+          const dir = mkdtempSync(join(tmpdir(), `nis-cluster-node-${port}-`))
+          return new Server(port, ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', '1000', '--cluster-replica-validity-factor', '0'], dir)
+        }),
+      )
     }
-    await Promise.all(nodes.map((n) => n.start()))
     await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '1', '--cluster-yes'])
     const cluster = new LocalRedisCluster(nodes)
     await cluster.untilHealthy()
@@ -99,18 +128,19 @@ export class LocalRedisSentinel {
 
   static async start(): Promise<LocalRedisSentinel> {
     const dir = mkdtempSync(join(tmpdir(), 'nis-sentinel-'))
-    const master = new Server(await freePort(), [], dir)
-    await master.start()
-    const replica = new Server(await freePort(), ['--replicaof', '127.0.0.1', String(master.port)], dir)
-    await replica.start()
+    const taken = new Set<number>()
+    const master = await startOnFreePort(taken, (port) => new Server(port, [], dir))
+    const replica = await startOnFreePort(taken, (port) => new Server(port, ['--replicaof', '127.0.0.1', String(master.port)], dir))
     const sentinels: Server[] = []
     for (let i = 0; i < 3; i++) {
-      const port = await freePort()
-      const conf = join(dir, `sentinel-${port}.conf`)
-      writeFileSync(conf, [`sentinel monitor ${LocalRedisSentinel.MASTER_NAME} 127.0.0.1 ${master.port} 2`, `sentinel down-after-milliseconds ${LocalRedisSentinel.MASTER_NAME} 1000`, `sentinel failover-timeout ${LocalRedisSentinel.MASTER_NAME} 3000`, ''].join('\n'))
-      sentinels.push(new Server(port, [conf, '--sentinel'], dir))
+      sentinels.push(
+        await startOnFreePort(taken, (port) => {
+          const conf = join(dir, `sentinel-${port}.conf`)
+          writeFileSync(conf, [`sentinel monitor ${LocalRedisSentinel.MASTER_NAME} 127.0.0.1 ${master.port} 2`, `sentinel down-after-milliseconds ${LocalRedisSentinel.MASTER_NAME} 1000`, `sentinel failover-timeout ${LocalRedisSentinel.MASTER_NAME} 3000`, ''].join('\n'))
+          return new Server(port, [conf, '--sentinel'], dir)
+        }),
+      )
     }
-    await Promise.all(sentinels.map((s) => s.start()))
     const set = new LocalRedisSentinel(master, replica, sentinels)
     // The Sentinels have found each other and the replica.
     await waitUntil(async () => {
