@@ -26,16 +26,17 @@ after(async () => {
 interface Cluster {
   url: string
   child: ChildProcess
-  /** Every JSON log line so far (request lines included: LOG_LEVEL=info). */
+  /** Every JSON log line so far (request lines included: misses at info, HITs at debug). */
   lines: Array<Record<string, unknown>>
   /** Resolves when a log line matching `pick` arrives (or has arrived). */
   waitForLine(pick: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
 }
 
-async function startCluster(args: string[]): Promise<Cluster> {
+/** `logLevel` debug: a HIT's request line too (info logs misses only). */
+async function startCluster(args: string[], logLevel: 'info' | 'debug' = 'info'): Promise<Cluster> {
   const port = await freePort()
   const child = spawn(process.execPath, [CLI, '--host', '127.0.0.1', '--port', String(port), '--frontend', upstream.url, ...args], {
-    env: { ...process.env, LOG_LEVEL: 'info' },
+    env: { ...process.env, LOG_LEVEL: logLevel },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   const lines: Array<Record<string, unknown>> = []
@@ -67,7 +68,8 @@ async function stop(c: Cluster): Promise<number | null> {
 
 test('two workers answer a herd of identical cold requests with one transform and one upstream fetch', async () => {
   const cache = `sqlite://${join(mkdtempSync(join(tmpdir(), 'nis-cluster-')), 'cache.sqlite')}`
-  const c = await startCluster(['--workers', '2', '--cache', cache])
+  // Debug: a worker whose share of the herd arrived after the other stored the image answers HITs, logged at debug.
+  const c = await startCluster(['--workers', '2', '--cache', cache], 'debug')
   await allListening(c, 2)
   const path = image('/corpus/large/elephants-3840x2160.jpg', 3840, 75)
   const fetchedBefore = upstream.requests.filter((r) => r.url === '/corpus/large/elephants-3840x2160.jpg').length
