@@ -12,6 +12,9 @@ return 1`
 /** After Redis refused SUBSCRIBE (an ACL without the channel), waiters poll for this long before asking again. */
 const SUBSCRIBE_RETRY_MS = 60_000
 
+/** How soon a purge subscription that failed (Redis not answering yet) is tried again: doubling from first to last. */
+const SUBSCRIBE_PURGES_RETRY_MS = { first: 1000, last: 10_000 }
+
 /** How long a purge waits for the other replicas to say they dropped their copies. */
 const PURGE_ACK_MS = 3000
 
@@ -63,6 +66,9 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
   private purgeSubscription: Promise<() => Promise<void>> | undefined
   private readonly acks = new Map<string, () => void>()
   private memberTimer: NodeJS.Timeout | undefined
+  /** Purge subscriptions failed in a row (the first is logged as a warning, the recovery after them too). */
+  private subscribeFailures = 0
+  private subscribeRetry: NodeJS.Timeout | undefined
 
   constructor(
     private readonly store: RedisStore,
@@ -124,10 +130,20 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
       const join = () => this.members(true).catch((err: unknown) => this.log.debug({ err }, 'redis: could not list this replica as listening for purges'))
       await join()
       this.memberTimer = setInterval(join, MEMBER_EVERY_MS).unref()
+      if (this.subscribeFailures > 0) this.log.info({ channel: this.purgeChannel, after: this.subscribeFailures }, 'redis: subscribed to the purge channel')
+      this.subscribeFailures = 0
       return unsubscribe
     })().catch((err: unknown) => {
       this.purgeSubscription = undefined
-      this.log.warn({ err, channel: this.purgeChannel }, 'redis: could not subscribe to the purge channel; purges from other replicas will not reach this hot tier')
+      if (this.subscribeFailures++ === 0) this.log.warn({ err, channel: this.purgeChannel }, 'redis: could not subscribe to the purge channel; purges from other replicas will not reach this hot tier until it can (trying again)')
+      // Tried again until it holds: a replica that is not subscribed is not listed, so no purge waits for it,
+      // and one could report success while this hot tier still serves old bytes (until the next log read).
+      // Doubling up to a cap: an ACL that refuses the channel costs a connection per try.
+      const delay = Math.min(SUBSCRIBE_PURGES_RETRY_MS.first * 2 ** (this.subscribeFailures - 1), SUBSCRIBE_PURGES_RETRY_MS.last)
+      if (this.purgeHandler && !this.closed) {
+        clearTimeout(this.subscribeRetry)
+        this.subscribeRetry = setTimeout(() => void (this.closed || this.purgeSubscription || this.subscribePurges().catch(() => {})), delay).unref()
+      }
       throw err
     })
     return this.purgeSubscription
@@ -265,6 +281,7 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
 
   async close(): Promise<void> {
     this.closed = true
+    clearTimeout(this.subscribeRetry)
     for (const set of this.waiters.values()) for (const wake of [...set]) wake()
     await this.subscribing
     await this.unsubscribe?.()
