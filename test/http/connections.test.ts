@@ -82,9 +82,9 @@ test('an idle keep-alive connection stays open past the headers timeout and clos
   const ms = performance.now() - idleSince
   // Node keeps the socket keepAliveTimeoutBuffer (1 s) past the advertised timeout, so a client reusing it
   // at the edge is not reset: the close comes at 4 s. The bound stays under Node's default (5 s + 1 s), so a
-  // server that lost its keepAliveTimeout still fails.
+  // server that lost its keepAliveTimeout still fails; below it, room for a loaded machine's late timer.
   const closesAt = 3000 + (new Server().keepAliveTimeoutBuffer ?? 0)
-  assert.ok(ms >= 2900 && ms < closesAt + 1000, `idle connection closed after ${Math.round(ms)} ms (expected about ${closesAt})`)
+  assert.ok(ms >= 2900 && ms < closesAt + 1900, `idle connection closed after ${Math.round(ms)} ms (expected about ${closesAt})`)
 })
 
 test('500 idle keep-alive connections do not stop a new client being served', async () => {

@@ -62,7 +62,7 @@ describe('tracing on (OTEL_EXPORTER_OTLP_ENDPOINT set)', () => {
   let sidecar: { url: string; child: ChildProcess }
   const traceId = randomBytes(16).toString('hex')
   const callerSpanId = randomBytes(8).toString('hex')
-  const image = `/_next/image?url=${encodeURIComponent('/slow/400/png/chelsea.png')}&w=640&q=75`
+  const image = `/_next/image?url=${encodeURIComponent('/slow/2000/png/chelsea.png')}&w=640&q=75`
   let spansOf: (trace: string) => OtlpSpan[]
   let waiterTrace: string
 
@@ -75,7 +75,7 @@ describe('tracing on (OTEL_EXPORTER_OTLP_ENDPOINT set)', () => {
     spansOf = (trace) => receiver.spans.filter((s) => s.traceId === trace)
     const first = fetch(`${sidecar.url}${image}`, { headers: { accept: 'image/webp', traceparent: `00-${traceId}-${callerSpanId}-01`, 'x-request-id': 'trace-test-1' } })
     // The identical request goes out once the first one's upstream fetch is under way.
-    await waitUntil(() => upstream.requests.some((r) => r.url.startsWith('/slow/400/')), 'the first request to reach the upstream')
+    await waitUntil(() => upstream.requests.some((r) => r.url.startsWith('/slow/2000/')), 'the first request to reach the upstream')
     const second = await fetch(`${sidecar.url}${image}`, { headers: { accept: 'image/webp', 'x-request-id': 'trace-test-2' } })
     assert.equal(second.status, 200)
     assert.equal((await first).status, 200)
@@ -112,7 +112,7 @@ describe('tracing on (OTEL_EXPORTER_OTLP_ENDPOINT set)', () => {
     assert.equal(fetchSpan.kind, CLIENT)
     assert.equal(attr(fetchSpan, 'http.response.status_code'), 200)
     assert.equal(attr(fetchSpan, 'next_image_sidecar.upstream'), 'internal')
-    const sent = upstream.requests.find((r) => r.url.startsWith('/slow/400/'))!
+    const sent = upstream.requests.find((r) => r.url.startsWith('/slow/2000/'))!
     assert.match(String(sent.headers.traceparent), new RegExp(`^00-${traceId}-${fetchSpan.spanId}-01$`))
   })
 

@@ -36,10 +36,11 @@ test('an answer that arrived during a blocked event loop longer than the timeout
   }
   const resilient = new ResilientStore(store, silentLogger, { timeoutMs: 200 })
   const read = resilient.get('k')
-  // Once the request is sent, the loop is blocked for twice the timeout: the answer arrives meanwhile.
+  // Once the request is sent, the loop is blocked for five times the timeout: the answer (50 ms) arrives
+  // meanwhile, with room for a loaded machine to schedule the other process late.
   await new Promise<void>((resolve) =>
     setImmediate(() => {
-      const until = performance.now() + 400
+      const until = performance.now() + 1000
       while (performance.now() < until);
       resolve()
     }),
