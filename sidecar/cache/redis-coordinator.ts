@@ -64,11 +64,16 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
   private readonly instance = randomUUID()
   private purgeHandler: ((selector: PurgeMessage) => Promise<void>) | undefined
   private purgeSubscription: Promise<() => Promise<void>> | undefined
-  private readonly acks = new Map<string, () => void>()
+  private readonly acks = new Map<string, (from: string) => void>()
   private memberTimer: NodeJS.Timeout | undefined
   /** Purge subscriptions failed in a row (the first is logged as a warning, the recovery after them too). */
   private subscribeFailures = 0
   private subscribeRetry: NodeJS.Timeout | undefined
+  /**
+   * One listener for every attempt: a Cluster's or Sentinel's client keeps its listeners in a set, so an
+   * attempt that timed out but landed later and the retry after it add one listener, not two.
+   */
+  private readonly onPurgeRaw = (raw: Buffer | string) => void this.onPurgeMessage(raw.toString())
 
   constructor(
     private readonly store: RedisStore,
@@ -94,7 +99,12 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
     let expected = Infinity
     let finish: () => void = () => {}
     const all = new Promise<void>((resolve) => (finish = resolve))
-    this.acks.set(id, () => {
+    // Counted per replica: on a Cluster or Sentinel a subscription that landed after its attempt timed out
+    // shares the client with the next one, and a replica that answers twice must not stand in for one that did not.
+    const answered = new Set<string>()
+    this.acks.set(id, (from) => {
+      if (answered.has(from)) return
+      answered.add(from)
       applied++
       if (applied >= expected) finish()
     })
@@ -123,10 +133,12 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
   private subscribePurges(): Promise<() => Promise<void>> {
     this.purgeSubscription ??= (async () => {
       await bounded(this.store.connected(), 2000)
-      const unsubscribe = await bounded(
-        this.store.subscribe(this.purgeChannel, (raw: Buffer | string) => void this.onPurgeMessage(raw.toString())),
-        5000,
-      )
+      const unsubscribe = await bounded(this.store.subscribe(this.purgeChannel, this.onPurgeRaw), 5000)
+      if (this.closed) {
+        // Closed while this attempt was under way: close() has already taken this replica off the list.
+        await unsubscribe()
+        throw new Error('closed')
+      }
       const join = () => this.members(true).catch((err: unknown) => this.log.debug({ err }, 'redis: could not list this replica as listening for purges'))
       await join()
       this.memberTimer = setInterval(join, MEMBER_EVERY_MS).unref()
@@ -135,6 +147,7 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
       return unsubscribe
     })().catch((err: unknown) => {
       this.purgeSubscription = undefined
+      if (this.closed) throw err
       if (this.subscribeFailures++ === 0) this.log.warn({ err, channel: this.purgeChannel }, 'redis: could not subscribe to the purge channel; purges from other replicas will not reach this hot tier until it can (trying again)')
       // Tried again until it holds: a replica that is not subscribed is not listed, so no purge waits for it,
       // and one could report success while this hot tier still serves old bytes (until the next log read).
@@ -156,7 +169,7 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
     } catch {
       return
     }
-    if ('ack' in message) return void this.acks.get(message.ack)?.()
+    if ('ack' in message) return void this.acks.get(message.ack)?.(message.from)
     if (message.from === this.instance) return
     try {
       await this.purgeHandler?.(message.purge)
@@ -285,8 +298,9 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
     for (const set of this.waiters.values()) for (const wake of [...set]) wake()
     await this.subscribing
     await this.unsubscribe?.()
-    clearInterval(this.memberTimer)
     const purges = await this.purgeSubscription?.catch(() => undefined)
+    // Cleared once no attempt can set it any more.
+    clearInterval(this.memberTimer)
     if (purges) {
       await this.store.run(() => this.store.client.eval(`return redis.call('zrem', KEYS[1], ARGV[1])`, { keys: [`${this.store.prefix}{purge}members`], arguments: [this.instance] })).catch(() => {})
       await purges()

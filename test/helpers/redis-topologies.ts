@@ -27,6 +27,10 @@ class Server {
       return cli(this.port, 'INFO', 'server').then((out) => new RegExp(`^process_id:${child.pid}\\r?$`, 'm').test(out), () => false)
     }, `redis-server on ${this.port}`)
   }
+  /** Holds every client's commands for `ms` (CLIENT PAUSE): a stalled server. */
+  async pause(ms: number): Promise<void> {
+    await cli(this.port, 'CLIENT', 'PAUSE', String(ms), 'ALL')
+  }
   async kill(): Promise<void> {
     const child = this.child
     if (!child || child.exitCode !== null || child.signalCode !== null) return
