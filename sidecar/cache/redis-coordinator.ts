@@ -28,12 +28,16 @@ const MEMBER_TTL_MS = 60_000
 // Timed by the server's clock, never a replica's: one whose clock is behind by more than the TTL would be
 // pruned at once and never waited for (nor counted missed), one ahead would stay listed after it left.
 // An ACL user without +time: the replica's clock, as before (the deploy docs grant +time).
+// Returns the replicas' ids, so a purge waits for those and no answer stands in for another's; an ACL user
+// without +zrange: their number, as before (the deploy docs grant +zrange).
 const MEMBERS = `local t = redis.pcall('time')
 local now = tonumber(ARGV[2])
 if type(t) == 'table' and t[2] then now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
 if ARGV[1] ~= '' then redis.call('zadd', KEYS[1], now, ARGV[1]) end
 redis.call('zremrangebyscore', KEYS[1], '-inf', now - ${MEMBER_TTL_MS})
 redis.call('pexpire', KEYS[1], ${MEMBER_TTL_MS})
+local ids = redis.pcall('zrange', KEYS[1], 0, -1)
+if type(ids) == 'table' and not ids.err then return ids end
 return redis.call('zcard', KEYS[1])`
 
 type PurgeWire = { purge: PurgeMessage; id: string; from: string } | { ack: string; from: string }
@@ -95,30 +99,31 @@ export class RedisCoordinator implements Coordinator, PurgeBroadcast {
   async announcePurge(selector: PurgeMessage): Promise<PurgeReach> {
     await this.subscribePurges()
     const id = randomUUID()
-    let applied = 0
-    let expected = Infinity
-    let finish: () => void = () => {}
-    const all = new Promise<void>((resolve) => (finish = resolve))
     // Counted per replica: on a Cluster or Sentinel a subscription that landed after its attempt timed out
     // shares the client with the next one, and a replica that answers twice must not stand in for one that did not.
     const answered = new Set<string>()
+    let awaited: { ids: Set<string> } | { count: number } = { count: Infinity }
+    const missing = () => ('ids' in awaited ? [...awaited.ids].filter((from) => !answered.has(from)).length : Math.max(0, awaited.count - answered.size))
+    let finish: () => void = () => {}
+    const all = new Promise<void>((resolve) => (finish = resolve))
     this.acks.set(id, (from) => {
-      if (answered.has(from)) return
       answered.add(from)
-      applied++
-      if (applied >= expected) finish()
+      if (missing() === 0) finish()
     })
     const timer = setTimeout(finish, PURGE_ACK_MS)
     try {
-      const members = Number(await this.members(false))
+      const listed = await this.members(false)
+      // By id where Redis gave them: an answer from a replica that is not listed (its listing lapsed while its
+      // subscription held) confirms its own copies, not those of a listed replica that was cut off.
+      awaited = Array.isArray(listed) ? { ids: new Set(listed.map(String).filter((from) => from !== this.instance)) } : { count: Number(listed) - 1 } // this process is listed too
       await this.store.run(() => this.store.client.eval(PUBLISH, { keys: [], arguments: [this.purgeChannel, JSON.stringify({ purge: selector, id, from: this.instance } satisfies PurgeWire)] }))
-      expected = members - 1 // this process is listed too
-      if (applied >= expected) finish()
+      if (missing() === 0) finish()
       await all
-      if (applied < expected) this.log.warn({ applied, expected, selector }, 'purge: not every replica confirmed it dropped its in-process copies in time')
+      const missed = missing()
+      if (missed > 0) this.log.warn({ applied: answered.size, missed, selector }, 'purge: not every replica confirmed it dropped its in-process copies in time')
       // A replica listed as listening that did not answer (cut off from Redis, hung) still holds its copies
       // until it reads the purge log again (see followFeed): the purge says so instead of reporting success.
-      return { applied, missed: Math.max(0, expected - applied) }
+      return { applied: answered.size, missed }
     } finally {
       clearTimeout(timer)
       this.acks.delete(id)

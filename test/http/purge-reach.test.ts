@@ -56,6 +56,34 @@ test('a replica that answers a purge twice counts once: a listed replica that di
   }
 })
 
+test('an answer from a replica that is not listed does not stand in for a listed one that did not answer', async () => {
+  const redis = await PrivateRedis.start()
+  const prefix = uniquePrefix('reach-stranger')
+  const direct = await createClient({ url: redis.url }).connect()
+  const store = new RedisStore(redis.url, prefix, limits, silentLogger)
+  const purger = new RedisCoordinator(store, silentLogger)
+  const stranger = direct.duplicate()
+  try {
+    purger.onPurge(async () => {})
+    await waitUntil(async () => (await direct.zCard(membersKey(prefix))) === 1, 'the purging replica to be listed', 10_000)
+    // "silent" is listed and never answers (cut off); "stranger" answers every purge but is not listed (its
+    // listing lapsed, say Redis refused its ZADD at maxmemory under noeviction, while its subscription held).
+    await direct.zAdd(membersKey(prefix), { score: Date.now(), value: 'silent' })
+    await stranger.connect()
+    await stranger.subscribe(`${prefix}purge`, (raw) => {
+      const message = JSON.parse(raw) as { purge?: PurgeMessage; id: string }
+      if (message.purge) void direct.publish(`${prefix}purge`, JSON.stringify({ ack: message.id, from: 'stranger' }))
+    })
+    assert.deepEqual(await purger.announcePurge({ sources: ['/a.jpg'] }), { applied: 1, missed: 1 })
+  } finally {
+    stranger.destroy()
+    await purger.close()
+    await store.close()
+    direct.destroy()
+    await redis.kill()
+  }
+})
+
 test('a replica closed while its purge subscription is under way is not listed again afterwards', async (t) => {
   const redis = await PrivateRedis.start()
   const prefix = uniquePrefix('reach-closed')
