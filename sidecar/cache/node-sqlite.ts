@@ -230,16 +230,20 @@ export class KeyvNodeSqlite extends EventEmitter implements SqlKeyvAdapter {
 }
 
 /**
- * Creates a cache file with the settings that only take effect on a new database: incremental
- * auto-vacuum (so evictions can shrink the file) and WAL (readers never block the writer).
+ * Gives a cache file with no table yet (new, empty, or left part set up by a start killed midway) the settings
+ * that only take effect before its first table: incremental auto-vacuum (so evictions can shrink the file) and
+ * WAL (readers never block the writer). A file with tables is left as it is.
  */
-export function createCacheFile(path: string, busyTimeoutMs: number): void {
+export function setUpCacheFile(path: string, busyTimeoutMs: number): void {
   const db = new (nodeSqlite().DatabaseSync)(path)
   try {
     // Processes starting together on a new file (a cluster's workers) run this at the same time, and one's
     // open meets the other's VACUUM: each waits for the other (without the wait: "database is locked", the
     // store down at start). Run twice, it changes nothing the first run did.
-    db.exec(`PRAGMA busy_timeout = ${Math.floor(busyTimeoutMs)}; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; VACUUM;`)
+    db.exec(`PRAGMA busy_timeout = ${Math.floor(busyTimeoutMs)}`)
+    // New is read from the schema, not the file's size: the first setting alone already writes a 4 KiB header.
+    if (db.prepare('SELECT 1 FROM sqlite_master LIMIT 1').get()) return
+    db.exec('PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; VACUUM;')
   } finally {
     db.close()
   }

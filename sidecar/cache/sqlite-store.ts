@@ -2,7 +2,7 @@ import { statSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { Logger } from 'pino'
-import { createCacheFile, isBusy, KeyvNodeSqlite, type SqlKeyvAdapter, type SqlStep } from './node-sqlite.js'
+import { isBusy, KeyvNodeSqlite, type SqlKeyvAdapter, type SqlStep, setUpCacheFile } from './node-sqlite.js'
 import { encodeEntry, StoredForms } from './codec.js'
 import { sqliteBudget } from './sqlite-budget.js'
 import { SqliteLru } from './sqlite-lru.js'
@@ -97,9 +97,9 @@ export class SqliteStore implements CacheStore, PurgeableStore {
 
   private async open(): Promise<void> {
     await mkdir(dirname(this.path), { recursive: true })
-    // No file yet, or an empty one (a start killed before it set the file up; a path that names a volume file not
-    // yet written): both are a new database, whose settings only take effect before its first table.
-    if ((statSync(this.path, { throwIfNoEntry: false })?.size ?? 0) === 0) createCacheFile(this.path, BUSY_TIMEOUT_MS)
+    // No file yet, an empty one (a path that names a volume file not yet written) or one a start killed before
+    // its first table: each is a new database, whose settings only take effect before its first table.
+    setUpCacheFile(this.path, BUSY_TIMEOUT_MS)
     this.adapter = await this.driver(this.path, { table: TABLE, busyTimeoutMs: BUSY_TIMEOUT_MS })
     const { dev, ino } = statSync(this.path)
     this.identity = { dev, ino }

@@ -15,7 +15,7 @@ import { DatabaseSync } from 'node:sqlite'
 import { startUpstream, corpusFile, type UpstreamServer } from '../helpers/upstream-server.js'
 import { startCli, stopChild } from '../helpers/cli.js'
 import { waitUntil } from '../helpers/wait.js'
-import { createCacheFile, KeyvNodeSqlite } from '../../sidecar/cache/node-sqlite.js'
+import { setUpCacheFile, KeyvNodeSqlite } from '../../sidecar/cache/node-sqlite.js'
 
 let upstream: UpstreamServer
 const dir = mkdtempSync(join(tmpdir(), 'nis-crash-'))
@@ -106,7 +106,7 @@ test('kill -9 during a load of misses from two processes on the file never leave
 
 test('a transaction the disk cannot hold fails with SQLite’s own error (not the rollback’s), and writes none of its statements', async () => {
   const path = join(dir, 'full.sqlite')
-  createCacheFile(path, 1000)
+  setUpCacheFile(path, 1000)
   const adapter = new KeyvNodeSqlite(path, { table: 'next_image_cache', busyTimeoutMs: 1000 })
   try {
     await adapter.query('CREATE TABLE side (key TEXT PRIMARY KEY)')

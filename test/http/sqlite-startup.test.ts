@@ -284,6 +284,18 @@ test('an empty file at the cache path (a start killed before it set the file up)
   assert.deepEqual(settings, WAL_AND_INCREMENTAL)
 })
 
+test('a file a start left part set up (killed after its auto-vacuum setting, before WAL) is set up as a new cache file', async () => {
+  const path = join(mkdtempSync(join(dir, 'part-set-up-')), 'cache.sqlite')
+  // What the setup's first statement leaves on disk: a 4,096-byte header in rollback-journal mode, no table.
+  const part = new (nodeSqlite().DatabaseSync)(path)
+  part.exec('PRAGMA auto_vacuum = INCREMENTAL')
+  part.close()
+  assert.ok(statSync(path).size > 0, 'the part set-up file is not empty')
+  await openOnce(path)
+  const { tables, ...settings } = fileSettings(path)
+  assert.deepEqual(settings, WAL_AND_INCREMENTAL)
+})
+
 test('a WAL left behind by a deleted cache file is not replayed into the new file', async () => {
   const path = join(mkdtempSync(join(dir, 'orphan-wal-')), 'cache.sqlite')
   // A process that wrote into its WAL and died before a checkpoint; then its file was deleted, not the WAL.
